@@ -1,0 +1,182 @@
+"""Whole-model pure functions: validate, lay out, run the stack, return torch's shapes.
+
+:func:`apply_recurrent` is shared by every cell kind; :func:`lstm` is the LSTM's public
+apply function (``lstm_jax.functional.lstm``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax._src import validation
+from lstm_jax._src.cells import LSTM_CELL, CellDef, accumulation_dtype
+from lstm_jax._src.stack import run_stack
+from lstm_jax._src.types import LSTMState, StackParams
+
+
+def apply_recurrent(
+    cell: CellDef,
+    params: Sequence[Sequence[Any]],
+    x: jax.Array,
+    hx: Sequence[jax.Array] | None,
+    *,
+    seq_lengths: jax.Array | None = None,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    dtype=None,
+    unroll: int = 1,
+) -> tuple[jax.Array, Any]:
+    """Runs a recurrent stack of any cell kind with torch's input and output conventions.
+
+    Args:
+      cell: the cell kind.
+      params: ``params[layer][direction]``.
+      x: ``[time, batch, input_size]``, ``[batch, time, input_size]`` with ``batch_first``,
+        or unbatched ``[time, input_size]``.
+      hx: ``None`` (zeros) or one array per state field (for the LSTM ``(h_0, c_0)``), each
+        ``[layers * directions, batch, size]`` (``[layers * directions, size]`` unbatched).
+      seq_lengths: optional int ``[batch]`` in ``1..time``, torch's packed semantics.
+      batch_first: ``x`` and the output are ``[batch, time, ...]``.
+      dropout: rate of dropout on every layer's output but the last's.
+      key: PRNG key for dropout; required when ``dropout > 0`` and not ``deterministic``.
+      deterministic: disable dropout.
+      dtype: computation dtype; ``None`` uses ``x``'s dtype. The state is kept in at least
+        float32 (see :func:`~lstm_jax._src.cells.accumulation_dtype`).
+      unroll: ``lax.scan``'s unroll factor.
+
+    Returns:
+      ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in
+      ``dtype`` (batch-first or unbatched like ``x``), and the cell's state named tuple
+      with fields ``[layers * directions, batch, size]`` in the state dtype.
+    """
+    first = params[0][0]
+    input_size = first.weight_ih.shape[1]
+    num_layers, directions = len(params), len(params[0])
+    x, batched = validation.check_input(x, input_size)
+    if batched and batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    if not batched:
+        x = x[:, None]
+    time, batch = x.shape[:2]
+    if seq_lengths is not None:
+        if not batched:
+            raise ValueError("seq_lengths needs a batched input of rank 3")
+        seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
+    validation.check_dropout_rate(dropout)
+    if dropout > 0.0 and not deterministic and key is None:
+        raise ValueError("dropout > 0 needs a PRNG `key` (or deterministic=True)")
+
+    compute_dtype = jnp.dtype(dtype or x.dtype)
+    params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+    state_dtype = accumulation_dtype(compute_dtype)
+    sizes = cell.state_sizes(first)
+    if hx is None:
+        states = type(sizes)(
+            *(jnp.zeros((num_layers * directions, batch, n), state_dtype) for n in sizes)
+        )
+    else:
+        states = type(sizes)(
+            *(
+                _check_initial_state(f"hx[{i}] ({name}_0)", h, num_layers * directions, batch,
+                                     size, batched).astype(state_dtype)
+                for i, (name, h, size) in enumerate(zip(sizes._fields, hx, sizes, strict=True))
+            )
+        )
+
+    output, final = run_stack(
+        cell,
+        params,
+        x.astype(compute_dtype),
+        states,
+        seq_lengths=seq_lengths,
+        dropout_rate=dropout,
+        key=None if deterministic else key,
+        unroll=unroll,
+    )
+    output = output.astype(compute_dtype)
+    if not batched:
+        return output[:, 0], jax.tree.map(lambda s: s[:, 0], final)
+    if batch_first:
+        output = jnp.swapaxes(output, 0, 1)
+    return output, final
+
+
+def _check_initial_state(name, value, layers_directions, batch, size, batched) -> jax.Array:
+    if batched:
+        value = validation.check_state(
+            name, value, (layers_directions, batch, size), "[layers * directions, batch, size]"
+        )
+        return value
+    value = validation.check_state(
+        name, value, (layers_directions, size), "[layers * directions, size] (unbatched)"
+    )
+    return value[:, None]
+
+
+def lstm(
+    params: StackParams,
+    x: jax.Array,
+    hx: tuple[jax.Array, jax.Array] | None = None,
+    *,
+    seq_lengths: jax.Array | None = None,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    dtype=None,
+    unroll: int = 1,
+) -> tuple[jax.Array, LSTMState]:
+    """Applies a multi-layer (bidirectional) LSTM, the pure-function ``torch.nn.LSTM``.
+
+    Args:
+      params: from :func:`~lstm_jax.functional.init_lstm_params`, ``params[layer][direction]``.
+      x: ``[time, batch, input_size]``; ``[batch, time, input_size]`` with ``batch_first``;
+        or unbatched ``[time, input_size]``.
+      hx: optional ``(h_0, c_0)``: ``h_0`` ``[layers * directions, batch, H_out]``, ``c_0``
+        ``[layers * directions, batch, hidden_size]`` (no batch axis when ``x`` has none).
+      seq_lengths: optional int ``[batch]`` in ``1..time``: outputs past a row's length are
+        zero, its final state is the one at its last valid step, and the reverse direction
+        runs over its valid prefix reversed (``pack_padded_sequence`` semantics). May be
+        traced under ``jit``; the range is checked when concrete.
+      batch_first: ``x`` and ``output`` are batch-major.
+      dropout: dropout rate on each layer's output except the last (torch's ``dropout``).
+      key: PRNG key for dropout.
+      deterministic: turn dropout off (evaluation).
+      dtype: computation dtype (``None``: ``x``'s). With bfloat16 the products run in
+        bfloat16 and the gate math, ``h_n`` and ``c_n`` stay float32.
+      unroll: ``lax.scan`` unroll factor.
+
+    Returns:
+      ``(output, (h_n, c_n))``: ``output`` ``[time, batch, directions * H_out]``, ``h_n``
+      ``[layers * directions, batch, H_out]``, ``c_n`` ``[layers * directions, batch,
+      hidden_size]``; the pair is an :class:`LSTMState`.
+
+    Raises:
+      TypeError, ValueError: for input of the wrong dtype or shape, naming the argument.
+
+    Example:
+      >>> from lstm_jax.functional import init_lstm_params, lstm
+      >>> params = init_lstm_params(jax.random.key(0), 100, 20, num_layers=4)
+      >>> out, (h, c) = lstm(params, jnp.ones((10, 3, 100)))
+      >>> out.shape, h.shape, c.shape, bool(jnp.all(out[-1] == h[-1]))
+      ((10, 3, 20), (4, 3, 20), (4, 3, 20), True)
+    """
+    return apply_recurrent(
+        LSTM_CELL,
+        params,
+        x,
+        hx,
+        seq_lengths=seq_lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        key=key,
+        deterministic=deterministic,
+        dtype=dtype,
+        unroll=unroll,
+    )

@@ -1,0 +1,16 @@
+"""Flax Linen modules with ``torch.nn`` semantics, for Linen codebases.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> import lstm_jax.linen
+  >>> model = lstm_jax.linen.LSTM(input_size=4, hidden_size=8, batch_first=True)
+  >>> x = jnp.ones((2, 5, 4))
+  >>> out, (h, c) = model.apply(model.init(jax.random.key(0), x), x)
+  >>> out.shape, h.shape
+  ((2, 5, 8), (1, 2, 8))
+"""
+
+from lstm_jax._src.linen_modules import LSTM as LSTM
+from lstm_jax._src.linen_modules import LSTMCell as LSTMCell
+
+__all__ = ["LSTM", "LSTMCell"]
