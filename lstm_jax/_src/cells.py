@@ -124,8 +124,8 @@ def lstm_cell(params: LSTMParams, x: jax.Array, state: LSTMState) -> LSTMState:
     Example:
       >>> from lstm_jax._src.init import init_lstm_layer
       >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
-      >>> zeros = jnp.zeros((2, 5))
-      >>> h, c = lstm_cell(p, jnp.ones((2, 3)), LSTMState(zeros, zeros))
+      >>> zeros = jnp.zeros((2, 5), jnp.float32)
+      >>> h, c = lstm_cell(p, jnp.ones((2, 3), jnp.float32), LSTMState(zeros, zeros))
       >>> h.shape, c.shape
       ((2, 5), (2, 5))
     """

@@ -43,7 +43,7 @@ def orthogonal_blocks(key: jax.Array, num_blocks: int, rows: int, cols: int, dty
 
     Example:
       >>> w = orthogonal_blocks(jax.random.key(0), 4, 3, 3, jnp.float32)
-      >>> w.shape, bool(jnp.allclose(w[:3] @ w[:3].T, jnp.eye(3), atol=1e-5))
+      >>> w.shape, bool(jnp.allclose(w[:3] @ w[:3].T, jnp.eye(3, dtype=w.dtype), atol=1e-5))
       ((12, 3), True)
     """
     init = jax.nn.initializers.orthogonal()
