@@ -9,26 +9,74 @@ Example:
   ((5, 4, 32), (4, 4, 16))
 """
 
+from lstm_jax._src.apply import gru as gru
 from lstm_jax._src.apply import lstm as lstm
+from lstm_jax._src.apply import rnn as rnn
+from lstm_jax._src.cells import GRU_CELL as GRU_CELL
+from lstm_jax._src.cells import LSTM_CELL as LSTM_CELL
+from lstm_jax._src.cells import RNN_RELU_CELL as RNN_RELU_CELL
+from lstm_jax._src.cells import RNN_TANH_CELL as RNN_TANH_CELL
+from lstm_jax._src.cells import CellDef as CellDef
+from lstm_jax._src.cells import gru_cell as gru_cell
+from lstm_jax._src.cells import gru_input_projection as gru_input_projection
+from lstm_jax._src.cells import gru_step as gru_step
+from lstm_jax._src.cells import layer_norm as layer_norm
 from lstm_jax._src.cells import lstm_cell as lstm_cell
 from lstm_jax._src.cells import lstm_input_projection as lstm_input_projection
 from lstm_jax._src.cells import lstm_step as lstm_step
+from lstm_jax._src.cells import rnn_cell as rnn_cell
+from lstm_jax._src.cells import rnn_input_projection as rnn_input_projection
+from lstm_jax._src.cells import rnn_relu_step as rnn_relu_step
+from lstm_jax._src.cells import rnn_tanh_step as rnn_tanh_step
+from lstm_jax._src.init import init_gru_layer as init_gru_layer
+from lstm_jax._src.init import init_gru_params as init_gru_params
 from lstm_jax._src.init import init_lstm_layer as init_lstm_layer
 from lstm_jax._src.init import init_lstm_params as init_lstm_params
+from lstm_jax._src.init import init_rnn_layer as init_rnn_layer
+from lstm_jax._src.init import init_rnn_params as init_rnn_params
 from lstm_jax._src.scan import run_layer as run_layer
 from lstm_jax._src.stack import run_stack as run_stack
+from lstm_jax._src.stack import weight_drop as weight_drop
+from lstm_jax._src.types import GRUParams as GRUParams
+from lstm_jax._src.types import GRUState as GRUState
 from lstm_jax._src.types import LSTMParams as LSTMParams
 from lstm_jax._src.types import LSTMState as LSTMState
+from lstm_jax._src.types import RNNParams as RNNParams
+from lstm_jax._src.types import RNNState as RNNState
 
 __all__ = [
+    "GRU_CELL",
+    "LSTM_CELL",
+    "RNN_RELU_CELL",
+    "RNN_TANH_CELL",
+    "CellDef",
+    "GRUParams",
+    "GRUState",
     "LSTMParams",
     "LSTMState",
+    "RNNParams",
+    "RNNState",
+    "gru",
+    "gru_cell",
+    "gru_input_projection",
+    "gru_step",
+    "init_gru_layer",
+    "init_gru_params",
     "init_lstm_layer",
     "init_lstm_params",
+    "init_rnn_layer",
+    "init_rnn_params",
+    "layer_norm",
     "lstm",
     "lstm_cell",
     "lstm_input_projection",
     "lstm_step",
+    "rnn",
+    "rnn_cell",
+    "rnn_input_projection",
+    "rnn_relu_step",
+    "rnn_tanh_step",
     "run_layer",
     "run_stack",
+    "weight_drop",
 ]

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax._src import validation
-from lstm_jax._src.cells import LSTM_CELL, CellDef, accumulation_dtype
-from lstm_jax._src.stack import run_stack
-from lstm_jax._src.types import LSTMState, StackParams
+from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
+from lstm_jax._src.stack import run_stack, weight_drop
+from lstm_jax._src.types import GRUParams, LSTMState, RNNParams, StackParams
 
 
 def apply_recurrent(
@@ -31,6 +31,10 @@ def apply_recurrent(
     deterministic: bool = False,
     dtype=None,
     unroll: int = 1,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float | Sequence[float] = 0.0,
 ) -> tuple[jax.Array, Any]:
     """Runs a recurrent stack of any cell kind with torch's input and output conventions.
 
@@ -49,6 +53,13 @@ def apply_recurrent(
       dtype: computation dtype; ``None`` uses ``x``'s dtype. The state is kept in at least
         float32 (see :func:`~lstm_jax._src.cells.accumulation_dtype`).
       unroll: ``lax.scan``'s unroll factor.
+      input_dropout: variational dropout on every layer's input, one mask per sequence
+        (Gal & Ghahramani 2016).
+      recurrent_dropout: variational dropout on ``h_{t-1}`` in the recurrent product, one
+        mask per sequence (Gal & Ghahramani 2016).
+      weight_dropout: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2017).
+      zoneout: zoneout rate (Krueger et al. 2017), one for every state field or one per
+        field (for the LSTM ``(h, c)``); with ``deterministic`` the expectation is used.
 
     Returns:
       ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in
@@ -69,13 +80,21 @@ def apply_recurrent(
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
     validation.check_dropout_rate(dropout)
-    if dropout > 0.0 and not deterministic and key is None:
-        raise ValueError("dropout > 0 needs a PRNG `key` (or deterministic=True)")
+    for name, rate in (("input_dropout", input_dropout), ("recurrent_dropout", recurrent_dropout),
+                       ("weight_dropout", weight_dropout)):
+        validation.check_dropout_rate(rate, name=name)
+    sizes = cell.state_sizes(first)
+    zoneout = validation.check_zoneout(zoneout, sizes._fields)
+    rates = {"dropout": dropout, "input_dropout": input_dropout,
+             "recurrent_dropout": recurrent_dropout, "weight_dropout": weight_dropout,
+             "zoneout": max(zoneout)}
+    random = [name for name, rate in rates.items() if rate > 0.0]
+    if random and not deterministic and key is None:
+        raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
 
     compute_dtype = jnp.dtype(dtype or x.dtype)
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     state_dtype = accumulation_dtype(compute_dtype)
-    sizes = cell.state_sizes(first)
     if hx is None:
         states = type(sizes)(
             *(jnp.zeros((num_layers * directions, batch, n), state_dtype) for n in sizes)
@@ -89,6 +108,10 @@ def apply_recurrent(
             )
         )
 
+    key = None if deterministic else key
+    if weight_dropout > 0.0 and key is not None:
+        key, weight_key = jax.random.split(key)
+        params = weight_drop(weight_key, params, weight_dropout)
     output, final = run_stack(
         cell,
         params,
@@ -96,8 +119,11 @@ def apply_recurrent(
         states,
         seq_lengths=seq_lengths,
         dropout_rate=dropout,
-        key=None if deterministic else key,
+        key=key,
         unroll=unroll,
+        input_dropout=input_dropout,
+        recurrent_dropout=recurrent_dropout,
+        zoneout=zoneout if any(zoneout) else None,
     )
     output = output.astype(compute_dtype)
     if not batched:
@@ -131,6 +157,10 @@ def lstm(
     deterministic: bool = False,
     dtype=None,
     unroll: int = 1,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float | tuple[float, float] = 0.0,
 ) -> tuple[jax.Array, LSTMState]:
     """Applies a multi-layer (bidirectional) LSTM, the pure-function ``torch.nn.LSTM``.
 
@@ -151,6 +181,15 @@ def lstm(
       dtype: computation dtype (``None``: ``x``'s). With bfloat16 the products run in
         bfloat16 and the gate math, ``h_n`` and ``c_n`` stay float32.
       unroll: ``lax.scan`` unroll factor.
+      input_dropout: variational dropout of each layer's input, one mask per sequence
+        shared by all steps (Gal & Ghahramani 2016).
+      recurrent_dropout: variational dropout of ``h_{t-1}`` in ``W_hh h_{t-1}``, one mask
+        per sequence (Gal & Ghahramani 2016).
+      weight_dropout: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2017).
+      zoneout: zoneout rate for ``h`` and ``c`` (Krueger et al. 2017), or a pair
+        ``(rate_h, rate_c)``; the expectation is used when ``deterministic``.
+        Every regulariser is off by default, needs ``key`` in training, and is
+        deterministic under ``deterministic=True``.
 
     Returns:
       ``(output, (h_n, c_n))``: ``output`` ``[time, batch, directions * H_out]``, ``h_n``
@@ -179,4 +218,134 @@ def lstm(
         deterministic=deterministic,
         dtype=dtype,
         unroll=unroll,
+        input_dropout=input_dropout,
+        recurrent_dropout=recurrent_dropout,
+        weight_dropout=weight_dropout,
+        zoneout=zoneout,
     )
+
+
+def gru(
+    params: Sequence[Sequence[GRUParams]],
+    x: jax.Array,
+    hx: jax.Array | None = None,
+    *,
+    seq_lengths: jax.Array | None = None,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    dtype=None,
+    unroll: int = 1,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Applies a multi-layer (bidirectional) GRU, the pure-function ``torch.nn.GRU``.
+
+    The step is :func:`~lstm_jax.functional.gru_step` (torch's equations, reset gate on
+    ``W_hn h + b_hn``). Arguments are those of :func:`~lstm_jax.functional.lstm`.
+
+    Args:
+      params: from :func:`~lstm_jax.functional.init_gru_params`, ``params[layer][direction]``.
+      x: ``[time, batch, input_size]`` (``[batch, time, input_size]`` with ``batch_first``,
+        or unbatched ``[time, input_size]``).
+      hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
+      seq_lengths, batch_first, dropout, key, deterministic, dtype, unroll, input_dropout,
+        recurrent_dropout, weight_dropout, zoneout: as :func:`~lstm_jax.functional.lstm`.
+
+    Returns:
+      ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
+      ``[layers * directions, batch, hidden_size]``, as ``torch.nn.GRU``.
+
+    Example:
+      >>> from lstm_jax.functional import gru, init_gru_params
+      >>> params = init_gru_params(jax.random.key(0), 10, 20, num_layers=2)
+      >>> out, h = gru(params, jnp.ones((5, 3, 10)))
+      >>> out.shape, h.shape, bool(jnp.all(out[-1] == h[-1]))
+      ((5, 3, 20), (2, 3, 20), True)
+    """
+    output, state = apply_recurrent(
+        GRU_CELL,
+        params,
+        x,
+        None if hx is None else (hx,),
+        seq_lengths=seq_lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        key=key,
+        deterministic=deterministic,
+        dtype=dtype,
+        unroll=unroll,
+        input_dropout=input_dropout,
+        recurrent_dropout=recurrent_dropout,
+        weight_dropout=weight_dropout,
+        zoneout=zoneout,
+    )
+    return output, state.h
+
+
+def rnn(
+    params: Sequence[Sequence[RNNParams]],
+    x: jax.Array,
+    hx: jax.Array | None = None,
+    *,
+    nonlinearity: str = "tanh",
+    seq_lengths: jax.Array | None = None,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    dtype=None,
+    unroll: int = 1,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Applies a multi-layer (bidirectional) Elman RNN, the pure-function ``torch.nn.RNN``.
+
+    Each step is ``h_t = nonlinearity(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+
+    Args:
+      params: from :func:`~lstm_jax.functional.init_rnn_params`, ``params[layer][direction]``.
+      x: ``[time, batch, input_size]`` (``[batch, time, input_size]`` with ``batch_first``,
+        or unbatched ``[time, input_size]``).
+      hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
+      nonlinearity: ``"tanh"`` or ``"relu"``.
+      seq_lengths, batch_first, dropout, key, deterministic, dtype, unroll, input_dropout,
+        recurrent_dropout, weight_dropout, zoneout: as :func:`~lstm_jax.functional.lstm`.
+
+    Returns:
+      ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
+      ``[layers * directions, batch, hidden_size]``, as ``torch.nn.RNN``.
+
+    Raises:
+      ValueError: for a ``nonlinearity`` other than ``"tanh"`` or ``"relu"``.
+
+    Example:
+      >>> from lstm_jax.functional import init_rnn_params, rnn
+      >>> params = init_rnn_params(jax.random.key(0), 10, 20, bidirectional=True)
+      >>> out, h = rnn(params, jnp.ones((5, 3, 10)), nonlinearity="relu")
+      >>> out.shape, h.shape, bool(jnp.all(out >= 0))
+      ((5, 3, 40), (2, 3, 20), True)
+    """
+    output, state = apply_recurrent(
+        rnn_cell_def(nonlinearity),
+        params,
+        x,
+        None if hx is None else (hx,),
+        seq_lengths=seq_lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        key=key,
+        deterministic=deterministic,
+        dtype=dtype,
+        unroll=unroll,
+        input_dropout=input_dropout,
+        recurrent_dropout=recurrent_dropout,
+        weight_dropout=weight_dropout,
+        zoneout=zoneout,
+    )
+    return output, state.h

@@ -11,6 +11,38 @@ The LSTM step, in torch's convention (gates stacked i, f, g, o):
    c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
    h_t &= o_t \odot \tanh(c_t) \qquad (h_t \leftarrow W_{hr} h_t \text{ with a projection})
 
+LSTM variants, each on when its parameters are present (see :class:`LSTMParams`); they
+compose with each other and with the projection:
+
+- Peephole connections (Gers & Schmidhuber 2000, "Recurrent nets that time and count"):
+  the i and f pre-activations gain :math:`w_{ci} \odot c_{t-1}` and
+  :math:`w_{cf} \odot c_{t-1}`, the o pre-activation gains :math:`w_{co} \odot c_t`.
+- Layer normalisation (Ba, Kiros & Hinton 2016, "Layer Normalization"): the gate
+  pre-activations are :math:`\mathrm{LN}(W_{ih} x_t) + \mathrm{LN}(W_{hh} h_{t-1}) + b`,
+  each LN over all gates at once with its own gain and shift, and
+  :math:`h_t = o_t \odot \tanh(\mathrm{LN}(c_t))` (the carried :math:`c_t` is not
+  normalised).
+- Coupled input-forget gate, CIFG (Greff et al. 2017, "LSTM: A Search Space Odyssey"):
+  no input-gate weights (gates f, g, o) and :math:`i_t = 1 - f_t`.
+
+The GRU step, torch's (gates stacked r, z, n; the reset gate multiplies the recurrent
+part of n *including its bias* :math:`b_{hn}`):
+
+.. math::
+
+   r_t &= \sigma(W_{ir} x_t + b_{ir} + W_{hr} h_{t-1} + b_{hr}) \\
+   z_t &= \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz}) \\
+   n_t &= \tanh(W_{in} x_t + b_{in} + r_t \odot (W_{hn} h_{t-1} + b_{hn})) \\
+   h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+The Elman RNN step: :math:`h_t = \phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})`
+with :math:`\phi` tanh or ReLU.
+
+Variational (recurrent) dropout (Gal & Ghahramani 2016) enters a step as
+``recurrent_mask``: a ``[batch, H_out]`` multiplier, the same at every step, applied to
+:math:`h_{t-1}` where it enters the recurrent product :math:`W_{hh} h_{t-1}` only (the
+GRU's :math:`z_t \odot h_{t-1}` and the peepholes see the state undropped).
+
 Each step is split in two so the loop can hoist the input part: the input projection
 (``W_i* x + b_i* + b_h*``) does not depend on the state and is computed for all time
 steps at once outside the loop; the recurrent step adds ``W_h* h_{t-1}`` and applies
@@ -30,7 +62,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src.types import LSTMParams, LSTMState
+from lstm_jax._src.types import GRUParams, GRUState, LSTMParams, LSTMState, RNNParams, RNNState
+
+LAYER_NORM_EPS = 1e-5
 
 
 def accumulation_dtype(dtype) -> jnp.dtype:
@@ -66,15 +100,77 @@ def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
     return y + bias.astype(y.dtype).reshape((1,) * (y.ndim - 1) + bias.shape)
 
 
+def scale(y: jax.Array, weight: jax.Array) -> jax.Array:
+    """Multiplies ``[..., features]`` by a ``[features]`` vector without rank promotion."""
+    return y * weight.astype(y.dtype).reshape((1,) * (y.ndim - 1) + weight.shape)
+
+
+def layer_norm(y: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
+    """Layer normalisation over the last axis (Ba, Kiros & Hinton 2016), epsilon 1e-5.
+
+    Args:
+      y: ``[..., features]``.
+      weight: gain ``[features]``.
+      bias: shift ``[features]``.
+
+    Returns:
+      ``(y - mean) / sqrt(var + 1e-5) * weight + bias``, ``[..., features]``.
+
+    Example:
+      >>> y = layer_norm(jnp.arange(4.0), jnp.ones(4), jnp.zeros(4))
+      >>> round(float(y.mean()), 6), round(float(y.var()), 4)
+      (0.0, 1.0)
+    """
+    mean = jnp.mean(y, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(y - mean), axis=-1, keepdims=True)
+    return add_bias(scale((y - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS), weight), bias)
+
+
+def lstm_hidden_size(params: LSTMParams) -> int:
+    """The cell size ``H`` of an LSTM layer (static: read from shapes).
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> lstm_hidden_size(init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2))
+      5
+    """
+    if params.weight_hr is not None:
+        return params.weight_hr.shape[1]
+    return params.weight_hh.shape[1]
+
+
+def lstm_is_cifg(params: LSTMParams) -> bool:
+    """Whether an LSTM layer has coupled input-forget gates (3 gate blocks instead of 4).
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> lstm_is_cifg(init_lstm_layer(jax.random.key(0), 3, 5, cifg=True))
+      True
+    """
+    gates = params.weight_hh.shape[0] // lstm_hidden_size(params)
+    if gates not in (3, 4) or params.weight_hh.shape[0] % lstm_hidden_size(params):
+        raise ValueError(
+            f"weight_hh must have 4 * hidden_size (or 3 * hidden_size with CIFG) rows, got "
+            f"{params.weight_hh.shape[0]} rows for hidden_size={lstm_hidden_size(params)}"
+        )
+    return gates == 3
+
+
+def _masked(h: jax.Array, recurrent_mask: jax.Array | None) -> jax.Array:
+    return h if recurrent_mask is None else h * recurrent_mask.astype(h.dtype)
+
+
 def lstm_input_projection(params: LSTMParams, x: jax.Array) -> jax.Array:
     """The state-independent part of the gate pre-activations, both biases included.
+
+    With layer normalisation this is ``LN(W_ih x) + b_ih + b_hh``.
 
     Args:
       params: one layer's :class:`LSTMParams`.
       x: ``[..., input_size]``; any leading axes (``[time, batch]`` in the loop).
 
     Returns:
-      ``[..., 4 * hidden_size]``, ``W_ih x + b_ih + b_hh``.
+      ``[..., 4 * hidden_size]`` (``3 * hidden_size`` with CIFG), ``W_ih x + b_ih + b_hh``.
 
     Example:
       >>> from lstm_jax._src.init import init_lstm_layer
@@ -83,6 +179,8 @@ def lstm_input_projection(params: LSTMParams, x: jax.Array) -> jax.Array:
       (7, 2, 20)
     """
     gates = dense(x, params.weight_ih)
+    if params.ln_ih_weight is not None:
+        gates = layer_norm(gates, params.ln_ih_weight, params.ln_ih_bias)
     if params.bias_ih is not None:
         gates = add_bias(gates, params.bias_ih)
     if params.bias_hh is not None:
@@ -90,21 +188,53 @@ def lstm_input_projection(params: LSTMParams, x: jax.Array) -> jax.Array:
     return gates
 
 
-def lstm_step(params: LSTMParams, gates_x: jax.Array, state: LSTMState) -> LSTMState:
-    """One LSTM step given the precomputed input projection.
+def lstm_step(
+    params: LSTMParams,
+    gates_x: jax.Array,
+    state: LSTMState,
+    *,
+    recurrent_mask: jax.Array | None = None,
+) -> LSTMState:
+    """One LSTM step given the precomputed input projection (any variant, see above).
 
     Args:
       params: one layer's :class:`LSTMParams`.
       gates_x: ``[batch, 4 * hidden_size]`` from :func:`lstm_input_projection`.
       state: previous :class:`LSTMState`, ``h`` ``[batch, H_out]``, ``c`` ``[batch, hidden_size]``.
+      recurrent_mask: optional ``[batch, H_out]`` multiplier of ``h_{t-1}`` in ``W_hh h_{t-1}``
+        (variational dropout).
 
     Returns:
       The next :class:`LSTMState`, in the accumulation dtype.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5, peephole=True, layer_norm=True)
+      >>> zeros = jnp.zeros((2, 5), jnp.float32)
+      >>> gx = lstm_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> lstm_step(p, gx, LSTMState(zeros, zeros)).c.shape
+      (2, 5)
     """
-    gates = gates_x + dense(state.h, params.weight_hh)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    recurrent = dense(_masked(state.h, recurrent_mask), params.weight_hh)
+    if params.ln_hh_weight is not None:
+        recurrent = layer_norm(recurrent, params.ln_hh_weight, params.ln_hh_bias)
+    gates = gates_x + recurrent
+    if lstm_is_cifg(params):
+        f, g, o = jnp.split(gates, 3, axis=-1)
+        i = None
+    else:
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        if params.weight_ci is not None:
+            i = i + scale(state.c, params.weight_ci)
+    if params.weight_cf is not None:
+        f = f + scale(state.c, params.weight_cf)
+    forget = jax.nn.sigmoid(f)
+    input_gate = 1.0 - forget if i is None else jax.nn.sigmoid(i)
+    c = forget * state.c + input_gate * jnp.tanh(g)
+    if params.weight_co is not None:
+        o = o + scale(c, params.weight_co)
+    c_out = c if params.ln_c_weight is None else layer_norm(c, params.ln_c_weight, params.ln_c_bias)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
     if params.weight_hr is not None:
         h = dense(h, params.weight_hr)
     return LSTMState(h, c)
@@ -134,7 +264,205 @@ def lstm_cell(params: LSTMParams, x: jax.Array, state: LSTMState) -> LSTMState:
 
 def lstm_state_sizes(params: LSTMParams) -> LSTMState:
     """The feature size of each state field: ``LSTMState(h=H_out, c=hidden_size)``."""
-    return LSTMState(h=params.weight_hh.shape[1], c=params.weight_hh.shape[0] // 4)
+    return LSTMState(h=params.weight_hh.shape[1], c=lstm_hidden_size(params))
+
+
+def gru_input_projection(params: GRUParams, x: jax.Array) -> jax.Array:
+    """The GRU's state-independent part: ``W_ih x + b_ih + [b_hr, b_hz, 0]``.
+
+    ``b_hn`` is not folded in: it sits inside ``r * (W_hn h + b_hn)`` (see the step).
+
+    Args:
+      params: one layer's :class:`GRUParams`.
+      x: ``[..., input_size]``.
+
+    Returns:
+      ``[..., 3 * hidden_size]``, gates r, z, n.
+
+    Example:
+      >>> from lstm_jax._src.init import init_gru_layer
+      >>> p = init_gru_layer(jax.random.key(0), 3, 5)
+      >>> gru_input_projection(p, jnp.ones((7, 2, 3))).shape
+      (7, 2, 15)
+    """
+    gates = dense(x, params.weight_ih)
+    if params.bias_ih is not None:
+        gates = add_bias(gates, params.bias_ih)
+    if params.bias_hh is not None:
+        hidden = params.weight_hh.shape[1]
+        rz = params.bias_hh[: 2 * hidden]
+        gates = add_bias(gates, jnp.concatenate([rz, jnp.zeros((hidden,), rz.dtype)]))
+    return gates
+
+
+def gru_step(
+    params: GRUParams,
+    gates_x: jax.Array,
+    state: GRUState,
+    *,
+    recurrent_mask: jax.Array | None = None,
+) -> GRUState:
+    """One GRU step (torch's equations, module docstring) given the input projection.
+
+    Args:
+      params: one layer's :class:`GRUParams`.
+      gates_x: ``[batch, 3 * hidden_size]`` from :func:`gru_input_projection`.
+      state: previous :class:`GRUState`, ``h`` ``[batch, hidden_size]``.
+      recurrent_mask: optional ``[batch, hidden_size]`` multiplier of ``h_{t-1}`` in
+        ``W_hh h_{t-1}`` (variational dropout); ``z * h_{t-1}`` uses the undropped state.
+
+    Returns:
+      The next :class:`GRUState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_gru_layer
+      >>> p = init_gru_layer(jax.random.key(0), 3, 5)
+      >>> h = jnp.zeros((2, 5), jnp.float32)
+      >>> gru_step(p, gru_input_projection(p, jnp.ones((2, 3), jnp.float32)), GRUState(h)).h.shape
+      (2, 5)
+    """
+    hidden = params.weight_hh.shape[1]
+    recurrent = dense(_masked(state.h, recurrent_mask), params.weight_hh)
+    x_r, x_z, x_n = jnp.split(gates_x, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(recurrent, 3, axis=-1)
+    if params.bias_hh is not None:
+        h_n = add_bias(h_n, params.bias_hh[2 * hidden :])
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    return GRUState((1.0 - z) * n + z * state.h)
+
+
+def gru_cell(params: GRUParams, x: jax.Array, state: GRUState) -> GRUState:
+    """One full GRU step, ``torch.nn.GRUCell``'s computation.
+
+    Args:
+      params: :class:`GRUParams`.
+      x: ``[batch, input_size]``.
+      state: :class:`GRUState` with ``h`` ``[batch, hidden_size]``.
+
+    Returns:
+      The next :class:`GRUState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_gru_layer
+      >>> p = init_gru_layer(jax.random.key(0), 3, 5)
+      >>> h0 = GRUState(jnp.zeros((2, 5), jnp.float32))
+      >>> gru_cell(p, jnp.ones((2, 3), jnp.float32), h0).h.shape
+      (2, 5)
+    """
+    return gru_step(params, gru_input_projection(params, x), state)
+
+
+def gru_state_sizes(params: GRUParams) -> GRUState:
+    """``GRUState(h=hidden_size)``."""
+    return GRUState(h=params.weight_hh.shape[1])
+
+
+def rnn_input_projection(params: RNNParams, x: jax.Array) -> jax.Array:
+    """The Elman RNN's state-independent part: ``W_ih x + b_ih + b_hh``.
+
+    Args:
+      params: one layer's :class:`RNNParams`.
+      x: ``[..., input_size]``.
+
+    Returns:
+      ``[..., hidden_size]``.
+
+    Example:
+      >>> from lstm_jax._src.init import init_rnn_layer
+      >>> p = init_rnn_layer(jax.random.key(0), 3, 5)
+      >>> rnn_input_projection(p, jnp.ones((7, 2, 3))).shape
+      (7, 2, 5)
+    """
+    pre = dense(x, params.weight_ih)
+    for bias in (params.bias_ih, params.bias_hh):
+        if bias is not None:
+            pre = add_bias(pre, bias)
+    return pre
+
+
+def _rnn_pre_activation(params, gates_x, state, recurrent_mask):
+    return gates_x + dense(_masked(state.h, recurrent_mask), params.weight_hh)
+
+
+def rnn_tanh_step(
+    params: RNNParams,
+    gates_x: jax.Array,
+    state: RNNState,
+    *,
+    recurrent_mask: jax.Array | None = None,
+) -> RNNState:
+    """One Elman step ``h_t = tanh(gates_x + W_hh h_{t-1})``.
+
+    Args:
+      params: one layer's :class:`RNNParams`.
+      gates_x: ``[batch, hidden_size]`` from :func:`rnn_input_projection`.
+      state: previous :class:`RNNState`, ``h`` ``[batch, hidden_size]``.
+      recurrent_mask: optional ``[batch, hidden_size]`` multiplier of ``h_{t-1}``.
+
+    Returns:
+      The next :class:`RNNState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_rnn_layer
+      >>> p = init_rnn_layer(jax.random.key(0), 3, 5)
+      >>> gates_x, h0 = jnp.full((2, 5), 9.0, jnp.float32), jnp.zeros((2, 5), jnp.float32)
+      >>> h = rnn_tanh_step(p, gates_x, RNNState(h0)).h
+      >>> h.shape, bool(jnp.all(h < 1.0))
+      ((2, 5), True)
+    """
+    return RNNState(jnp.tanh(_rnn_pre_activation(params, gates_x, state, recurrent_mask)))
+
+
+def rnn_relu_step(
+    params: RNNParams,
+    gates_x: jax.Array,
+    state: RNNState,
+    *,
+    recurrent_mask: jax.Array | None = None,
+) -> RNNState:
+    """One Elman step ``h_t = relu(gates_x + W_hh h_{t-1})`` (arguments as :func:`rnn_tanh_step`).
+
+    Example:
+      >>> from lstm_jax._src.init import init_rnn_layer
+      >>> p = init_rnn_layer(jax.random.key(0), 3, 5)
+      >>> gates_x, h0 = jnp.full((2, 5), 9.0, jnp.float32), jnp.zeros((2, 5), jnp.float32)
+      >>> h = rnn_relu_step(p, gates_x, RNNState(h0)).h
+      >>> h.shape, bool(jnp.all(h == 9.0))
+      ((2, 5), True)
+    """
+    return RNNState(jax.nn.relu(_rnn_pre_activation(params, gates_x, state, recurrent_mask)))
+
+
+def rnn_cell(
+    params: RNNParams, x: jax.Array, state: RNNState, *, nonlinearity: str = "tanh"
+) -> RNNState:
+    """One Elman RNN step, ``torch.nn.RNNCell``'s computation.
+
+    Args:
+      params: :class:`RNNParams`.
+      x: ``[batch, input_size]``.
+      state: :class:`RNNState` with ``h`` ``[batch, hidden_size]``.
+      nonlinearity: ``"tanh"`` or ``"relu"``.
+
+    Returns:
+      The next :class:`RNNState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_rnn_layer
+      >>> p = init_rnn_layer(jax.random.key(0), 3, 5)
+      >>> h = jnp.zeros((2, 5), jnp.float32)
+      >>> rnn_cell(p, jnp.ones((2, 3), jnp.float32), RNNState(h), nonlinearity="relu").h.shape
+      (2, 5)
+    """
+    cell = rnn_cell_def(nonlinearity)
+    return cell.step(params, cell.input_projection(params, x), state)
+
+
+def rnn_state_sizes(params: RNNParams) -> RNNState:
+    """``RNNState(h=hidden_size)``."""
+    return RNNState(h=params.weight_hh.shape[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +471,9 @@ class CellDef:
 
     Attributes:
       input_projection: ``(params, x [..., I]) -> [..., G]``, hoisted out of the loop.
-      step: ``(params, gates_x [batch, G], state) -> state``; ``state.h`` is the output.
+      step: ``(params, gates_x [batch, G], state, *, recurrent_mask=None) -> state``;
+        ``state.h`` is the output; ``recurrent_mask`` ``[batch, H_out]`` multiplies
+        ``h_{t-1}`` where it enters the recurrent product (variational dropout).
       state_sizes: ``params -> state`` whose fields are the feature sizes of the state's
         fields (a named tuple of ints), so the stack can make zeros and check shapes.
     """
@@ -161,3 +491,22 @@ class CellDef:
 
 
 LSTM_CELL = CellDef(lstm_input_projection, lstm_step, lstm_state_sizes)
+GRU_CELL = CellDef(gru_input_projection, gru_step, gru_state_sizes)
+RNN_TANH_CELL = CellDef(rnn_input_projection, rnn_tanh_step, rnn_state_sizes)
+RNN_RELU_CELL = CellDef(rnn_input_projection, rnn_relu_step, rnn_state_sizes)
+
+
+def rnn_cell_def(nonlinearity: str) -> CellDef:
+    """The Elman cell for ``nonlinearity`` ``"tanh"`` or ``"relu"``.
+
+    Raises:
+      ValueError: for any other nonlinearity.
+
+    Example:
+      >>> rnn_cell_def("relu") is RNN_RELU_CELL
+      True
+    """
+    cells = {"tanh": RNN_TANH_CELL, "relu": RNN_RELU_CELL}
+    if nonlinearity not in cells:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return cells[nonlinearity]

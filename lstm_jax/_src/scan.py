@@ -7,6 +7,12 @@ Variable lengths follow torch's packed-sequence semantics. For row ``b`` with le
 forward, the final state is the one at step ``n - 1``. Run in reverse, the masked steps
 ``T-1 .. n`` come first and keep the initial state, so the reverse direction starts at
 step ``n - 1`` from the initial state: exactly the valid prefix, reversed, with no flip.
+
+Zoneout (Krueger et al. 2017) is a property of the state, not of the gates, so it lives
+here: each new state field is ``z_t * old + (1 - z_t) * step(old)`` with ``z_t`` a
+per-step mask (training) or the zoneout rate (evaluation), drawn by the caller and fed
+as scan inputs. Variational dropout's per-sequence ``recurrent_mask`` is passed to the
+cell's step unchanged at every step.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ def run_layer(
     seq_lengths: jax.Array | None = None,
     reverse: bool = False,
     unroll: int = 1,
+    recurrent_mask: jax.Array | None = None,
+    zoneout: Any | None = None,
 ) -> tuple[jax.Array, Any]:
     """Runs one layer in one direction over a time-major sequence.
 
@@ -40,6 +48,10 @@ def run_layer(
       seq_lengths: optional int32 ``[batch]``, each in ``1..time``; may be traced.
       reverse: run from the last valid step to the first.
       unroll: ``lax.scan``'s unroll factor.
+      recurrent_mask: optional ``[batch, H_out]``, passed to every step (variational
+        dropout: the same mask at each step).
+      zoneout: optional state pytree like ``initial_state`` with leaves
+        ``[time, batch, size]``: the weight of the old state in each new state.
 
     Returns:
       ``(outputs, final_state)``: ``outputs`` ``[time, batch, H_out]`` (zero at padded
@@ -56,9 +68,15 @@ def run_layer(
     gates_x = cell.input_projection(params, x)  # one large product for all steps
     steps = jnp.arange(x.shape[0], dtype=jnp.int32)
 
+    step_kwargs = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
+
     def body(state, inputs):
-        gates_t, t = inputs
-        new_state = cell.step(params, gates_t, state)
+        gates_t, t, zoneout_t = inputs
+        new_state = cell.step(params, gates_t, state, **step_kwargs)
+        if zoneout_t is not None:
+            new_state = jax.tree.map(
+                lambda z, old, new: z * old + (1.0 - z) * new, zoneout_t, state, new_state
+            )
         if seq_lengths is None:
             return new_state, new_state.h
         valid = (t < seq_lengths)[:, None]
@@ -66,6 +84,6 @@ def run_layer(
         return new_state, jnp.where(valid, new_state.h, jnp.zeros_like(new_state.h))
 
     final_state, outputs = lax.scan(
-        body, initial_state, (gates_x, steps), reverse=reverse, unroll=unroll
+        body, initial_state, (gates_x, steps, zoneout), reverse=reverse, unroll=unroll
     )
     return outputs, final_state

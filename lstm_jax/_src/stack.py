@@ -4,6 +4,20 @@ Layer ``k > 0`` takes layer ``k - 1``'s output; a bidirectional layer runs a for
 a reverse direction with their own weights and concatenates their outputs on the
 feature axis (forward first), as ``torch.nn.LSTM`` does. Dropout, when asked for, is
 applied to the output of every layer but the last, again as torch.
+
+The regularisers of the LSTM literature draw their masks here, per layer and direction,
+once per call, and hand them to the loop; every cell kind gets them for free:
+
+- variational input dropout (Gal & Ghahramani 2016): one ``[batch, features]`` mask per
+  sequence on each layer's input, the same at every step;
+- variational recurrent dropout (same paper): one ``[batch, H_out]`` mask per sequence
+  on ``h_{t-1}`` where it enters ``W_hh h_{t-1}``, passed to the step;
+- zoneout (Krueger et al. 2017): a fresh Bernoulli mask per step, unit and state field
+  (``[time, batch, size]``, drawn before the loop), or the rate itself at evaluation.
+- weight drop / DropConnect on ``W_hh`` (Merity et al. 2017): one mask per call on the
+  weight itself (:func:`weight_drop`), applied to the parameters before any loop.
+
+Without a ``key`` (evaluation) the dropouts are off and zoneout uses its expectation.
 """
 
 from __future__ import annotations
@@ -30,6 +44,69 @@ def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float, dtype) -> jax.Array:
+    """An inverted-dropout mask: 0 with probability ``rate``, else ``1 / (1 - rate)``.
+
+    Example:
+      >>> m = dropout_mask(jax.random.key(0), (2, 500), 0.5, jnp.float32)
+      >>> sorted(set(m.ravel().tolist()))
+      [0.0, 2.0]
+    """
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.zeros(shape, dtype))
+
+
+def weight_drop(key: jax.Array, params: Sequence[Sequence[Any]], rate: float):
+    """DropConnect on every ``weight_hh`` (Merity et al. 2017, AWD-LSTM), one mask per call.
+
+    Each layer and direction's ``weight_hh`` gets its own mask, drawn once and shared by
+    every step and every row of the batch; kept entries are scaled by ``1 / (1 - rate)``.
+    The result is ordinary parameters, so any backend (the fused kernels included) runs
+    on them unchanged.
+
+    Args:
+      key: PRNG key.
+      params: ``params[layer][direction]``, named tuples with a ``weight_hh`` field.
+      rate: probability of dropping each recurrent weight.
+
+    Returns:
+      The parameters with ``weight_hh`` masked.
+
+    Example:
+      >>> from lstm_jax._src.init import init_gru_params
+      >>> p = init_gru_params(jax.random.key(0), 3, 4)
+      >>> w = weight_drop(jax.random.key(1), p, 0.5)[0][0].weight_hh
+      >>> w.shape, bool(jnp.any(w == 0.0)), bool(jnp.all(p[0][0].weight_ih == p[0][0].weight_ih))
+      ((12, 4), True, True)
+    """
+    keys = jax.random.split(key, len(params) * len(params[0]))
+    directions = len(params[0])
+    return tuple(
+        tuple(
+            p._replace(weight_hh=dropout(keys[layer * directions + d], p.weight_hh, rate))
+            for d, p in enumerate(layer_params)
+        )
+        for layer, layer_params in enumerate(params)
+    )
+
+
+def zoneout_weights(
+    key: jax.Array | None, rate: float, shape: tuple[int, ...], dtype
+) -> jax.Array:
+    """Zoneout's per-step weights of the old state: Bernoulli(``rate``), or ``rate`` without key.
+
+    Example:
+      >>> z = zoneout_weights(jax.random.key(0), 0.25, (3, 2, 4), jnp.float32)
+      >>> z.shape, sorted(set(z.ravel().tolist())) == [0.0, 1.0]
+      ((3, 2, 4), True)
+      >>> float(zoneout_weights(None, 0.25, (3, 2, 4), jnp.float32)[0, 0, 0])
+      0.25
+    """
+    if key is None:
+        return jnp.full(shape, rate, dtype)
+    return jax.random.bernoulli(key, rate, shape).astype(dtype)
+
+
 def run_stack(
     cell: CellDef,
     params: Sequence[Sequence[Any]],
@@ -40,6 +117,9 @@ def run_stack(
     dropout_rate: float = 0.0,
     key: jax.Array | None = None,
     unroll: int = 1,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: Sequence[float] | None = None,
 ) -> tuple[jax.Array, Any]:
     """Runs all layers and directions.
 
@@ -53,12 +133,24 @@ def run_stack(
       dropout_rate: dropout on each layer's output but the last's; applied only with a ``key``.
       key: PRNG key for dropout, or ``None`` for none.
       unroll: ``lax.scan``'s unroll factor.
+      input_dropout: variational dropout rate on each layer's input (one mask per
+        sequence, layer and direction); applied only with a ``key``.
+      recurrent_dropout: variational dropout rate on ``h_{t-1}`` in the recurrent product
+        (one mask per sequence, layer and direction); applied only with a ``key``.
+      zoneout: one zoneout rate per state field (for the LSTM ``(h, c)``) or ``None``;
+        random per step with a ``key``, the expectation without.
 
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
       final states stacked like ``initial_states``.
     """
     directions = len(params[0])
+    time, batch = x.shape[:2]
+    zoneout = None if zoneout is None or not any(zoneout) else tuple(zoneout)
+    regularized = input_dropout > 0.0 or recurrent_dropout > 0.0 or zoneout is not None
+    regularizer_key = None
+    if key is not None and regularized:
+        key, regularizer_key = jax.random.split(key)
     layer_input = x
     final_states = []
     for layer, layer_params in enumerate(params):
@@ -66,14 +158,40 @@ def run_stack(
         for direction, direction_params in enumerate(layer_params):
             index = layer * directions + direction
             state = jax.tree.map(lambda leaf, i=index: leaf[i], initial_states)
+            k_in = k_rec = k_zone = None
+            if regularizer_key is not None:
+                k_in, k_rec, k_zone = jax.random.split(jax.random.fold_in(regularizer_key, index), 3)
+            direction_input = layer_input
+            if input_dropout > 0.0 and k_in is not None:
+                shape = (1, batch, layer_input.shape[-1])
+                direction_input = layer_input * dropout_mask(
+                    k_in, shape, input_dropout, layer_input.dtype
+                )
+            recurrent_mask = None
+            if recurrent_dropout > 0.0 and k_rec is not None:
+                recurrent_mask = dropout_mask(
+                    k_rec, state.h.shape, recurrent_dropout, state.h.dtype
+                )
+            zoneout_masks = None
+            if zoneout is not None:
+                fields = jax.random.split(k_zone, len(state)) if k_zone is not None else None
+                zoneout_masks = type(state)(
+                    *(
+                        zoneout_weights(None if fields is None else fields[i], rate,
+                                        (time, *leaf.shape), leaf.dtype)
+                        for i, (rate, leaf) in enumerate(zip(zoneout, state, strict=True))
+                    )
+                )
             out, final = run_layer(
                 cell,
                 direction_params,
-                layer_input,
+                direction_input,
                 state,
                 seq_lengths=seq_lengths,
                 reverse=direction == 1,
                 unroll=unroll,
+                recurrent_mask=recurrent_mask,
+                zoneout=zoneout_masks,
             )
             outputs.append(out)
             final_states.append(final)

@@ -10,7 +10,10 @@ Shapes in docstrings across the package use these names:
 
 Parameter fields follow torch's names and layouts (``weight_ih`` is
 ``[4 * hidden_size, input_size]``, gates stacked in torch's order i, f, g, o), so a
-``torch.nn.LSTM`` state dict maps onto them without transposes.
+``torch.nn.LSTM`` state dict maps onto them without transposes. ``G`` is the number of
+gates times ``hidden_size``: ``4H`` for the LSTM (``3H`` with coupled gates), ``3H`` for
+the GRU (r, z, n) and ``H`` for the Elman RNN. Fields that torch does not have (the LSTM
+variants' peephole and layer-norm parameters) are ``None`` unless the variant is on.
 """
 
 from __future__ import annotations
@@ -35,12 +38,28 @@ class LSTMState(NamedTuple):
 class LSTMParams(NamedTuple):
     """Parameters of one LSTM layer in one direction, in torch's layout.
 
+    The first five fields are ``torch.nn.LSTM``'s. The others belong to the variants
+    (see :func:`lstm_jax.functional.lstm_step`) and are ``None`` when the variant is off;
+    the cell reads which variant it is from which fields are present, and the coupled
+    input-forget gate (CIFG) from ``weight_hh`` having 3 gate blocks instead of 4.
+
     Attributes:
-      weight_ih: ``[4 * hidden_size, input_size]``, gates i, f, g, o.
-      weight_hh: ``[4 * hidden_size, H_out]``.
+      weight_ih: ``[4 * hidden_size, input_size]``, gates i, f, g, o
+        (``[3 * hidden_size, input_size]``, gates f, g, o, with CIFG).
+      weight_hh: ``[4 * hidden_size, H_out]`` (``[3 * hidden_size, H_out]`` with CIFG).
       bias_ih: ``[4 * hidden_size]`` or ``None`` when the LSTM has no bias.
       bias_hh: ``[4 * hidden_size]`` or ``None``.
       weight_hr: ``[proj_size, hidden_size]`` or ``None`` without projection.
+      weight_ci: peephole from ``c_{t-1}`` to the input gate, ``[hidden_size]`` (``None``
+        without peepholes or with CIFG).
+      weight_cf: peephole from ``c_{t-1}`` to the forget gate, ``[hidden_size]``.
+      weight_co: peephole from ``c_t`` to the output gate, ``[hidden_size]``.
+      ln_ih_weight: layer-norm gain of the input part ``W_ih x``, ``[G]``.
+      ln_ih_bias: layer-norm shift of the input part, ``[G]``.
+      ln_hh_weight: layer-norm gain of the recurrent part ``W_hh h``, ``[G]``.
+      ln_hh_bias: layer-norm shift of the recurrent part, ``[G]``.
+      ln_c_weight: layer-norm gain of the cell before the output tanh, ``[hidden_size]``.
+      ln_c_bias: layer-norm shift of the cell, ``[hidden_size]``.
     """
 
     weight_ih: jax.Array
@@ -48,6 +67,67 @@ class LSTMParams(NamedTuple):
     bias_ih: jax.Array | None = None
     bias_hh: jax.Array | None = None
     weight_hr: jax.Array | None = None
+    weight_ci: jax.Array | None = None
+    weight_cf: jax.Array | None = None
+    weight_co: jax.Array | None = None
+    ln_ih_weight: jax.Array | None = None
+    ln_ih_bias: jax.Array | None = None
+    ln_hh_weight: jax.Array | None = None
+    ln_hh_bias: jax.Array | None = None
+    ln_c_weight: jax.Array | None = None
+    ln_c_bias: jax.Array | None = None
+
+
+class GRUState(NamedTuple):
+    """The recurrent state of one GRU layer and direction.
+
+    Attributes:
+      h: hidden state ``[batch, hidden_size]``.
+    """
+
+    h: jax.Array
+
+
+class GRUParams(NamedTuple):
+    """Parameters of one GRU layer in one direction, ``torch.nn.GRU``'s layout.
+
+    Attributes:
+      weight_ih: ``[3 * hidden_size, input_size]``, gates r, z, n.
+      weight_hh: ``[3 * hidden_size, hidden_size]``.
+      bias_ih: ``[3 * hidden_size]`` or ``None`` when the GRU has no bias.
+      bias_hh: ``[3 * hidden_size]`` or ``None``.
+    """
+
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias_ih: jax.Array | None = None
+    bias_hh: jax.Array | None = None
+
+
+class RNNState(NamedTuple):
+    """The recurrent state of one Elman RNN layer and direction.
+
+    Attributes:
+      h: hidden state ``[batch, hidden_size]``.
+    """
+
+    h: jax.Array
+
+
+class RNNParams(NamedTuple):
+    """Parameters of one Elman RNN layer in one direction, ``torch.nn.RNN``'s layout.
+
+    Attributes:
+      weight_ih: ``[hidden_size, input_size]``.
+      weight_hh: ``[hidden_size, hidden_size]``.
+      bias_ih: ``[hidden_size]`` or ``None`` when the RNN has no bias.
+      bias_hh: ``[hidden_size]`` or ``None``.
+    """
+
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias_ih: jax.Array | None = None
+    bias_hh: jax.Array | None = None
 
 
 # Parameters of a stack: ``params[layer][direction]``, direction 0 forward, 1 reverse.

@@ -22,13 +22,32 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def check_dropout_rate(value) -> float:
-    """Raises unless ``0 <= value < 1``."""
+def check_dropout_rate(value, *, name: str = "dropout") -> float:
+    """Raises unless ``0 <= value < 1``; ``name`` is the argument's name in messages."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"dropout must be a float in [0, 1), got {type(value).__name__}")
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {value}")
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
     return float(value)
+
+
+def check_zoneout(zoneout, fields: tuple[str, ...]) -> tuple[float, ...]:
+    """One zoneout rate per state field: a rate for all ``fields`` or one per field, in [0, 1).
+
+    Example:
+      >>> check_zoneout(0.1, ("h", "c")), check_zoneout((0.05, 0.5), ("h", "c"))
+      ((0.1, 0.1), (0.05, 0.5))
+    """
+    if isinstance(zoneout, (int, float, np.floating)) and not isinstance(zoneout, bool):
+        zoneout = (zoneout,) * len(fields)
+    if not isinstance(zoneout, (tuple, list)) or len(zoneout) != len(fields):
+        raise ValueError(
+            f"zoneout must be one rate or one rate per state field {fields}, got {zoneout!r}"
+        )
+    return tuple(
+        check_dropout_rate(rate, name=f"zoneout ({field})")
+        for field, rate in zip(fields, zoneout, strict=True)
+    )
 
 
 def check_proj_size(proj_size, hidden_size: int) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+import jax
 import jax.numpy as jnp
 
 
@@ -70,7 +71,10 @@ def stack_from_named(
         if name not in named:
             return None
         used.add(name)
-        return jnp.asarray(to_numpy(named[name]), dtype)
+        value = named[name]
+        if not isinstance(value, jax.Array):  # jax arrays (and tracers, under jit) stay put
+            value = to_numpy(value)
+        return jnp.asarray(value, dtype)
 
     params = tuple(
         tuple(

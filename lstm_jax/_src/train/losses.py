@@ -1,0 +1,61 @@
+"""Task losses with the signature the train step takes.
+
+A loss function is ``loss_fn(model, batch, carry) -> (loss, (metrics, new_carry))``:
+``model`` is the merged NNX model, ``batch`` a dict of arrays (time-major), ``carry`` the
+recurrent state carried from the previous batch (``None`` for tasks without one), and
+``metrics`` a dict of scalars averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax._src.train.models import reset_carry
+
+
+def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
+    """Mean squared error of ``model(inputs) [B, 1]`` against ``targets [B]``.
+
+    Args:
+      model: maps ``inputs`` ``[time, batch, features]`` to ``[batch, 1]``.
+      batch: ``{"inputs": [T, B, I], "targets": [B]}``.
+      carry: unused (returned as is).
+
+    Returns:
+      ``(mse, ({"loss": mse}, carry))``.
+    """
+    pred = model(batch["inputs"])[:, 0]
+    targets = batch["targets"].astype(pred.dtype)
+    mse = jnp.mean(jnp.square(pred - targets))
+    return mse, ({"loss": mse}, carry)
+
+
+def token_loss(model, batch: dict[str, jax.Array], carry: Any):
+    """Mean next-token cross-entropy (nats) with the state carried across batches (TBPTT).
+
+    Rows whose ``batch["reset"]`` is true start from a zero state; the new carry leaves
+    the loss with its gradient stopped, so backpropagation is truncated at the boundary
+    between batches.
+
+    Args:
+      model: ``model(tokens [T, B], carry) -> (logits [T, B, V], carry)``.
+      batch: ``{"inputs": int [T, B], "targets": int [T, B]}`` and optionally
+        ``"reset": bool [B]``.
+      carry: the state from the previous batch (leaves ``[layers * directions, B, H]``).
+
+    Returns:
+      ``(loss, ({"loss": loss, "accuracy": acc}, new_carry))``.
+    """
+    if "reset" in batch:
+        carry = reset_carry(carry, batch["reset"])
+    logits, carry = model(batch["inputs"], carry)
+    logits = logits.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    loss = jnp.mean(losses)
+    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32))
+    return loss, ({"loss": loss, "accuracy": accuracy}, jax.lax.stop_gradient(carry))

@@ -1,0 +1,181 @@
+"""Small task models around a recurrent core: a regressor and a token-level model.
+
+The recurrent core is chosen by name, ``"lstm"``, ``"gru"`` or ``"rnn"``, and built from
+the library's NNX modules (``lstm_jax.LSTM``, ``lstm_jax.GRU``, ``lstm_jax.RNN``), which
+share ``torch.nn``'s constructor and call. The models only add an embedding (or input
+projection) and a linear read-out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax._src import nnx_modules
+
+CELL_KINDS = ("lstm", "gru", "rnn")
+
+
+def recurrent_class(cell: str) -> type:
+    """The NNX module class for a cell kind: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+
+    Raises:
+      ValueError: an unknown kind.
+      NotImplementedError: a kind whose module this version of the library does not have.
+
+    Example:
+      >>> recurrent_class("lstm").__name__
+      'LSTM'
+    """
+    if cell not in CELL_KINDS:
+        raise ValueError(f"cell must be one of {CELL_KINDS}, got {cell!r}")
+    name = cell.upper()
+    cls = getattr(nnx_modules, name, None)
+    if cls is None:
+        raise NotImplementedError(f"lstm_jax.{name} is not available in this version")
+    return cls
+
+
+def make_recurrent(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    nonlinearity: str = "tanh",
+    dropout: float = 0.0,
+    rngs: nnx.Rngs,
+    **kwargs: Any,
+) -> nnx.Module:
+    """Builds ``lstm_jax.LSTM``/``GRU``/``RNN`` with ``torch.nn``'s arguments.
+
+    Args:
+      cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+      input_size: ``I``.
+      hidden_size: ``H``.
+      num_layers: ``L``.
+      nonlinearity: the RNN's ``"tanh"`` or ``"relu"`` (ignored by LSTM and GRU).
+      dropout: between-layer dropout.
+      rngs: ``nnx.Rngs``.
+      **kwargs: further constructor arguments (e.g. ``forget_bias`` for the LSTM).
+
+    Example:
+      >>> m = make_recurrent("lstm", 3, 8, rngs=nnx.Rngs(0))
+      >>> m(jnp.ones((5, 2, 3), jnp.float32))[0].shape
+      (5, 2, 8)
+    """
+    cls = recurrent_class(cell)
+    if cell == "rnn":
+        kwargs["nonlinearity"] = nonlinearity
+    return cls(input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs)
+
+
+def zero_carry(core: nnx.Module, batch_size: int, input_size: int, dtype=jnp.float32) -> Any:
+    """Zeros shaped like the final state ``core`` returns for a batch (any cell kind).
+
+    Returns:
+      The state pytree (``(h, c)`` for the LSTM, ``h`` for GRU/RNN), leaves
+      ``[layers * directions, batch, size]``.
+    """
+    graphdef, state = nnx.split(core)
+
+    def run(state):
+        return nnx.merge(graphdef, state)(jnp.zeros((1, batch_size, input_size), dtype))[1]
+
+    shapes = jax.eval_shape(run, state)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def reset_carry(carry: Any, reset: jax.Array) -> Any:
+    """Zeros the rows of ``carry`` where ``reset`` ``[batch]`` is true.
+
+    Example:
+      >>> h = jnp.ones((1, 3, 2), jnp.float32)
+      >>> reset_carry(h, jnp.array([True, False, True]))[0, :, 0].tolist()
+      [0.0, 1.0, 0.0]
+    """
+    def one(c):
+        mask = reset.reshape((1, -1) + (1,) * (c.ndim - 2))
+        return jnp.where(mask, jnp.zeros_like(c), c)
+
+    return jax.tree.map(one, carry)
+
+
+class SequenceRegressor(nnx.Module):
+    """A recurrent core read out linearly at the last step: ``[T, B, I] -> [B, out]``.
+
+    The model of the adding problem.
+
+    Example:
+      >>> m = SequenceRegressor("lstm", 2, 16, rngs=nnx.Rngs(0))
+      >>> m(jnp.ones((10, 4, 2), jnp.float32)).shape
+      (4, 1)
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        out_size: int = 1,
+        *,
+        rngs: nnx.Rngs,
+        **core_kwargs: Any,
+    ):
+        self.input_size = input_size
+        self.core = make_recurrent(cell, input_size, hidden_size, num_layers, rngs=rngs,
+                                   **core_kwargs)
+        self.head = nnx.Linear(hidden_size, out_size, param_dtype=jnp.float32, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x`` ``[time, batch, input_size]`` to ``[batch, out_size]``."""
+        out, _ = self.core(x)
+        return self.head(out[-1])
+
+
+class TokenModel(nnx.Module):
+    """Embedding, recurrent core and a linear read-out at every step: a language model.
+
+    Called as ``model(tokens [T, B], carry) -> (logits [T, B, vocab], carry)``: the carry is
+    the core's state, for truncated BPTT across batches. Used for character/word language
+    modelling and for the copy task.
+
+    Example:
+      >>> m = TokenModel("lstm", vocab_size=10, embed_size=4, hidden_size=8, rngs=nnx.Rngs(0))
+      >>> carry = m.zero_carry(3)
+      >>> logits, carry = m(jnp.zeros((5, 3), jnp.int32), carry)
+      >>> logits.shape, carry[0].shape
+      ((5, 3, 10), (1, 3, 8))
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        dropout: float = 0.0,
+        rngs: nnx.Rngs,
+        **core_kwargs: Any,
+    ):
+        self.embed_size = embed_size
+        self.embed = nnx.Embed(vocab_size, embed_size, param_dtype=jnp.float32, rngs=rngs)
+        self.core = make_recurrent(cell, embed_size, hidden_size, num_layers, dropout=dropout,
+                                   rngs=rngs, **core_kwargs)
+        self.head = nnx.Linear(hidden_size, vocab_size, param_dtype=jnp.float32, rngs=rngs)
+
+    def zero_carry(self, batch_size: int) -> Any:
+        """The zero state for ``batch_size`` rows."""
+        return zero_carry(self.core, batch_size, self.embed_size)
+
+    def __call__(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
+        """``tokens`` int ``[time, batch]`` to ``(logits [time, batch, vocab], carry)``."""
+        out, carry = self.core(self.embed(tokens), carry)
+        return self.head(out), carry

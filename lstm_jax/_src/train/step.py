@@ -1,0 +1,232 @@
+"""The train state, a jitted train step (loss, gradient clipping, optax update) and eval.
+
+The NNX model is split once into a static ``graphdef``, its ``nnx.Param`` state (what
+the optimizer updates) and the rest (its RNG streams, which advance with dropout). The
+step is a pure function of the :class:`TrainState`, so it can be jitted with explicit
+shardings, checkpointed whole, and resumed bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import flax.struct
+import numpy as np
+import optax
+from flax import nnx
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from lstm_jax._src.train import sharding as sharding_lib
+
+LossFn = Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    Attributes:
+      step: int32 scalar, the number of updates done (also the data position).
+      params: the model's ``nnx.Param`` state.
+      rest: the model's other state (RNG key and counter of each stream).
+      opt_state: the optax state.
+      carry: the recurrent state carried between batches (truncated BPTT), or ``None``.
+    """
+
+    step: jax.Array
+    params: nnx.State
+    rest: nnx.State
+    opt_state: optax.OptState
+    carry: Any = None
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    clip_norm: float | None = 1.0,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    warmup_steps: int = 0,
+    decay_steps: int = 0,
+) -> optax.GradientTransformation:
+    """An optax optimizer with global-norm gradient clipping and an optional schedule.
+
+    Args:
+      name: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
+      learning_rate: peak learning rate.
+      clip_norm: clip gradients to this global norm first (``None``: no clipping).
+      weight_decay: AdamW's decoupled weight decay.
+      momentum: SGD's momentum.
+      warmup_steps: linear warm-up from 0.
+      decay_steps: if > 0, cosine decay to 0 over this many steps after warm-up.
+
+    Example:
+      >>> opt = make_optimizer("adam", 1e-3, clip_norm=1.0)
+      >>> params = {"w": jnp.ones((2,), jnp.float32)}
+      >>> updates, _ = opt.update({"w": jnp.full((2,), 100.0, jnp.float32)}, opt.init(params))
+      >>> updates["w"].round(4).tolist()
+      [-0.001, -0.001]
+    """
+    if decay_steps > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, max(warmup_steps, 1), warmup_steps + decay_steps
+        )
+    elif warmup_steps > 0:
+        schedule = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    else:
+        schedule = learning_rate
+    if name == "adam":
+        opt = optax.adam(schedule)
+    elif name == "adamw":
+        opt = optax.adamw(schedule, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = optax.sgd(schedule, momentum=momentum or None)
+    elif name == "rmsprop":
+        opt = optax.rmsprop(schedule)
+    else:
+        raise ValueError(f"optimizer must be adam, adamw, sgd or rmsprop, got {name!r}")
+    if clip_norm is None:
+        return opt
+    return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+
+
+def create_train_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, carry: Any = None
+) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits ``model`` and initialises the optimizer: ``(graphdef, state)`` at step 0.
+
+    Example:
+      >>> import lstm_jax
+      >>> model = lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(0))
+      >>> graphdef, state = create_train_state(model, make_optimizer())
+      >>> int(state.step), sorted(state.params.to_pure_dict())[:2]
+      (0, ['bias_hh_l0', 'bias_ih_l0'])
+    """
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        rest=rest,
+        opt_state=optimizer.init(params),
+        carry=carry,
+    )
+    return graphdef, state
+
+
+def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
+    """Shardings for a train state: all replicated but the carry, split on its batch axis."""
+    rep = sharding_lib.replicated(mesh)
+    shardings = jax.tree.map(lambda _: rep, state)
+    carry = None if state.carry is None else sharding_lib.carry_sharding(mesh, state.carry)
+    return shardings.replace(carry=carry)
+
+
+def place_state(state: TrainState, mesh: Mesh) -> TrainState:
+    """Puts a train state on ``mesh`` with :func:`state_shardings`."""
+    return jax.device_put(state, state_shardings(state, mesh))
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    loss_fn: LossFn,
+    state: TrainState,
+    mesh: Mesh,
+) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted ``train_step(state, batch) -> (state, metrics)``.
+
+    One step computes ``loss_fn`` and its gradient, clips and applies the optax update
+    (clipping is part of ``optimizer``, see :func:`make_optimizer`), carries the
+    recurrent state (gradient stopped) and adds ``grad_norm`` (before clipping) to the
+    metrics. Parameters stay replicated and the batch sharded on ``mesh``; the input
+    state's buffers are donated.
+
+    Args:
+      graphdef: from :func:`create_train_state`.
+      optimizer: the optax transformation the state was created with.
+      loss_fn: ``loss_fn(model, batch, carry) -> (loss, (metrics, carry))``.
+      state: a state of the right structure (only its structure is used).
+      mesh: the device mesh.
+    """
+    shardings = state_shardings(state, mesh)
+    rep = sharding_lib.replicated(mesh)
+
+    def train_step(state: TrainState, batch):
+        def compute(params):
+            model = nnx.merge(graphdef, params, state.rest)
+            loss, (metrics, carry) = loss_fn(model, batch, state.carry)
+            _, _, rest = nnx.split(model, nnx.Param, ...)
+            return loss, (metrics, carry, rest)
+
+        (_, (metrics, carry, rest)), grads = jax.value_and_grad(compute, has_aux=True)(
+            state.params
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        new_state = state.replace(
+            step=state.step + jnp.ones((), jnp.int32),
+            params=params,
+            rest=rest,
+            opt_state=opt_state,
+            carry=jax.lax.stop_gradient(carry),
+        )
+        return new_state, metrics
+
+    return jax.jit(train_step, out_shardings=(shardings, rep), donate_argnums=0)
+
+
+def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn, mesh: Mesh):
+    """The jitted ``eval_step(params, rest, carry, batch) -> (metrics, carry)``.
+
+    ``graphdef`` should come from a model in evaluation mode (``model.eval()``), so that
+    dropout is off.
+    """
+    rep = sharding_lib.replicated(mesh)
+
+    def eval_step(params, rest, carry, batch):
+        model = nnx.merge(graphdef, params, rest)
+        _, (metrics, carry) = loss_fn(model, batch, carry)
+        return metrics, carry
+
+    return jax.jit(eval_step, out_shardings=(rep, None))
+
+
+def evaluate(
+    eval_step,
+    state: TrainState,
+    batches: Iterable[dict[str, np.ndarray]],
+    mesh: Mesh,
+    carry: Any = None,
+) -> dict[str, float]:
+    """Averages ``eval_step``'s metrics over ``batches`` (equal-sized), carrying the state.
+
+    Args:
+      eval_step: from :func:`make_eval_step`.
+      state: the train state whose parameters are evaluated.
+      batches: host batches, in order (for a language model, consecutive windows).
+      mesh: the device mesh the batches are sharded over.
+      carry: the initial recurrent state (zeros for a language model), or ``None``.
+
+    Returns:
+      The mean of each metric, as Python floats.
+    """
+    if carry is not None:
+        carry = jax.device_put(carry, sharding_lib.carry_sharding(mesh, carry))
+    totals: dict[str, jax.Array] = {}
+    count = 0
+    for batch in batches:
+        metrics, carry = eval_step(state.params, state.rest, carry,
+                                   sharding_lib.shard_batch(batch, mesh))
+        for k, v in metrics.items():
+            totals[k] = totals[k] + v if k in totals else v
+        count += 1
+    if count == 0:
+        raise ValueError("evaluate got no batches")
+    return {k: float(v) / count for k, v in totals.items()}
