@@ -5,7 +5,12 @@ broadcasting; float64 is enabled so NumPy float64 references and ``check_grads``
 full precision (library code always names its dtypes, so nothing drifts to float64).
 """
 
+import os
+
 import jax
+
+# Notebooks executed by the tests (nbmake) run at their small size; kernels inherit this.
+os.environ.setdefault("LSTM_JAX_SMALL", "1")
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -4,11 +4,33 @@ The NNX modules are the primary API; pure functions live in :mod:`lstm_jax.funct
 and Linen modules in :mod:`lstm_jax.linen`.
 """
 
+from lstm_jax._src.nnx_modules import GRU as GRU
 from lstm_jax._src.nnx_modules import LSTM as LSTM
+from lstm_jax._src.nnx_modules import RNN as RNN
+from lstm_jax._src.nnx_modules import GRUCell as GRUCell
 from lstm_jax._src.nnx_modules import LSTMCell as LSTMCell
+from lstm_jax._src.nnx_modules import RNNCell as RNNCell
+from lstm_jax._src.types import GRUParams as GRUParams
+from lstm_jax._src.types import GRUState as GRUState
 from lstm_jax._src.types import LSTMParams as LSTMParams
 from lstm_jax._src.types import LSTMState as LSTMState
+from lstm_jax._src.types import RNNParams as RNNParams
+from lstm_jax._src.types import RNNState as RNNState
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMCell", "LSTMParams", "LSTMState", "__version__"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "GRUCell",
+    "GRUParams",
+    "GRUState",
+    "LSTMCell",
+    "LSTMParams",
+    "LSTMState",
+    "RNNCell",
+    "RNNParams",
+    "RNNState",
+    "__version__",
+]

@@ -10,7 +10,11 @@ Example:
   ((2, 5, 8), (1, 2, 8))
 """
 
+from lstm_jax._src.linen_modules import GRU as GRU
 from lstm_jax._src.linen_modules import LSTM as LSTM
+from lstm_jax._src.linen_modules import RNN as RNN
+from lstm_jax._src.linen_modules import GRUCell as GRUCell
 from lstm_jax._src.linen_modules import LSTMCell as LSTMCell
+from lstm_jax._src.linen_modules import RNNCell as RNNCell
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]

@@ -51,16 +51,35 @@ class _Weights(NamedTuple):
 
 
 def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
-    """``einsum`` with operands in ``dtype`` accumulated in :func:`accumulation_dtype`."""
-    return jnp.einsum(
-        spec, a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype)
+    """``einsum`` over a leading direction axis ``d``, operands in ``dtype``, accumulated
+    in :func:`accumulation_dtype`.
+
+    One plain product per direction: XLA:CPU runs a batched product of two directions
+    markedly slower than two products (measured).
+    """
+    spec = spec.replace("d", "")
+    return jnp.stack(
+        [
+            jnp.einsum(spec, a_d.astype(dtype), b_d.astype(dtype),
+                       preferred_element_type=accumulation_dtype(dtype))
+            for a_d, b_d in zip(a, b, strict=True)
+        ]
     )
 
 
 def _gates(z: jax.Array) -> jax.Array:
-    """Activations ``[i, f, g, o]`` of pre-activations ``z`` ``[..., 4H]``."""
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    return jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], -1)
+    """Activations ``[i, f, g, o]`` of pre-activations ``z`` ``[..., 4H]``.
+
+    One ``tanh`` over all four gates, using ``sigmoid(x) = (tanh(x / 2) + 1) / 2``: no
+    split and concatenation, and the fastest form on CPU in our measurements.
+    """
+    quarter = z.shape[-1] // 4
+    half = jnp.asarray(0.5, z.dtype)
+    one = jnp.ones((quarter,), z.dtype)
+    shape = (1,) * (z.ndim - 1) + (4 * quarter,)
+    scale = jnp.concatenate([one * half, one * half, one, one * half]).reshape(shape)
+    offset = jnp.concatenate([one * half, one * half, one * 0, one * half]).reshape(shape)
+    return jnp.tanh(z * scale) * scale + offset
 
 
 def _input_projection(w: _Weights, x: jax.Array) -> jax.Array:

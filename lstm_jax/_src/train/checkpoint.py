@@ -66,6 +66,7 @@ class Checkpointer:
 
     Example:
       >>> import tempfile
+      >>> import jax.numpy as jnp
       >>> ckpt = Checkpointer(tempfile.mkdtemp())
       >>> state = {"w": jnp.arange(3, dtype=jnp.float32), "step": jnp.array(7, jnp.int32)}
       >>> ckpt.save(state, step=7)

@@ -95,9 +95,10 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     Each device receives only its slice of rows, on every host.
 
     Example:
+      >>> import numpy as np
       >>> b = shard_batch({"inputs": np.zeros((5, 4, 2), np.float32)}, make_mesh())
       >>> b["inputs"].sharding.spec
-      PartitionSpec(None, 'data', None)
+      P(None, 'data', None)
     """
     out = {}
     for name, value in batch.items():

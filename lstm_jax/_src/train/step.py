@@ -90,9 +90,28 @@ def make_optimizer(
         opt = optax.rmsprop(schedule)
     else:
         raise ValueError(f"optimizer must be adam, adamw, sgd or rmsprop, got {name!r}")
-    if clip_norm is None:
-        return opt
-    return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+    if clip_norm is not None:
+        opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+    return standard_promotion(opt)
+
+
+def standard_promotion(opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Runs ``opt`` under JAX's standard dtype promotion.
+
+    Optax mixes Python floats with int32 step counts (Adam's bias correction), which
+    ``jax_numpy_dtype_promotion="strict"`` rejects; this keeps strict promotion usable
+    for the model code around it.
+    """
+
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return opt.init(params)
+
+    def update(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return opt.update(updates, state, params)
+
+    return optax.GradientTransformation(init, update)
 
 
 def create_train_state(
@@ -113,7 +132,7 @@ def create_train_state(
         step=jnp.zeros((), jnp.int32),
         params=params,
         rest=rest,
-        opt_state=optimizer.init(params),
+        opt_state=standard_promotion(optimizer).init(params),
         carry=carry,
     )
     return graphdef, state
@@ -156,6 +175,7 @@ def make_train_step(
     """
     shardings = state_shardings(state, mesh)
     rep = sharding_lib.replicated(mesh)
+    optimizer = standard_promotion(optimizer)
 
     def train_step(state: TrainState, batch):
         def compute(params):
@@ -169,7 +189,7 @@ def make_train_step(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         new_state = state.replace(
             step=state.step + jnp.ones((), jnp.int32),
             params=params,

@@ -1,0 +1,1 @@
+"""Research runs: configs, the entry point ``python -m experiments.run``, reports."""

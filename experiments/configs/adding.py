@@ -1,0 +1,71 @@
+r"""The main job: a tanh RNN, a GRU and an LSTM on the adding problem at T = 100.
+
+The seed claim "an LSTM remembers longer context than an RNN", measured. Each model sees
+the same batches (a pure function of seed and step) and is scored by its MSE on a fixed
+evaluation set of 1,280 sequences against the memoryless baseline 1/6 ≈ 0.167
+(Hochreiter & Schmidhuber 1997, experiment 4). The LSTM starts with forget-gate bias 1
+(Gers et al. 2000; Jozefowicz et al. 2015); everything else is shared.
+
+Command (writes runs/adding/{rnn,gru,lstm}/ and runs/adding/comparison.{md,png}):
+
+  python -m experiments.run --config experiments/configs/adding.py
+
+Smoke variant (CI, seconds): ``--config experiments/configs/adding.py:smoke``.
+Other lengths: ``--config.seq_len=200 --config.steps=4000``.
+
+Hardware: 2-core x86 CPU shared with other jobs, jax 0.10.2 (CPU).
+Wall time: about 5 minutes for the three models (see experiments/README.md).
+Expected result: the RNN stays at the baseline (eval MSE ≈ 0.17); the GRU and the LSTM
+end far below it (eval MSE < 0.01, i.e. solved).
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The default config; ``arg="smoke"`` shrinks it to seconds."""
+    c = ml_collections.ConfigDict()
+    c.name = "adding"
+    c.task = "adding"  # adding | copy | char | ptb
+    c.seq_len = 100
+    c.batch_size = 64
+    c.eval_batches = 20  # fixed evaluation set: eval_batches * batch_size sequences
+    c.cells = ("rnn", "gru", "lstm")
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden_size = 64
+    c.model.num_layers = 1
+    c.model.nonlinearity = "tanh"  # the RNN's
+    c.model.lstm_forget_bias = 1.0  # None: torch's uniform init
+    c.model.dropout = 0.0
+    c.model.embed_size = 0  # token tasks only
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_steps = 0
+
+    c.steps = 2000
+    c.log_every = 50
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.progress = True
+    c.distributed = "auto"  # auto | on | off: jax.distributed.initialize() on several hosts
+
+    if arg == "smoke":
+        c.seq_len = 20
+        c.batch_size = 16
+        c.eval_batches = 2
+        c.model.hidden_size = 16
+        c.steps = 30
+        c.log_every = 10
+        c.eval_every = 0
+        c.checkpoint_every = 15
+    elif arg:
+        raise ValueError(f"unknown config variant {arg!r}; use 'smoke' or nothing")
+    return c

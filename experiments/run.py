@@ -1,0 +1,168 @@
+r"""The one entry point for experiments: a config file, overrides, a run directory.
+
+  python -m experiments.run --config experiments/configs/<name>.py[:smoke] \
+      [--config.key=value ...] [--workdir runs/<name>] [--resume] [--data_dir DIR]
+
+Configs are ml_collections config files (as in Flax's examples and big_vision); any
+field can be overridden on the command line, and a field that does not exist is an
+error. A config lists one or more recurrent cells (``config.cells``); each is trained in
+``<workdir>/<cell>/`` (``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/``, ``summary.json``), and with several cells the job ends with a table of
+final losses against the task's baseline and a plot, ``<workdir>/comparison.{md,png}``.
+
+Data for the text tasks is found under ``--data_dir``, which defaults to
+``$LSTM_JAX_DATA``. On several hosts, start the same command on every host with
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or
+``--config.distributed=on`` on a TPU pod / SLURM cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from experiments import report
+from lstm_jax import data, train
+
+DATA_ENV = "LSTM_JAX_DATA"
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue from the newest valid checkpoint.")
+_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get(DATA_ENV),
+                                f"Data directory (default: ${DATA_ENV}).")
+
+
+class Task:
+    """A task's data, model and loss, built from the config (public API only)."""
+
+    def __init__(self, config, data_dir: str | None):
+        self.config = config
+        c = config
+        self.carry_batch = None
+        if c.task in ("adding", "copy"):
+            train_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed)
+            eval_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed + 10**6)
+            self.baseline = train_data.baseline
+            self.train_batch = train_data.batch
+            self.eval_batches = lambda: (eval_data.batch(i) for i in range(c.eval_batches))
+            if c.task == "adding":
+                self.loss_fn, self.vocab_size = train.regression_loss, None
+            else:
+                self.loss_fn, self.vocab_size = token_loss_fresh_state, data.COPY_VOCAB_SIZE
+                self.carry_batch = c.batch_size
+            return
+        if not data_dir:
+            raise FileNotFoundError(
+                f"task {c.task!r} needs data: pass --data_dir or set ${DATA_ENV} "
+                f"(e.g. to ../shared/data)"
+            )
+        if c.task == "char":
+            corpus = data.load_char_text(os.path.join(data_dir, c.text_file))
+        elif c.task == "ptb":
+            corpus = data.load_ptb(os.path.join(data_dir, "ptb"))
+        else:
+            raise ValueError(f"config.task must be adding, copy, char or ptb, got {c.task!r}")
+        self.baseline = float(np.log(corpus.vocab_size))  # uniform guess, nats per token
+        self.vocab_size = corpus.vocab_size
+        stream = data.LMStream(data.batchify(corpus.train, c.batch_size), c.seq_len)
+        valid = data.LMStream(data.batchify(corpus.valid, c.batch_size), c.seq_len)
+        self.train_batch = stream.batch
+        n_eval = valid.num_batches if c.eval_batches <= 0 else min(c.eval_batches,
+                                                                    valid.num_batches)
+        self.eval_batches = lambda: (valid.batch(i) for i in range(n_eval))
+        self.loss_fn = train.token_loss
+        self.carry_batch = c.batch_size
+
+    def model(self, cell: str) -> nnx.Module:
+        m = self.config.model
+        kwargs = {"nonlinearity": m.nonlinearity} if cell == "rnn" else {}
+        if cell == "lstm" and m.lstm_forget_bias is not None:
+            kwargs["forget_bias"] = m.lstm_forget_bias
+        rngs = nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1)
+        if self.vocab_size is None:
+            return train.SequenceRegressor(cell, 2, m.hidden_size, m.num_layers, rngs=rngs,
+                                           dropout=m.dropout, **kwargs)
+        return train.TokenModel(cell, self.vocab_size, m.embed_size, m.hidden_size,
+                                m.num_layers, dropout=m.dropout, rngs=rngs, **kwargs)
+
+
+def token_loss_fresh_state(model, batch, carry):
+    """Per-step cross-entropy where every sequence starts from a zero state (copy task)."""
+    reset = np.ones((batch["inputs"].shape[1],), dtype=bool)
+    return train.token_loss(model, dict(batch, reset=reset), carry)
+
+
+def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
+    """Trains one cell kind in ``run_dir`` and returns its summary."""
+    c = task.config
+    os.makedirs(run_dir, exist_ok=True)
+    cell_config = c.to_dict()
+    cell_config["cells"] = [cell]
+    train.write_json(os.path.join(run_dir, "config.json"), cell_config)
+    model = task.model(cell)
+    carry = model.zero_carry(task.carry_batch) if task.carry_batch else None
+    eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
+    o = c.optimizer
+    optimizer = train.make_optimizer(
+        o.name, o.learning_rate, clip_norm=o.clip_norm, weight_decay=o.weight_decay,
+        warmup_steps=o.warmup_steps, decay_steps=o.decay_steps,
+    )
+    result = train.fit(
+        model, task.loss_fn, optimizer, task.train_batch,
+        steps=c.steps, run_dir=run_dir, eval_batches=task.eval_batches, carry=carry,
+        eval_carry=eval_carry, log_every=c.log_every, eval_every=c.eval_every,
+        checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints,
+        resume=resume, progress=c.progress, desc=f"{c.name}/{cell}",
+        extra_summary={"cell": cell, "task": c.task, "seq_len": c.seq_len,
+                       "baseline": task.baseline},
+    )
+    return result.summary
+
+
+def main(argv):
+    del argv
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    c = _CONFIG.value
+    if c is None:
+        raise app.UsageError("--config is required, e.g. --config experiments/configs/adding.py")
+    train.initialize_distributed(c.distributed)
+    workdir = _WORKDIR.value or os.path.join("runs", c.name)
+    start = time.time()
+    try:
+        task = Task(c, _DATA_DIR.value)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for cell in c.cells:
+        train.recurrent_class(cell)  # fail before training if a cell kind is unknown
+    os.makedirs(workdir, exist_ok=True)
+    train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
+    summaries = {}
+    for cell in c.cells:
+        run_dir = os.path.join(workdir, cell) if len(c.cells) > 1 else workdir
+        try:
+            summaries[cell] = train_cell(task, cell, run_dir, _RESUME.value)
+        except (train.NonFiniteLossError, train.CheckpointError, FileExistsError) as e:
+            print(f"error ({cell}): {e}", file=sys.stderr)
+            sys.exit(1)
+    if len(c.cells) > 1 and jax.process_index() == 0:
+        table = report.compare(workdir, list(c.cells))
+        print(table)
+    print(f"{c.name}: {len(c.cells)} run(s) in {time.time() - start:.0f} s, see {workdir}")
+    print(json.dumps({cell: s["final"] for cell, s in summaries.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

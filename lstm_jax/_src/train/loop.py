@@ -1,0 +1,243 @@
+"""The training loop: steps, logging, evaluation, checkpoints, resume and failure handling.
+
+:func:`fit` is what an experiment calls once it has a model, a loss and its data. It owns
+the run directory (``metrics.jsonl``, TensorBoard events, ``checkpoints/``,
+``summary.json``; the experiment writes ``config.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+import jax
+
+from lstm_jax._src.train import metrics as metrics_lib
+from lstm_jax._src.train import sharding as sharding_lib
+from lstm_jax._src.train.checkpoint import Checkpointer
+from lstm_jax._src.train.step import (
+    LossFn,
+    create_train_state,
+    evaluate,
+    make_eval_step,
+    make_train_step,
+    place_state,
+    state_shardings,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient became NaN or infinite; the run stopped before saving it."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+      summary: the contents written to ``summary.json``.
+      state: the final train state.
+      graphdef: the model's graph definition (``nnx.merge(graphdef, state.params,
+        state.rest)`` rebuilds the trained model).
+    """
+
+    summary: dict[str, Any]
+    state: Any
+    graphdef: nnx.GraphDef
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 over the bytes of every parameter, to compare runs bit for bit.
+
+    Example:
+      >>> params_digest({"w": np.zeros(2, np.float32)}) == params_digest({"w": np.zeros(2, np.float32)})
+      True
+    """
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        a = np.asarray(leaf)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
+    host = jax.device_get(records)
+    return {k: float(np.mean([r[k] for r in host])) for k in host[0]}
+
+
+def fit(
+    model: nnx.Module,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    train_batch: Callable[[int], dict[str, np.ndarray]],
+    *,
+    steps: int,
+    run_dir: str | os.PathLike,
+    eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
+    carry: Any = None,
+    eval_carry: Callable[[], Any] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    log_every: int = 50,
+    eval_every: int = 0,
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 3,
+    resume: bool = False,
+    progress: bool = True,
+    desc: str = "train",
+    extra_summary: dict[str, Any] | None = None,
+) -> FitResult:
+    """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
+
+    Batch ``step`` is ``train_batch(step)``, a pure function of the step, so the data
+    position is the step and a resumed run sees the same batches as an uninterrupted one.
+
+    Args:
+      model: an NNX model; ``loss_fn`` calls it.
+      loss_fn: ``loss_fn(model, batch, carry) -> (loss, (metrics, carry))``.
+      optimizer: an optax transformation (clipping included, see ``make_optimizer``).
+      train_batch: ``step -> batch`` of time-major NumPy arrays (the global batch).
+      steps: total number of updates.
+      run_dir: where ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
+        ``summary.json`` go.
+      eval_batches: ``() -> iterable of batches`` for evaluation, or ``None``.
+      carry: initial recurrent state for truncated BPTT (``None`` for tasks without).
+      eval_carry: ``() -> initial state`` for evaluation.
+      mesh: device mesh (default: all devices on a ``"data"`` axis).
+      log_every: log the mean training metrics every this many steps.
+      eval_every: evaluate every this many steps (0: only at the end).
+      checkpoint_every: checkpoint every this many steps (and always at the end).
+      keep_checkpoints: how many checkpoints to keep.
+      resume: continue from the newest valid checkpoint in ``run_dir``.
+      progress: show a tqdm progress bar.
+      desc: the progress bar's label.
+      extra_summary: more entries for ``summary.json``.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is false.
+      NonFiniteLossError: the loss went NaN/inf; nothing after the last finite step was
+        saved, so the newest checkpoint is the last good one.
+      CheckpointError: a checkpoint could not be written (e.g. a full disk).
+    """
+    start_time = time.time()
+    run_dir = os.fspath(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    mesh = mesh or sharding_lib.make_mesh()
+    first = train_batch(0)
+    sharding_lib.check_batch_size(
+        next(v.shape[sharding_lib.batch_axis(v.ndim)] for v in first.values()), mesh
+    )
+
+    graphdef, state = create_train_state(model, optimizer, carry)
+    model.eval()
+    eval_graphdef = nnx.graphdef(model)
+    model.train()
+    shardings = state_shardings(state, mesh)
+    state = place_state(state, mesh)
+
+    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR),
+                                max_to_keep=keep_checkpoints)
+    start_step = 0
+    if checkpointer.all_steps() and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints {checkpointer.all_steps()}; pass --resume "
+            f"to continue that run, or choose another --workdir"
+        )
+    if resume:
+        restored = checkpointer.restore_latest(state, shardings)
+        if restored is None:
+            log.warning("--resume: no valid checkpoint in %s, starting at step 0", run_dir)
+        else:
+            start_step, state = restored
+            log.info("resumed from step %d", start_step)
+    last_saved = start_step if start_step else None
+
+    writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
+    train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
+    eval_step = make_eval_step(eval_graphdef, loss_fn, mesh) if eval_batches else None
+    status, error = "completed", None
+    train_metrics: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    pending: list[dict[str, jax.Array]] = []
+
+    def run_eval(step):
+        nonlocal eval_metrics
+        result = evaluate(eval_step, state, eval_batches(), mesh,
+                          eval_carry() if eval_carry else None)
+        eval_metrics = {f"eval/{k}": v for k, v in result.items()}
+        writer.write(step, eval_metrics)
+
+    bar = tqdm(total=steps, initial=start_step, desc=desc, dynamic_ncols=True,
+               disable=not progress or jax.process_index() != 0, mininterval=1.0)
+    try:
+        for step in range(start_step, steps):
+            batch = sharding_lib.shard_batch(train_batch(step), mesh)
+            state, step_metrics = train_step(state, batch)
+            pending.append(step_metrics)
+            done = step + 1
+            save = done % checkpoint_every == 0 or done == steps
+            if done % log_every == 0 or save:
+                window = _mean_metrics(pending)
+                bad = {k: v for r in jax.device_get(pending) for k, v in r.items()
+                       if not math.isfinite(float(v))}
+                if bad:
+                    raise NonFiniteLossError(
+                        f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "
+                        f"{done}: training stopped. The last good checkpoint is step "
+                        f"{last_saved} in {checkpointer.directory}. Lower the learning rate or "
+                        f"the clip norm, then rerun with --resume."
+                    )
+                pending = []
+                train_metrics = {f"train/{k}": v for k, v in window.items()}
+                writer.write(done, train_metrics)
+                bar.set_postfix(loss=f"{window['loss']:.4f}", refresh=False)
+            if eval_step and ((eval_every and done % eval_every == 0) or done == steps):
+                run_eval(done)
+            if save:
+                checkpointer.save(state, step=done)
+                last_saved = done
+            bar.update(1)
+    except NonFiniteLossError as e:
+        status, error = "diverged", str(e)
+        raise
+    except BaseException as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        bar.close()
+        writer.close()
+        checkpointer.close()
+        summary = {
+            "status": status,
+            "error": error,
+            "steps": steps,
+            "resumed_from_step": start_step if resume else None,
+            "last_checkpoint_step": last_saved,
+            "final": {**train_metrics, **eval_metrics},
+            "params_sha256": params_digest(state.params) if status == "completed" else None,
+            "wall_time_s": round(time.time() - start_time, 2),
+            "mesh": {"shape": dict(mesh.shape), "devices": int(mesh.devices.size)},
+            **metrics_lib.environment_info(),
+            **(extra_summary or {}),
+        }
+        if jax.process_index() == 0:
+            metrics_lib.write_json(os.path.join(run_dir, metrics_lib.SUMMARY_FILE), summary)
+    return FitResult(summary, state, graphdef)

@@ -1,0 +1,147 @@
+"""Run-directory files: ``metrics.jsonl`` beside TensorBoard events, and run provenance.
+
+Only process 0 writes, so a multi-host job produces one set of files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them readable
+    return value
+
+
+def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
+    """Writes ``obj`` as indented JSON, atomically (temporary file and rename)."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file, in order.
+
+    Example:
+      >>> import tempfile
+      >>> w = MetricsWriter(tempfile.mkdtemp(), tensorboard=False)
+      >>> w.write(10, {"train/loss": 0.5}); w.close()
+      >>> read_metrics(os.path.join(w.run_dir, "metrics.jsonl"))
+      [{'step': 10, 'train/loss': 0.5}]
+    """
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` and to TensorBoard.
+
+    Args:
+      run_dir: the run directory.
+      tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
+      truncate_after: on resume, drop records with a step above this (they belong to the
+        part of the killed run that is being redone).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
+                 truncate_after: int | None = None):
+        self.run_dir = os.fspath(run_dir)
+        self.active = jax.process_index() == 0
+        self._tb = None
+        if not self.active:
+            return
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, METRICS_FILE)
+        if truncate_after is not None and os.path.exists(path):
+            kept = [r for r in read_metrics(path) if r.get("step", 0) <= truncate_after]
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+        self._file = open(path, "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(self.run_dir, TENSORBOARD_DIR),
+                                     purge_step=truncate_after)
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Records scalar ``metrics`` at ``step``."""
+        if not self.active:
+            return
+        record = {"step": int(step), **{k: _jsonable(float(v)) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in metrics.items():
+                self._tb.add_scalar(k, float(v), int(step))
+
+    def close(self) -> None:
+        if not self.active:
+            return
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def git_commit(path: str | os.PathLike = ".") -> str | None:
+    """The git commit of the checkout at ``path`` (``+dirty`` with local changes), or None."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=path, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions, devices and git commit, for ``summary.json``."""
+    import flax
+    import numpy
+    import optax
+    import orbax.checkpoint
+
+    import lstm_jax
+
+    device = jax.devices()[0]
+    return {
+        "git_commit": git_commit(os.path.dirname(os.path.abspath(lstm_jax.__file__))),
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "orbax_checkpoint": orbax.checkpoint.__version__,
+            "numpy": numpy.__version__,
+            "lstm_jax": lstm_jax.__version__,
+        },
+        "device": {
+            "platform": device.platform,
+            "kind": device.device_kind,
+            "local_devices": jax.local_device_count(),
+            "global_devices": jax.device_count(),
+            "processes": jax.process_count(),
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+        },
+        "argv": sys.argv,
+    }
