@@ -59,8 +59,7 @@ def plot(workdir: str, cells: list[str], path: str) -> None:
         ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
         (line,) = ax.plot(*zip(*tr, strict=True), label=f"{cell} (train)", alpha=0.8)
         if ev:
-            ax.plot(*zip(*ev, strict=True), "o--", color=line.get_color(),
-                    label=f"{cell} (eval)")
+            ax.plot(*zip(*ev, strict=True), "o--", color=line.get_color(), label=f"{cell} (eval)")
     ax.axhline(baseline, color="k", linestyle=":", label=f"baseline {baseline:.3f}")
     ax.set_yscale("log")
     ax.set_xlabel("step")

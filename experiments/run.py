@@ -19,7 +19,6 @@ Data for the text tasks is found under ``--data_dir``, which defaults to
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -35,12 +35,14 @@ from lstm_jax import data, train
 
 DATA_ENV = "LSTM_JAX_DATA"
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config.name>).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue from the newest valid checkpoint.")
-_DATA_DIR = flags.DEFINE_string("data_dir", os.environ.get(DATA_ENV),
-                                f"Data directory (default: ${DATA_ENV}).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.environ.get(DATA_ENV), f"Data directory (default: ${DATA_ENV})."
+)
 
 
 class Task:
@@ -68,8 +70,14 @@ class Task:
                 f"(e.g. to ../shared/data)"
             )
         if c.task == "char":
-            corpus = data.load_char_text(os.path.join(data_dir, c.text_file))
+            if c.text_file in data.KNOWN_FILES:  # knows its address: says it, or downloads
+                path = data.fetch(c.text_file, data_dir, download=c.download)
+            else:
+                path = os.path.join(data_dir, c.text_file)
+            corpus = data.load_char_text(path)
         elif c.task == "ptb":
+            for split in ("train", "valid", "test"):
+                data.fetch(f"ptb/ptb.{split}.txt", data_dir, download=c.download)
             corpus = data.load_ptb(os.path.join(data_dir, "ptb"))
         else:
             raise ValueError(f"config.task must be adding, copy, char or ptb, got {c.task!r}")
@@ -78,8 +86,9 @@ class Task:
         stream = data.LMStream(data.batchify(corpus.train, c.batch_size), c.seq_len)
         valid = data.LMStream(data.batchify(corpus.valid, c.batch_size), c.seq_len)
         self.train_batch = stream.batch
-        n_eval = valid.num_batches if c.eval_batches <= 0 else min(c.eval_batches,
-                                                                    valid.num_batches)
+        n_eval = (
+            valid.num_batches if c.eval_batches <= 0 else min(c.eval_batches, valid.num_batches)
+        )
         self.eval_batches = lambda: (valid.batch(i) for i in range(n_eval))
         self.loss_fn = train.token_loss
         self.carry_batch = c.batch_size
@@ -91,10 +100,19 @@ class Task:
             kwargs["forget_bias"] = m.lstm_forget_bias
         rngs = nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1)
         if self.vocab_size is None:
-            return train.SequenceRegressor(cell, 2, m.hidden_size, m.num_layers, rngs=rngs,
-                                           dropout=m.dropout, **kwargs)
-        return train.TokenModel(cell, self.vocab_size, m.embed_size, m.hidden_size,
-                                m.num_layers, dropout=m.dropout, rngs=rngs, **kwargs)
+            return train.SequenceRegressor(
+                cell, 2, m.hidden_size, m.num_layers, rngs=rngs, dropout=m.dropout, **kwargs
+            )
+        return train.TokenModel(
+            cell,
+            self.vocab_size,
+            m.embed_size,
+            m.hidden_size,
+            m.num_layers,
+            dropout=m.dropout,
+            rngs=rngs,
+            **kwargs,
+        )
 
 
 def token_loss_fresh_state(model, batch, carry):
@@ -115,24 +133,43 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
     o = c.optimizer
     optimizer = train.make_optimizer(
-        o.name, o.learning_rate, clip_norm=o.clip_norm, weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_steps, decay_steps=o.decay_steps,
+        o.name,
+        o.learning_rate,
+        clip_norm=o.clip_norm,
+        weight_decay=o.weight_decay,
+        warmup_steps=o.warmup_steps,
+        decay_steps=o.decay_steps,
     )
     result = train.fit(
-        model, task.loss_fn, optimizer, task.train_batch,
-        steps=c.steps, run_dir=run_dir, eval_batches=task.eval_batches, carry=carry,
-        eval_carry=eval_carry, log_every=c.log_every, eval_every=c.eval_every,
-        checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints,
-        resume=resume, progress=c.progress, desc=f"{c.name}/{cell}",
-        extra_summary={"cell": cell, "task": c.task, "seq_len": c.seq_len,
-                       "baseline": task.baseline},
+        model,
+        task.loss_fn,
+        optimizer,
+        task.train_batch,
+        steps=c.steps,
+        run_dir=run_dir,
+        eval_batches=task.eval_batches,
+        carry=carry,
+        eval_carry=eval_carry,
+        log_every=c.log_every,
+        eval_every=c.eval_every,
+        checkpoint_every=c.checkpoint_every,
+        keep_checkpoints=c.keep_checkpoints,
+        resume=resume,
+        progress=c.progress,
+        desc=f"{c.name}/{cell}",
+        extra_summary={
+            "cell": cell,
+            "task": c.task,
+            "seq_len": c.seq_len,
+            "baseline": task.baseline,
+        },
     )
     return result.summary
 
 
 def main(argv):
     del argv
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)
     c = _CONFIG.value
     if c is None:
         raise app.UsageError("--config is required, e.g. --config experiments/configs/adding.py")
@@ -163,6 +200,21 @@ def main(argv):
     print(json.dumps({cell: s["final"] for cell, s in summaries.items()}, indent=1))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with an override of a config key that does not exist as a flag error."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections: no such field
+        while isinstance(e, (AttributeError, KeyError)) and e.args:  # unwrap the nested key
+            e = e.args[0]
+        detail = " ".join(str(e).split())
+        print(
+            f"error: a --config.* override names a key the config does not have: {detail}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -28,6 +28,8 @@ from lstm_jax._src.cells import rnn_cell as rnn_cell
 from lstm_jax._src.cells import rnn_input_projection as rnn_input_projection
 from lstm_jax._src.cells import rnn_relu_step as rnn_relu_step
 from lstm_jax._src.cells import rnn_tanh_step as rnn_tanh_step
+from lstm_jax._src.fused import run_fused_bidirectional as run_fused_bidirectional
+from lstm_jax._src.fused import run_fused_layer as run_fused_layer
 from lstm_jax._src.init import init_gru_layer as init_gru_layer
 from lstm_jax._src.init import init_gru_params as init_gru_params
 from lstm_jax._src.init import init_lstm_layer as init_lstm_layer
@@ -76,6 +78,8 @@ __all__ = [
     "rnn_input_projection",
     "rnn_relu_step",
     "rnn_tanh_step",
+    "run_fused_bidirectional",
+    "run_fused_layer",
     "run_layer",
     "run_stack",
     "weight_drop",

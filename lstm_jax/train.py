@@ -16,8 +16,8 @@ Example (the adding problem, a few steps):
   ('completed', 4, ['train/grad_norm', 'train/loss'])
 """
 
-from lstm_jax._src.train.checkpoint import CheckpointError as CheckpointError
 from lstm_jax._src.train.checkpoint import Checkpointer as Checkpointer
+from lstm_jax._src.train.checkpoint import CheckpointError as CheckpointError
 from lstm_jax._src.train.loop import FitResult as FitResult
 from lstm_jax._src.train.loop import NonFiniteLossError as NonFiniteLossError
 from lstm_jax._src.train.loop import fit as fit

@@ -122,7 +122,9 @@ def run(step, named, x, state0, num_layers, bidirectional, lengths=None, zoneout
                 for t in order:
                     new = step(p, layer_input[t, b : b + 1], state)
                     if zoneout is not None:
-                        new = tuple(z * o + (1 - z) * s for z, o, s in zip(zoneout, state, new))
+                        new = tuple(
+                            z * o + (1 - z) * s for z, o, s in zip(zoneout, state, new, strict=True)
+                        )
                     state = new
                     if out is None:
                         out = np.zeros((time, batch, state[0].shape[-1]))

@@ -1,11 +1,11 @@
 """The NNX/Linen module API: the seed examples, dropout modes, options, and bad input."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import jax
-import jax.numpy as jnp
 import lstm_jax
 import lstm_jax.linen
 from lstm_jax import functional as F
@@ -107,8 +107,11 @@ BAD_CONSTRUCTOR = [
     (dict(input_size=3.0, hidden_size=4), TypeError, "input_size must be an int, got float"),
     (dict(input_size=3, hidden_size=4, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
     (dict(input_size=3, hidden_size=4, dropout=-0.1), ValueError, "dropout must be in"),
-    (dict(input_size=3, hidden_size=4, proj_size=4), ValueError,
-     "proj_size must be smaller than hidden_size, got proj_size=4 and hidden_size=4"),
+    (
+        dict(input_size=3, hidden_size=4, proj_size=4),
+        ValueError,
+        "proj_size must be smaller than hidden_size, got proj_size=4 and hidden_size=4",
+    ),
     (dict(input_size=3, hidden_size=4, proj_size=-1), ValueError, "proj_size must be >= 0"),
     (dict(input_size=3, hidden_size=4, recurrent_init="zeros"), ValueError, "recurrent_init"),
     (dict(input_size=3, hidden_size=4, bias=False, forget_bias=1.0), ValueError, "bias=True"),
@@ -133,19 +136,28 @@ X = np.zeros((5, 2, 3), np.float32)
 H0 = np.zeros((4, 2, 4), np.float32)
 
 BAD_CALLS = [
-    (dict(x=np.zeros((5, 2, 7), np.float32)), ValueError,
-     r"input must have input_size=3 features on its last axis, got shape \(5, 2, 7\)"),
+    (
+        dict(x=np.zeros((5, 2, 7), np.float32)),
+        ValueError,
+        r"input must have input_size=3 features on its last axis, got shape \(5, 2, 7\)",
+    ),
     (dict(x=np.zeros((5,), np.float32)), ValueError, "input must have rank 3"),
     (dict(x=np.zeros((1, 5, 2, 3), np.float32)), ValueError, "got shape \\(1, 5, 2, 3\\)"),
     (dict(x=np.zeros((5, 2, 3), np.int32)), TypeError, "input must be a floating-point array"),
     (dict(x=[[0.0, 0.0, 0.0]]), TypeError, "input must be a jax or numpy array, got list"),
-    (dict(x=X, hx=(np.zeros((2, 2, 4), np.float32), H0)), ValueError,
-     r"hx\[0\] \(h_0\) must have shape \[layers \* directions, batch, size\] = \(4, 2, 4\), "
-     r"got \(2, 2, 4\)"),
+    (
+        dict(x=X, hx=(np.zeros((2, 2, 4), np.float32), H0)),
+        ValueError,
+        r"hx\[0\] \(h_0\) must have shape \[layers \* directions, batch, size\] = \(4, 2, 4\), "
+        r"got \(2, 2, 4\)",
+    ),
     (dict(x=X, hx=(H0, np.zeros((4, 3, 4), np.float32))), ValueError, r"hx\[1\] \(c_0\).*batch"),
     (dict(x=X, hx=(H0, np.zeros((4, 2, 5), np.float32))), ValueError, r"hx\[1\] \(c_0\)"),
-    (dict(x=X, seq_lengths=np.array([5, 2, 1])), ValueError,
-     r"seq_lengths must have shape \[batch\] = \(2,\), got \(3,\)"),
+    (
+        dict(x=X, seq_lengths=np.array([5, 2, 1])),
+        ValueError,
+        r"seq_lengths must have shape \[batch\] = \(2,\), got \(3,\)",
+    ),
     (dict(x=X, seq_lengths=np.array([5.0, 2.0])), TypeError, "seq_lengths must be an integer"),
     (dict(x=X, seq_lengths=np.array([6, 2])), ValueError, r"seq_lengths must be in 1\.\.5"),
     (dict(x=X, seq_lengths=np.array([0, 2])), ValueError, "got min 0"),

@@ -6,14 +6,14 @@ check_grads in float64; NNX == Linen == functional on the same weights.
 """
 
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 from jax.test_util import check_grads
 from numpy_lstm import lstm as numpy_lstm
 
-import jax
-import jax.numpy as jnp
 import lstm_jax
 import lstm_jax.linen
 from lstm_jax import functional as F
@@ -24,8 +24,14 @@ T, B, I, H = 6, 3, 4, 5
 
 def _params(num_layers, bidirectional, proj_size=0, bias=True, dtype=jnp.float64, seed=0):
     return F.init_lstm_params(
-        jax.random.key(seed), I, H, num_layers, bidirectional=bidirectional,
-        proj_size=proj_size, bias=bias, dtype=dtype,
+        jax.random.key(seed),
+        I,
+        H,
+        num_layers,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+        bias=bias,
+        dtype=dtype,
     )
 
 
@@ -68,7 +74,7 @@ def test_scan_equals_python_loop_of_cell_steps():
     for t in range(T):
         state = F.lstm_cell(params, x[t], state)
         outs.append(state.h)
-    out, (h_n, c_n) = F.lstm((( params,),), x)
+    out, (h_n, c_n) = F.lstm(((params,),), x)
     np.testing.assert_allclose(out, jnp.stack(outs), atol=1e-13)
     np.testing.assert_allclose(h_n[0], state.h, atol=1e-13)
     np.testing.assert_allclose(c_n[0], state.c, atol=1e-13)
@@ -133,14 +139,22 @@ def test_jit_equals_eager_and_does_not_retrace():
     chex.assert_trees_all_close(run(params, x, lengths), eager, atol=1e-13)
     # Second call with new values of the same shapes, traced lengths included: no retrace.
     out2 = run(params, x + 1.0, jnp.asarray([1, 6, 3], jnp.int32))
-    chex.assert_trees_all_close(out2, F.lstm(params, x + 1.0, seq_lengths=np.array([1, 6, 3])),
-                                atol=1e-13)
+    chex.assert_trees_all_close(
+        out2, F.lstm(params, x + 1.0, seq_lengths=np.array([1, 6, 3])), atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("bidirectional,proj_size,lengths", [(False, 0, None), (True, 2, [3, 1])])
 def test_gradients_float64(bidirectional, proj_size, lengths):
-    params = F.init_lstm_params(jax.random.key(0), 2, 3, 2, bidirectional=bidirectional,
-                                proj_size=proj_size, dtype=jnp.float64)
+    params = F.init_lstm_params(
+        jax.random.key(0),
+        2,
+        3,
+        2,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+        dtype=jnp.float64,
+    )
     x = jnp.asarray(_x(shape=(3, 2, 2)))
     h_out = proj_size or 3
     ld = 2 * (2 if bidirectional else 1)

@@ -1,11 +1,11 @@
 """lstm_jax.LSTM / LSTMCell against torch.nn.LSTM / LSTMCell with copied weights (float32)."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import jax
-import jax.numpy as jnp
 import lstm_jax
 from lstm_jax import functional as F
 from lstm_jax._src.interop.torch import stack_to_named
@@ -42,8 +42,9 @@ def test_lstm_outputs_states_and_gradients_match_torch(
     num_layers, bidirectional, batch_first, proj_size, with_hx, lengths
 ):
     torch.manual_seed(0)
-    module = torch.nn.LSTM(I, H, num_layers, batch_first=batch_first,
-                           bidirectional=bidirectional, proj_size=proj_size)
+    module = torch.nn.LSTM(
+        I, H, num_layers, batch_first=batch_first, bidirectional=bidirectional, proj_size=proj_size
+    )
     model = lstm_jax.LSTM.from_torch(module)
     rng = np.random.default_rng(0)
     d = 2 if bidirectional else 1
@@ -51,8 +52,10 @@ def test_lstm_outputs_states_and_gradients_match_torch(
     x = rng.normal(size=(B, T, I) if batch_first else (T, B, I)).astype(np.float32)
     hx = None
     if with_hx:
-        hx = (rng.normal(size=(num_layers * d, B, h_out)).astype(np.float32),
-              rng.normal(size=(num_layers * d, B, H)).astype(np.float32))
+        hx = (
+            rng.normal(size=(num_layers * d, B, h_out)).astype(np.float32),
+            rng.normal(size=(num_layers * d, B, H)).astype(np.float32),
+        )
     # Random cotangents so that every output, state and gradient entry is checked.
     r_out = rng.normal(size=x.shape[:2] + (d * h_out,)).astype(np.float32)
     r_h = rng.normal(size=(num_layers * d, B, h_out)).astype(np.float32)
@@ -61,8 +64,11 @@ def test_lstm_outputs_states_and_gradients_match_torch(
     x_t = torch.tensor(x, requires_grad=True)
     hx_t = None if hx is None else tuple(torch.tensor(a) for a in hx)
     out_t, (h_t, c_t) = _torch_forward(module, x_t, hx_t, lengths, batch_first)
-    loss_t = (out_t * torch.tensor(r_out)).sum() + (h_t * torch.tensor(r_h)).sum() + (
-        c_t * torch.tensor(r_c)).sum()
+    loss_t = (
+        (out_t * torch.tensor(r_out)).sum()
+        + (h_t * torch.tensor(r_h)).sum()
+        + (c_t * torch.tensor(r_c)).sum()
+    )
     loss_t.backward()
 
     seq = None if lengths is None else np.asarray(lengths, np.int32)

@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "char_lm"
     c.task = "char"
     c.text_file = "tinyshakespeare/input.txt"
+    c.download = False  # True: fetch a missing file from its address, checking its MD5
     c.cells = ("lstm",)
     c.seq_len = 100
     c.batch_size = 32

@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "ptb"
     c.task = "ptb"
     c.cells = ("lstm",)
+    c.download = False  # True: fetch a missing file from its address, checking its MD5
     c.seq_len = 35
     c.batch_size = 20
     c.eval_batches = 0

@@ -35,6 +35,7 @@ def apply_recurrent(
     recurrent_dropout: float = 0.0,
     weight_dropout: float = 0.0,
     zoneout: float | Sequence[float] = 0.0,
+    backend: str = "auto",
 ) -> tuple[jax.Array, Any]:
     """Runs a recurrent stack of any cell kind with torch's input and output conventions.
 
@@ -60,6 +61,8 @@ def apply_recurrent(
       weight_dropout: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2017).
       zoneout: zoneout rate (Krueger et al. 2017), one for every state field or one per
         field (for the LSTM ``(h, c)``); with ``deterministic`` the expectation is used.
+      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``
+        (:mod:`lstm_jax._src.backends`).
 
     Returns:
       ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in
@@ -80,14 +83,21 @@ def apply_recurrent(
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
     validation.check_dropout_rate(dropout)
-    for name, rate in (("input_dropout", input_dropout), ("recurrent_dropout", recurrent_dropout),
-                       ("weight_dropout", weight_dropout)):
+    for name, rate in (
+        ("input_dropout", input_dropout),
+        ("recurrent_dropout", recurrent_dropout),
+        ("weight_dropout", weight_dropout),
+    ):
         validation.check_dropout_rate(rate, name=name)
     sizes = cell.state_sizes(first)
     zoneout = validation.check_zoneout(zoneout, sizes._fields)
-    rates = {"dropout": dropout, "input_dropout": input_dropout,
-             "recurrent_dropout": recurrent_dropout, "weight_dropout": weight_dropout,
-             "zoneout": max(zoneout)}
+    rates = {
+        "dropout": dropout,
+        "input_dropout": input_dropout,
+        "recurrent_dropout": recurrent_dropout,
+        "weight_dropout": weight_dropout,
+        "zoneout": max(zoneout),
+    }
     random = [name for name, rate in rates.items() if rate > 0.0]
     if random and not deterministic and key is None:
         raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
@@ -102,8 +112,9 @@ def apply_recurrent(
     else:
         states = type(sizes)(
             *(
-                _check_initial_state(f"hx[{i}] ({name}_0)", h, num_layers * directions, batch,
-                                     size, batched).astype(state_dtype)
+                _check_initial_state(
+                    f"hx[{i}] ({name}_0)", h, num_layers * directions, batch, size, batched
+                ).astype(state_dtype)
                 for i, (name, h, size) in enumerate(zip(sizes._fields, hx, sizes, strict=True))
             )
         )
@@ -124,6 +135,7 @@ def apply_recurrent(
         input_dropout=input_dropout,
         recurrent_dropout=recurrent_dropout,
         zoneout=zoneout if any(zoneout) else None,
+        backend=backend,
     )
     output = output.astype(compute_dtype)
     if not batched:
@@ -161,6 +173,7 @@ def lstm(
     recurrent_dropout: float = 0.0,
     weight_dropout: float = 0.0,
     zoneout: float | tuple[float, float] = 0.0,
+    backend: str = "auto",
 ) -> tuple[jax.Array, LSTMState]:
     """Applies a multi-layer (bidirectional) LSTM, the pure-function ``torch.nn.LSTM``.
 
@@ -190,6 +203,15 @@ def lstm(
         ``(rate_h, rate_c)``; the expectation is used when ``deterministic``.
         Every regulariser is off by default, needs ``key`` in training, and is
         deterministic under ``deterministic=True``.
+      backend: which kernel runs the stack. ``"scan"``: ``lax.scan`` of the cell, any
+        variant. ``"fused"``: the plain LSTM (projection included) with a hand-written
+        backward whose weight gradients are single products outside the time loop
+        (``lstm_jax.functional.run_fused_layer``). ``"cudnn"``: cuDNN through
+        ``jax.experimental.rnn`` on a GPU (float32, no projection, no variants, no
+        active dropout). ``"auto"`` (default): cuDNN where supported, else the fused
+        kernel on CPU for the plain LSTM, else the scan. Layers with recurrent dropout or
+        zoneout always run on the scan; an explicit backend that cannot run the
+        configuration raises ``ValueError``.
 
     Returns:
       ``(output, (h_n, c_n))``: ``output`` ``[time, batch, directions * H_out]``, ``h_n``
@@ -222,6 +244,7 @@ def lstm(
         recurrent_dropout=recurrent_dropout,
         weight_dropout=weight_dropout,
         zoneout=zoneout,
+        backend=backend,
     )
 
 

@@ -60,8 +60,12 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     spec = spec.replace("d", "")
     return jnp.stack(
         [
-            jnp.einsum(spec, a_d.astype(dtype), b_d.astype(dtype),
-                       preferred_element_type=accumulation_dtype(dtype))
+            jnp.einsum(
+                spec,
+                a_d.astype(dtype),
+                b_d.astype(dtype),
+                preferred_element_type=accumulation_dtype(dtype),
+            )
             for a_d, b_d in zip(a, b, strict=True)
         ]
     )
@@ -95,11 +99,12 @@ def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
     return jnp.concatenate([first[:, None], seq[:, :-1]], axis=1)
 
 
-def _chunk_forward(w, x, valid, h0, c0, unroll):
+def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     """Runs the forward loop over ``x`` ``[D, T, B, I]`` (execution order).
 
     Returns ``(y [D, T, B, P], h_T, c_T, acts [D, T, B, 4H], cs [D, T, B, H])``; ``cs``
-    is the carried cell state after each step, ``acts`` the gate activations.
+    is the carried cell state after each step, ``acts`` the gate activations; both are
+    ``None`` unless ``save``.
     """
     gx = _input_projection(w, x)
     dtype = w.w_hh.dtype
@@ -113,19 +118,19 @@ def _chunk_forward(w, x, valid, h0, c0, unroll):
         h_new = o * jnp.tanh(c_new)
         if w.w_hr is not None:
             h_new = _mm("dbh,dph->dbp", h_new, w.w_hr, dtype)
-        if valid_t is None:
-            return (h_new, c_new), (h_new, acts, c_new)
-        v = valid_t[..., None]
-        h_new, c_new, y = (
-            jnp.where(v, h_new, h),
-            jnp.where(v, c_new, c),
-            jnp.where(v, h_new, jnp.zeros_like(h_new)),
-        )
-        return (h_new, c_new), (y, acts, c_new)
+        y = h_new
+        if valid_t is not None:
+            v = valid_t[..., None]
+            h_new, c_new, y = (
+                jnp.where(v, h_new, h),
+                jnp.where(v, c_new, c),
+                jnp.where(v, h_new, jnp.zeros_like(h_new)),
+            )
+        return (h_new, c_new), (y, acts, c_new) if save else (y, None, None)
 
     xs = (jnp.moveaxis(gx, 1, 0), None if valid is None else jnp.moveaxis(valid, 1, 0))
     (h_t, c_t), (y, acts, cs) = lax.scan(body, (h0, c0), xs, unroll=unroll)
-    y, acts, cs = (jnp.moveaxis(a, 0, 1) for a in (y, acts, cs))
+    y, acts, cs = (None if a is None else jnp.moveaxis(a, 0, 1) for a in (y, acts, cs))
     return y, h_t, c_t, acts, cs
 
 
@@ -207,7 +212,9 @@ def _unchunked(a):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _fused(unroll, checkpoint, w, x, valid, h0, c0):
-    return _fused_fwd(unroll, checkpoint, w, x, valid, h0, c0)[0]
+    del checkpoint  # without differentiation nothing is stored
+    y, h_t, c_t, _, _ = _chunk_forward(w, x, valid, h0, c0, unroll, save=False)
+    return y, h_t, c_t
 
 
 def _fused_fwd(unroll, checkpoint, w, x, valid, h0, c0):
@@ -217,7 +224,7 @@ def _fused_fwd(unroll, checkpoint, w, x, valid, h0, c0):
 
     def chunk(carry, inputs):
         x_k, valid_k = inputs
-        y_k, h_t, c_t, _, _ = _chunk_forward(w, x_k, valid_k, *carry, unroll)
+        y_k, h_t, c_t, _, _ = _chunk_forward(w, x_k, valid_k, *carry, unroll, save=False)
         return (h_t, c_t), (y_k, carry)
 
     chunks = x.shape[1] // checkpoint
@@ -264,7 +271,39 @@ def _fused_bwd(unroll, checkpoint, residuals, cotangents):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
+_TORCH_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
+
+def unsupported_reason(params: LSTMParams) -> str | None:
+    """Why the fused kernel cannot run a layer's parameters, or ``None`` when it can.
+
+    It runs ``torch.nn.LSTM``'s cell (projection included), not the variants.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2)) is None
+      True
+      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True))
+      'the fused kernel runs the plain LSTM cell only, got weight_ci, weight_cf, weight_co'
+    """
+    if type(params) is not LSTMParams:
+        return f"the fused kernel runs the LSTM only, got {type(params).__name__}"
+    extra = [
+        f for f in LSTMParams._fields if f not in _TORCH_FIELDS and getattr(params, f) is not None
+    ]
+    if extra:
+        return f"the fused kernel runs the plain LSTM cell only, got {', '.join(extra)}"
+    hidden = params.weight_hh.shape[1] if params.weight_hr is None else params.weight_hr.shape[1]
+    if params.weight_hh.shape[0] != 4 * hidden:
+        return "the fused kernel runs the plain LSTM cell only, got coupled gates (CIFG)"
+    return None
+
+
 def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
+    for p in params:
+        reason = unsupported_reason(p)
+        if reason is not None:
+            raise ValueError(reason)
     first = params[0]
 
     def stacked(name):
@@ -339,8 +378,9 @@ def run_fused_bidirectional(
       >>> out.shape, bool(jnp.allclose(out[0, :, 5:], bwd.h))
       ((7, 2, 10), True)
     """
-    y, states = _run(tuple(params), x, tuple(initial_states), (False, True), seq_lengths,
-                     unroll, checkpoint)
+    y, states = _run(
+        tuple(params), x, tuple(initial_states), (False, True), seq_lengths, unroll, checkpoint
+    )
     return jnp.concatenate(y, axis=-1), tuple(states)
 
 
@@ -354,7 +394,7 @@ def run_fused_layer(
     unroll: int = 1,
     checkpoint: int | None = None,
 ) -> tuple[jax.Array, LSTMState]:
-    """One LSTM layer in one direction, fused, with :func:`~lstm_jax._src.scan.run_layer`'s contract.
+    """One LSTM layer in one direction, fused: the contract of ``scan.run_layer``.
 
     Gives the same outputs and gradients as ``run_layer(LSTM_CELL, ...)``, with the input
     projection and all weight gradients computed outside the time loops.
@@ -383,6 +423,7 @@ def run_fused_layer(
       >>> out.shape, bool(jnp.allclose(out[-1], h))
       ((7, 2, 5), True)
     """
-    y, (state,) = _run((params,), x, (initial_state,), (bool(reverse),), seq_lengths, unroll,
-                       checkpoint)
+    y, (state,) = _run(
+        (params,), x, (initial_state,), (bool(reverse),), seq_lengths, unroll, checkpoint
+    )
     return y[0], state

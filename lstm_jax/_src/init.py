@@ -160,8 +160,11 @@ def init_lstm_layer(
         }
     norms = {}
     if layer_norm:
-        for name, size in (("ih", gates * hidden_size), ("hh", gates * hidden_size),
-                           ("c", hidden_size)):
+        for name, size in (
+            ("ih", gates * hidden_size),
+            ("hh", gates * hidden_size),
+            ("c", hidden_size),
+        ):
             norms[f"ln_{name}_weight"] = jnp.ones((size,), dtype)
             norms[f"ln_{name}_bias"] = jnp.zeros((size,), dtype)
     return LSTMParams(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, **peepholes, **norms)
@@ -347,8 +350,14 @@ def init_gru_params(
     """
 
     def layer(layer_key, layer_input_size):
-        return init_gru_layer(layer_key, layer_input_size, hidden_size, bias=bias, dtype=dtype,
-                              recurrent_init=recurrent_init)
+        return init_gru_layer(
+            layer_key,
+            layer_input_size,
+            hidden_size,
+            bias=bias,
+            dtype=dtype,
+            recurrent_init=recurrent_init,
+        )
 
     return init_stack(layer, key, input_size, hidden_size, num_layers, bidirectional)
 
@@ -376,7 +385,13 @@ def init_rnn_params(
     """
 
     def layer(layer_key, layer_input_size):
-        return init_rnn_layer(layer_key, layer_input_size, hidden_size, bias=bias, dtype=dtype,
-                              recurrent_init=recurrent_init)
+        return init_rnn_layer(
+            layer_key,
+            layer_input_size,
+            hidden_size,
+            bias=bias,
+            dtype=dtype,
+            recurrent_init=recurrent_init,
+        )
 
     return init_stack(layer, key, input_size, hidden_size, num_layers, bidirectional)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-
 import jax
 import jax.numpy as jnp
 
@@ -67,9 +66,16 @@ class _StackMixin:
         )
 
     def _apply_kwargs(self, deterministic: bool) -> dict[str, Any]:
-        zoneout = self.zoneout if isinstance(self.zoneout, tuple) else (self.zoneout,)
-        rates = (self.dropout, self.input_dropout, self.recurrent_dropout, self.weight_dropout,
-                 *zoneout)
+        zoneout = (
+            tuple(self.zoneout) if isinstance(self.zoneout, (tuple, list)) else (self.zoneout,)
+        )
+        rates = (
+            self.dropout,
+            self.input_dropout,
+            self.recurrent_dropout,
+            self.weight_dropout,
+            *zoneout,
+        )
         training = any(rate > 0.0 for rate in rates) and not deterministic
         return {
             "batch_first": self.batch_first,
@@ -197,8 +203,11 @@ class GRU(_StackMixin, nn.Module):
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
         init_layer = functools.partial(
-            init_gru_layer, hidden_size=self.hidden_size, bias=self.bias,
-            dtype=self.param_dtype, recurrent_init=self.recurrent_init,
+            init_gru_layer,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            dtype=self.param_dtype,
+            recurrent_init=self.recurrent_init,
         )
         params = self._stack_params(init_layer, self.hidden_size)
         return gru(params, x, hx, seq_lengths=seq_lengths, **self._apply_kwargs(deterministic))
@@ -248,12 +257,21 @@ class RNN(_StackMixin, nn.Module):
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
         init_layer = functools.partial(
-            init_rnn_layer, hidden_size=self.hidden_size, bias=self.bias,
-            dtype=self.param_dtype, recurrent_init=self.recurrent_init,
+            init_rnn_layer,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            dtype=self.param_dtype,
+            recurrent_init=self.recurrent_init,
         )
         params = self._stack_params(init_layer, self.hidden_size)
-        return rnn(params, x, hx, nonlinearity=self.nonlinearity, seq_lengths=seq_lengths,
-                   **self._apply_kwargs(deterministic))
+        return rnn(
+            params,
+            x,
+            hx,
+            nonlinearity=self.nonlinearity,
+            seq_lengths=seq_lengths,
+            **self._apply_kwargs(deterministic),
+        )
 
 
 def _cell_step(module: nn.Module, cell: CellDef, init_layer: Callable, x, hx, names):
@@ -271,8 +289,9 @@ def _cell_step(module: nn.Module, cell: CellDef, init_layer: Callable, x, hx, na
     else:
         state = type(sizes)(
             *(
-                validation.check_state(name, v, (batch, n) if batched else (n,),
-                                       "[batch, hidden_size]")
+                validation.check_state(
+                    name, v, (batch, n) if batched else (n,), "[batch, hidden_size]"
+                )
                 .reshape(batch, n)
                 .astype(state_dtype)
                 for name, v, n in zip(names, hx, sizes, strict=True)
@@ -310,10 +329,16 @@ class LSTMCell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None) -> LSTMState:
         init_layer = functools.partial(
-            init_lstm_layer, hidden_size=self.hidden_size, bias=self.bias,
-            dtype=self.param_dtype, forget_bias=self.forget_bias,
-            recurrent_init=self.recurrent_init, chrono_init=self.chrono_init,
-            peephole=self.peephole, layer_norm=self.layer_norm, cifg=self.cifg,
+            init_lstm_layer,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            dtype=self.param_dtype,
+            forget_bias=self.forget_bias,
+            recurrent_init=self.recurrent_init,
+            chrono_init=self.chrono_init,
+            peephole=self.peephole,
+            layer_norm=self.layer_norm,
+            cifg=self.cifg,
         )
         return _cell_step(self, LSTM_CELL, init_layer, x, hx, ("hx[0] (h)", "hx[1] (c)"))
 
@@ -339,11 +364,13 @@ class GRUCell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
         init_layer = functools.partial(
-            init_gru_layer, hidden_size=self.hidden_size, bias=self.bias,
-            dtype=self.param_dtype, recurrent_init=self.recurrent_init,
+            init_gru_layer,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            dtype=self.param_dtype,
+            recurrent_init=self.recurrent_init,
         )
-        return _cell_step(self, GRU_CELL, init_layer, x, None if hx is None else (hx,),
-                          ("hx",)).h
+        return _cell_step(self, GRU_CELL, init_layer, x, None if hx is None else (hx,), ("hx",)).h
 
 
 class RNNCell(nn.Module):
@@ -368,8 +395,17 @@ class RNNCell(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
         init_layer = functools.partial(
-            init_rnn_layer, hidden_size=self.hidden_size, bias=self.bias,
-            dtype=self.param_dtype, recurrent_init=self.recurrent_init,
+            init_rnn_layer,
+            hidden_size=self.hidden_size,
+            bias=self.bias,
+            dtype=self.param_dtype,
+            recurrent_init=self.recurrent_init,
         )
-        return _cell_step(self, rnn_cell_def(self.nonlinearity), init_layer, x,
-                          None if hx is None else (hx,), ("hx",)).h
+        return _cell_step(
+            self,
+            rnn_cell_def(self.nonlinearity),
+            init_layer,
+            x,
+            None if hx is None else (hx,),
+            ("hx",),
+        ).h

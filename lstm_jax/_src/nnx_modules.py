@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-import jax
-import jax.numpy as jnp
-
 from lstm_jax._src import validation
 from lstm_jax._src.apply import gru, lstm, rnn
+from lstm_jax._src.backends import BACKENDS
 from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
 from lstm_jax._src.init import (
     RecurrentInit,
@@ -132,8 +132,13 @@ class _RecurrentStack(nnx.Module):
         In training mode with any regulariser on, a fresh key is drawn from ``rngs`` at
         every call, so masks differ between calls; in ``eval()`` none is drawn.
         """
-        rates = (self.dropout, self.input_dropout, self.recurrent_dropout,
-                 self.weight_dropout, *self.zoneout)
+        rates = (
+            self.dropout,
+            self.input_dropout,
+            self.recurrent_dropout,
+            self.weight_dropout,
+            *self.zoneout,
+        )
         training = any(rate > 0.0 for rate in rates) and not self.deterministic
         return {
             "batch_first": self.batch_first,
@@ -163,7 +168,10 @@ class _RecurrentStack(nnx.Module):
             **kwargs,
         )
         params = torch_interop.stack_from_named(
-            module.state_dict(), cls._param_type, model.num_layers, model.num_directions,
+            module.state_dict(),
+            cls._param_type,
+            model.num_layers,
+            model.num_directions,
             jnp.float32,
         )
         model.load_stack_params(params)
@@ -182,7 +190,8 @@ class _RecurrentStack(nnx.Module):
           >>> import lstm_jax
           >>> sd = lstm_jax.LSTM(3, 4, rngs=nnx.Rngs(0)).to_torch_state_dict()
           >>> {k: v.shape for k, v in sd.items()}
-          {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 4), 'bias_ih_l0': (16,), 'bias_hh_l0': (16,)}
+          {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 4),
+           'bias_ih_l0': (16,), 'bias_hh_l0': (16,)}
         """
         return _numpy_state_dict(torch_interop.stack_to_named(self.stack_params), as_tensors)
 
@@ -223,6 +232,8 @@ class LSTM(_RecurrentStack):
       unroll: ``lax.scan`` unroll factor.
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
         dropouts and zoneout, a fresh key at every training call.
+      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
+        stack, see :func:`lstm_jax.functional.lstm`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, (h_n, c_n))`` with ``x``
@@ -270,14 +281,28 @@ class LSTM(_RecurrentStack):
         zoneout: float | tuple[float, float] = 0.0,
         unroll: int = 1,
         rngs: nnx.Rngs,
+        backend: str = "auto",
     ):
         self._setup(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            dtype=dtype, unroll=unroll, input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
-            zoneout=zoneout, rngs=rngs,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype=dtype,
+            unroll=unroll,
+            input_dropout=input_dropout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+            zoneout=zoneout,
+            rngs=rngs,
         )
         self.proj_size = validation.check_proj_size(proj_size, hidden_size)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.peephole, self.layer_norm, self.cifg = bool(peephole), bool(layer_norm), bool(cifg)
         self._create_params(
             init_lstm_params(
@@ -305,7 +330,14 @@ class LSTM(_RecurrentStack):
         *,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
-        return lstm(self.stack_params, x, hx, seq_lengths=seq_lengths, **self._apply_kwargs())
+        return lstm(
+            self.stack_params,
+            x,
+            hx,
+            seq_lengths=seq_lengths,
+            backend=self.backend,
+            **self._apply_kwargs(),
+        )
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> LSTM:
@@ -378,15 +410,32 @@ class GRU(_RecurrentStack):
         rngs: nnx.Rngs,
     ):
         self._setup(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            dtype=dtype, unroll=unroll, input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
-            zoneout=zoneout, rngs=rngs,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype=dtype,
+            unroll=unroll,
+            input_dropout=input_dropout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+            zoneout=zoneout,
+            rngs=rngs,
         )
         self._create_params(
-            init_gru_params(rngs.params(), input_size, hidden_size, num_layers, bias=bias,
-                            bidirectional=bidirectional, dtype=param_dtype,
-                            recurrent_init=recurrent_init)
+            init_gru_params(
+                rngs.params(),
+                input_size,
+                hidden_size,
+                num_layers,
+                bias=bias,
+                bidirectional=bidirectional,
+                dtype=param_dtype,
+                recurrent_init=recurrent_init,
+            )
         )
 
     def __call__(
@@ -400,7 +449,8 @@ class GRU(_RecurrentStack):
 
         Example:
           >>> import torch, lstm_jax
-          >>> lstm_jax.GRU.from_torch(torch.nn.GRU(4, 8, bidirectional=True)).weight_hh_l0_reverse.shape
+          >>> model = lstm_jax.GRU.from_torch(torch.nn.GRU(4, 8, bidirectional=True))
+          >>> model.weight_hh_l0_reverse.shape
           (24, 8)
         """
         return cls._from_torch(module, rngs, kwargs)
@@ -459,22 +509,45 @@ class RNN(_RecurrentStack):
         rnn_cell_def(nonlinearity)  # validates
         self.nonlinearity = nonlinearity
         self._setup(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            dtype=dtype, unroll=unroll, input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout, weight_dropout=weight_dropout,
-            zoneout=zoneout, rngs=rngs,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            dtype=dtype,
+            unroll=unroll,
+            input_dropout=input_dropout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+            zoneout=zoneout,
+            rngs=rngs,
         )
         self._create_params(
-            init_rnn_params(rngs.params(), input_size, hidden_size, num_layers, bias=bias,
-                            bidirectional=bidirectional, dtype=param_dtype,
-                            recurrent_init=recurrent_init)
+            init_rnn_params(
+                rngs.params(),
+                input_size,
+                hidden_size,
+                num_layers,
+                bias=bias,
+                bidirectional=bidirectional,
+                dtype=param_dtype,
+                recurrent_init=recurrent_init,
+            )
         )
 
     def __call__(
         self, x: jax.Array, hx: jax.Array | None = None, *, seq_lengths: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        return rnn(self.stack_params, x, hx, nonlinearity=self.nonlinearity,
-                   seq_lengths=seq_lengths, **self._apply_kwargs())
+        return rnn(
+            self.stack_params,
+            x,
+            hx,
+            nonlinearity=self.nonlinearity,
+            seq_lengths=seq_lengths,
+            **self._apply_kwargs(),
+        )
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> RNN:
@@ -547,8 +620,14 @@ class _RecurrentCell(nnx.Module):
 
     @classmethod
     def _from_torch(cls, module, rngs, kwargs, **config):
-        cell = cls(module.input_size, module.hidden_size, bias=module.bias,
-                   rngs=rngs or nnx.Rngs(0), **config, **kwargs)
+        cell = cls(
+            module.input_size,
+            module.hidden_size,
+            bias=module.bias,
+            rngs=rngs or nnx.Rngs(0),
+            **config,
+            **kwargs,
+        )
         cell.load_params(
             torch_interop.cell_from_named(module.state_dict(), cls._param_type, jnp.float32)
         )
@@ -633,9 +712,7 @@ class LSTMCell(_RecurrentCell):
         )
         self._setup(input_size, hidden_size, bias, dtype, params)
 
-    def __call__(
-        self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None
-    ) -> LSTMState:
+    def __call__(self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None) -> LSTMState:
         return self._step(LSTM_CELL, x, hx, ("hx[0] (h)", "hx[1] (c)"))
 
     @classmethod
@@ -690,8 +767,14 @@ class GRUCell(_RecurrentCell):
         recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
     ):
-        params = init_gru_layer(rngs.params(), input_size, hidden_size, bias=bias,
-                                dtype=param_dtype, recurrent_init=recurrent_init)
+        params = init_gru_layer(
+            rngs.params(),
+            input_size,
+            hidden_size,
+            bias=bias,
+            dtype=param_dtype,
+            recurrent_init=recurrent_init,
+        )
         self._setup(input_size, hidden_size, bias, dtype, params)
 
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
@@ -710,7 +793,9 @@ class GRUCell(_RecurrentCell):
 
 
 class RNNCell(_RecurrentCell):
-    """One Elman step with ``torch.nn.RNNCell``'s API: ``h' = nonlinearity(W_ih x + b_ih + W_hh h + b_hh)``.
+    """One Elman step with ``torch.nn.RNNCell``'s API.
+
+    ``h' = nonlinearity(W_ih x + b_ih + W_hh h + b_hh)``.
 
     Args:
       input_size: features of ``x``.
@@ -747,8 +832,14 @@ class RNNCell(_RecurrentCell):
     ):
         rnn_cell_def(nonlinearity)  # validates
         self.nonlinearity = nonlinearity
-        params = init_rnn_layer(rngs.params(), input_size, hidden_size, bias=bias,
-                                dtype=param_dtype, recurrent_init=recurrent_init)
+        params = init_rnn_layer(
+            rngs.params(),
+            input_size,
+            hidden_size,
+            bias=bias,
+            dtype=param_dtype,
+            recurrent_init=recurrent_init,
+        )
         self._setup(input_size, hidden_size, bias, dtype, params)
 
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:

@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lstm_jax._src.backends import layer_function, resolve_backend, run_cudnn_stack
 from lstm_jax._src.cells import CellDef
-from lstm_jax._src.scan import run_layer
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -90,9 +90,7 @@ def weight_drop(key: jax.Array, params: Sequence[Sequence[Any]], rate: float):
     )
 
 
-def zoneout_weights(
-    key: jax.Array | None, rate: float, shape: tuple[int, ...], dtype
-) -> jax.Array:
+def zoneout_weights(key: jax.Array | None, rate: float, shape: tuple[int, ...], dtype) -> jax.Array:
     """Zoneout's per-step weights of the old state: Bernoulli(``rate``), or ``rate`` without key.
 
     Example:
@@ -120,6 +118,7 @@ def run_stack(
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     zoneout: Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> tuple[jax.Array, Any]:
     """Runs all layers and directions.
 
@@ -139,6 +138,9 @@ def run_stack(
         (one mask per sequence, layer and direction); applied only with a ``key``.
       zoneout: one zoneout rate per state field (for the LSTM ``(h, c)``) or ``None``;
         random per step with a ``key``, the expectation without.
+      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``, see
+        :mod:`lstm_jax._src.backends`; a layer with recurrent dropout or zoneout always
+        runs on the scan.
 
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
@@ -151,6 +153,13 @@ def run_stack(
     regularizer_key = None
     if key is not None and regularized:
         key, regularizer_key = jax.random.split(key)
+    any_dropout = key is not None and (dropout_rate > 0.0 or regularized)
+    backend = resolve_backend(
+        backend, cell, params, x.dtype, dropout=any_dropout or zoneout is not None
+    )
+    if backend == "cudnn":
+        return run_cudnn_stack(params, x, initial_states, seq_lengths=seq_lengths)
+    run_layer = layer_function(backend)  # scan.run_layer or the fused kernel, same signature
     layer_input = x
     final_states = []
     for layer, layer_params in enumerate(params):
@@ -160,7 +169,8 @@ def run_stack(
             state = jax.tree.map(lambda leaf, i=index: leaf[i], initial_states)
             k_in = k_rec = k_zone = None
             if regularizer_key is not None:
-                k_in, k_rec, k_zone = jax.random.split(jax.random.fold_in(regularizer_key, index), 3)
+                layer_key = jax.random.fold_in(regularizer_key, index)
+                k_in, k_rec, k_zone = jax.random.split(layer_key, 3)
             direction_input = layer_input
             if input_dropout > 0.0 and k_in is not None:
                 shape = (1, batch, layer_input.shape[-1])
@@ -177,8 +187,12 @@ def run_stack(
                 fields = jax.random.split(k_zone, len(state)) if k_zone is not None else None
                 zoneout_masks = type(state)(
                     *(
-                        zoneout_weights(None if fields is None else fields[i], rate,
-                                        (time, *leaf.shape), leaf.dtype)
+                        zoneout_weights(
+                            None if fields is None else fields[i],
+                            rate,
+                            (time, *leaf.shape),
+                            leaf.dtype,
+                        )
                         for i, (rate, leaf) in enumerate(zip(zoneout, state, strict=True))
                     )
                 )

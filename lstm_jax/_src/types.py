@@ -60,6 +60,13 @@ class LSTMParams(NamedTuple):
       ln_hh_bias: layer-norm shift of the recurrent part, ``[G]``.
       ln_c_weight: layer-norm gain of the cell before the output tanh, ``[hidden_size]``.
       ln_c_bias: layer-norm shift of the cell, ``[hidden_size]``.
+
+    Example:
+      >>> import jax
+      >>> from lstm_jax.functional import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5, cifg=True, peephole=True)
+      >>> p.weight_ih.shape, p.weight_ci, p.weight_cf.shape
+      ((15, 3), None, (5,))
     """
 
     weight_ih: jax.Array
@@ -83,6 +90,11 @@ class GRUState(NamedTuple):
 
     Attributes:
       h: hidden state ``[batch, hidden_size]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> GRUState(jnp.zeros((2, 5), jnp.float32)).h.shape
+      (2, 5)
     """
 
     h: jax.Array
@@ -96,6 +108,12 @@ class GRUParams(NamedTuple):
       weight_hh: ``[3 * hidden_size, hidden_size]``.
       bias_ih: ``[3 * hidden_size]`` or ``None`` when the GRU has no bias.
       bias_hh: ``[3 * hidden_size]`` or ``None``.
+
+    Example:
+      >>> import jax
+      >>> from lstm_jax.functional import init_gru_layer
+      >>> init_gru_layer(jax.random.key(0), 3, 5)._fields
+      ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')
     """
 
     weight_ih: jax.Array
@@ -109,6 +127,11 @@ class RNNState(NamedTuple):
 
     Attributes:
       h: hidden state ``[batch, hidden_size]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> RNNState(jnp.zeros((2, 5), jnp.float32)).h.shape
+      (2, 5)
     """
 
     h: jax.Array
@@ -122,6 +145,12 @@ class RNNParams(NamedTuple):
       weight_hh: ``[hidden_size, hidden_size]``.
       bias_ih: ``[hidden_size]`` or ``None`` when the RNN has no bias.
       bias_hh: ``[hidden_size]`` or ``None``.
+
+    Example:
+      >>> import jax
+      >>> from lstm_jax.functional import init_rnn_layer
+      >>> init_rnn_layer(jax.random.key(0), 3, 5, bias=False).bias_ih is None
+      True
     """
 
     weight_ih: jax.Array

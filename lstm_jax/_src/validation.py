@@ -7,10 +7,9 @@ shapes and dtypes, which are static under ``jit``; value checks (``seq_lengths``
 
 from __future__ import annotations
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def check_positive_int(name: str, value) -> int:

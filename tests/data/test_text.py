@@ -85,8 +85,9 @@ def test_fetch_missing_download_and_checksum(tmp_path, monkeypatch):
     md5 = hashlib.md5(open(source, "rb").read()).hexdigest()
     assert data.md5sum(source) == md5
     dest = tmp_path / "data"
-    monkeypatch.setitem(data.KNOWN_FILES, "tinyshakespeare/input.txt",
-                        (f"file://{source}", "0" * 32))
+    monkeypatch.setitem(
+        data.KNOWN_FILES, "tinyshakespeare/input.txt", (f"file://{source}", "0" * 32)
+    )
     with pytest.raises(ValueError, match="checksum mismatch"):
         data.fetch("tinyshakespeare/input.txt", dest, download=True)
     assert not os.path.exists(dest / "tinyshakespeare" / "input.txt")
@@ -98,11 +99,12 @@ def test_fetch_missing_download_and_checksum(tmp_path, monkeypatch):
 REAL = os.environ.get("LSTM_JAX_DATA")
 
 
-@pytest.mark.skipif(not REAL or not os.path.isdir(os.path.join(REAL or "", "ptb")),
-                    reason="real data not available ($LSTM_JAX_DATA)")
+@pytest.mark.skipif(
+    not REAL or not os.path.isdir(os.path.join(REAL or "", "ptb")),
+    reason="real data not available ($LSTM_JAX_DATA)",
+)
 def test_real_ptb_matches_published_counts():
     for name, (_, md5) in data.KNOWN_FILES.items():
         assert data.md5sum(os.path.join(REAL, name)) == md5, name
     c = data.load_ptb(os.path.join(REAL, "ptb"))
-    assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (929589, 73760, 82430,
-                                                                       10000)
+    assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (929589, 73760, 82430, 10000)

@@ -132,8 +132,9 @@ def split_fractions(n: int, fractions: tuple[float, float, float]) -> tuple[slic
       (slice(0, 90, None), slice(90, 95, None), slice(95, 100, None))
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got "
-                         f"{fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     a = int(round(n * fractions[0]))
     b = a + int(round(n * fractions[1]))
     return slice(0, a), slice(a, b), slice(b, n)

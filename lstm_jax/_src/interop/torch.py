@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -83,8 +82,12 @@ def stack_from_named(
         )
         for layer in range(num_layers)
     )
-    required = [torch_name(f, layer, d) for layer in range(num_layers) for d in range(directions)
-                for f in ("weight_ih", "weight_hh")]
+    required = [
+        torch_name(f, layer, d)
+        for layer in range(num_layers)
+        for d in range(directions)
+        for f in ("weight_ih", "weight_hh")
+    ]
     missing = [n for n in required if n not in named]
     extra = sorted(set(named) - used)
     if missing or extra:
@@ -103,6 +106,8 @@ def cell_from_named(named: Mapping[str, Any], param_type: type, dtype=None):
     if extra or "weight_ih" not in named:
         raise KeyError(f"state_dict does not match {param_type.__name__}: unexpected {extra}")
     return param_type(
-        **{f: jnp.asarray(to_numpy(named[f]), dtype) if f in named else None
-           for f in param_type._fields}
+        **{
+            f: jnp.asarray(to_numpy(named[f]), dtype) if f in named else None
+            for f in param_type._fields
+        }
     )

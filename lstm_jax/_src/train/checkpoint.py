@@ -20,10 +20,9 @@ import os
 import shutil
 from typing import Any
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
-
-import jax
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +97,16 @@ class Checkpointer:
             with open(path) as f:
                 expected = json.load(f)["files"]
         except (OSError, ValueError, KeyError) as e:
-            log.warning("checkpoint %d has no readable %s (%s): incomplete", step,
-                        INTEGRITY_FILE, e)
+            log.warning(
+                "checkpoint %d has no readable %s (%s): incomplete", step, INTEGRITY_FILE, e
+            )
             return False
         got = _file_digests(self._step_dir(step))
         if got != expected:
             bad = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
-            log.warning("checkpoint %d is corrupt: files %s differ from %s", step, bad[:5],
-                        INTEGRITY_FILE)
+            log.warning(
+                "checkpoint %d is corrupt: files %s differ from %s", step, bad[:5], INTEGRITY_FILE
+            )
             return False
         return True
 
@@ -124,11 +125,13 @@ class Checkpointer:
             half-written checkpoint is removed and the previous ones are untouched.
         """
         leaves = jax.tree.leaves(state)
+        # jax.Arrays go to orbax as they are, so each host writes the shards it holds.
         items = {
-            _leaf_name(i): np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-            for i, x in enumerate(leaves)
+            _leaf_name(i): jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)
         }
         try:
+            if step in self._manager.all_steps():  # only a leftover that failed verification
+                self._manager.delete(step)
             self._manager.save(step, args=ocp.args.StandardSave(items), force=True)
             self._manager.wait_until_finished()
             if jax.process_index() == 0:
@@ -183,8 +186,9 @@ class Checkpointer:
             try:
                 items = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # a bad checkpoint must not stop the run: try the previous
-                log.warning("checkpoint %d could not be restored (%s); trying the previous", step,
-                            e)
+                log.warning(
+                    "checkpoint %d could not be restored (%s); trying the previous", step, e
+                )
                 continue
             restored = []
             for i, x in enumerate(leaves):

@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
 import numpy as np
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
-
-import jax
 
 from lstm_jax._src.train import metrics as metrics_lib
 from lstm_jax._src.train import sharding as sharding_lib
@@ -65,8 +64,9 @@ def params_digest(params: Any) -> str:
     """SHA-256 over the bytes of every parameter, to compare runs bit for bit.
 
     Example:
-      >>> params_digest({"w": np.zeros(2, np.float32)}) == params_digest({"w": np.zeros(2, np.float32)})
-      True
+      >>> a, b = {"w": np.zeros(2, np.float32)}, {"w": np.ones(2, np.float32)}
+      >>> params_digest(a) == params_digest(dict(a)), params_digest(a) == params_digest(b)
+      (True, False)
     """
     h = hashlib.sha256()
     for leaf in jax.tree.leaves(params):
@@ -153,8 +153,7 @@ def fit(
     shardings = state_shardings(state, mesh)
     state = place_state(state, mesh)
 
-    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR),
-                                max_to_keep=keep_checkpoints)
+    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), max_to_keep=keep_checkpoints)
     start_step = 0
     if checkpointer.all_steps() and not resume:
         raise FileExistsError(
@@ -176,17 +175,35 @@ def fit(
     status, error = "completed", None
     train_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
+    if start_step >= steps:  # resuming a finished run: report what it logged
+        for record in metrics_lib.read_metrics(os.path.join(run_dir, metrics_lib.METRICS_FILE)):
+            for prefix, target in (("train/", train_metrics), ("eval/", eval_metrics)):
+                if any(k.startswith(prefix) for k in record):
+                    target.clear()
+                    target.update({k: v for k, v in record.items() if k.startswith(prefix)})
     pending: list[dict[str, jax.Array]] = []
 
     def run_eval(step):
         nonlocal eval_metrics
-        result = evaluate(eval_step, state, eval_batches(), mesh,
-                          eval_carry() if eval_carry else None)
+        result = evaluate(
+            eval_step,
+            state,
+            eval_batches(),
+            mesh,
+            eval_carry() if eval_carry else None,
+            progress=progress,
+        )
         eval_metrics = {f"eval/{k}": v for k, v in result.items()}
         writer.write(step, eval_metrics)
 
-    bar = tqdm(total=steps, initial=start_step, desc=desc, dynamic_ncols=True,
-               disable=not progress or jax.process_index() != 0, mininterval=1.0)
+    bar = tqdm(
+        total=steps,
+        initial=start_step,
+        desc=desc,
+        dynamic_ncols=True,
+        disable=not progress or jax.process_index() != 0,
+        mininterval=1.0,
+    )
     try:
         for step in range(start_step, steps):
             batch = sharding_lib.shard_batch(train_batch(step), mesh)
@@ -196,8 +213,12 @@ def fit(
             save = done % checkpoint_every == 0 or done == steps
             if done % log_every == 0 or save:
                 window = _mean_metrics(pending)
-                bad = {k: v for r in jax.device_get(pending) for k, v in r.items()
-                       if not math.isfinite(float(v))}
+                bad = {
+                    k: v
+                    for r in jax.device_get(pending)
+                    for k, v in r.items()
+                    if not math.isfinite(float(v))
+                }
                 if bad:
                     raise NonFiniteLossError(
                         f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import optax
-
 import jax
 import jax.numpy as jnp
+import optax
 
 from lstm_jax._src.train.models import reset_carry
 
@@ -57,5 +56,9 @@ def token_loss(model, batch: dict[str, jax.Array], carry: Any):
     logits = logits.astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     loss = jnp.mean(losses)
-    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32))
+    accuracy = jnp.mean(
+        (jnp.argmax(logits, axis=-1).astype(batch["targets"].dtype) == batch["targets"]).astype(
+            jnp.float32
+        )
+    )
     return loss, ({"loss": loss, "accuracy": accuracy}, jax.lax.stop_gradient(carry))

@@ -61,8 +61,13 @@ class MetricsWriter:
         part of the killed run that is being redone).
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True,
-                 truncate_after: int | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        tensorboard: bool = True,
+        truncate_after: int | None = None,
+    ):
         self.run_dir = os.fspath(run_dir)
         self.active = jax.process_index() == 0
         self._tb = None
@@ -78,8 +83,10 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(self.run_dir, TENSORBOARD_DIR),
-                                     purge_step=truncate_after)
+            self._tb = SummaryWriter(
+                os.path.join(self.run_dir, TENSORBOARD_DIR),
+                purge_step=None if truncate_after is None else truncate_after + 1,
+            )
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Records scalar ``metrics`` at ``step``."""
@@ -103,10 +110,21 @@ class MetricsWriter:
 def git_commit(path: str | os.PathLike = ".") -> str | None:
     """The git commit of the checkout at ``path`` (``+dirty`` with local changes), or None."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=path, capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty.strip() else "")

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flax import nnx
-
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from lstm_jax._src import nnx_modules
 
@@ -98,6 +97,7 @@ def reset_carry(carry: Any, reset: jax.Array) -> Any:
       >>> reset_carry(h, jnp.array([True, False, True]))[0, :, 0].tolist()
       [0.0, 1.0, 0.0]
     """
+
     def one(c):
         mask = reset.reshape((1, -1) + (1,) * (c.ndim - 2))
         return jnp.where(mask, jnp.zeros_like(c), c)
@@ -128,8 +128,9 @@ class SequenceRegressor(nnx.Module):
         **core_kwargs: Any,
     ):
         self.input_size = input_size
-        self.core = make_recurrent(cell, input_size, hidden_size, num_layers, rngs=rngs,
-                                   **core_kwargs)
+        self.core = make_recurrent(
+            cell, input_size, hidden_size, num_layers, rngs=rngs, **core_kwargs
+        )
         self.head = nnx.Linear(hidden_size, out_size, param_dtype=jnp.float32, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,8 +168,9 @@ class TokenModel(nnx.Module):
     ):
         self.embed_size = embed_size
         self.embed = nnx.Embed(vocab_size, embed_size, param_dtype=jnp.float32, rngs=rngs)
-        self.core = make_recurrent(cell, embed_size, hidden_size, num_layers, dropout=dropout,
-                                   rngs=rngs, **core_kwargs)
+        self.core = make_recurrent(
+            cell, embed_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **core_kwargs
+        )
         self.head = nnx.Linear(hidden_size, vocab_size, param_dtype=jnp.float32, rngs=rngs)
 
     def zero_carry(self, batch_size: int) -> Any:

@@ -17,9 +17,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -33,21 +32,46 @@ def initialize_distributed(mode: str = "auto") -> bool:
     """Calls ``jax.distributed.initialize()`` when the job runs on several hosts.
 
     Args:
-      mode: ``"auto"`` initialises when ``$JAX_COORDINATOR_ADDRESS`` is set (with
-        ``$JAX_NUM_PROCESSES`` and ``$JAX_PROCESS_ID``, read by JAX itself); ``"on"``
-        always initialises, letting JAX detect the cluster (TPU pods, SLURM, Open MPI);
-        ``"off"`` never does.
+      mode: ``"auto"`` initialises when ``$JAX_COORDINATOR_ADDRESS`` (``host:port`` of
+        process 0) is set, with ``$JAX_NUM_PROCESSES`` and ``$JAX_PROCESS_ID``; ``"on"``
+        always initialises, letting JAX detect the cluster (TPU pods, SLURM, Open MPI)
+        unless those variables are set; ``"off"`` never does.
 
     Returns:
       Whether ``jax.distributed`` was initialised.
+
+    Raises:
+      ValueError: a bad ``mode``, or ``$JAX_COORDINATOR_ADDRESS`` without the other two.
+
+    Example:
+      >>> initialize_distributed("off")
+      False
     """
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"distributed must be 'auto', 'on' or 'off', got {mode!r}")
-    if mode == "off" or (mode == "auto" and not os.environ.get(_COORDINATOR_ENV)):
+    address = os.environ.get(_COORDINATOR_ENV)
+    if mode == "off" or (mode == "auto" and not address):
         return False
-    jax.distributed.initialize()
-    log.info("jax.distributed: process %d of %d, %d global devices",
-             jax.process_index(), jax.process_count(), jax.device_count())
+    kwargs = {}
+    if address:
+        try:
+            kwargs = {
+                "coordinator_address": address,
+                "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+                "process_id": int(os.environ["JAX_PROCESS_ID"]),
+            }
+        except (KeyError, ValueError) as e:
+            raise ValueError(
+                f"${_COORDINATOR_ENV}={address} needs integer $JAX_NUM_PROCESSES and "
+                f"$JAX_PROCESS_ID as well ({e!r})"
+            ) from e
+    jax.distributed.initialize(**kwargs)
+    log.info(
+        "jax.distributed: process %d of %d, %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+    )
     return True
 
 
@@ -103,6 +127,7 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     out = {}
     for name, value in batch.items():
         value = np.asarray(value)
+        check_batch_size(value.shape[batch_axis(value.ndim)], mesh)
         sharding = batch_sharding(mesh, value.ndim)
         out[name] = jax.make_array_from_callback(value.shape, sharding, lambda i, v=value: v[i])
     return out
@@ -117,9 +142,11 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
     """Places every leaf of ``tree`` whole on every device of ``mesh``."""
     sharding = replicated(mesh)
     return jax.tree.map(
-        lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                               lambda i, x=x: np.asarray(x)[i])
-        if not _is_key(x) else jax.device_put(x, sharding),
+        lambda x: (
+            jax.make_array_from_callback(np.shape(x), sharding, lambda i, x=x: np.asarray(x)[i])
+            if not _is_key(x)
+            else jax.device_put(x, sharding)
+        ),
         tree,
     )
 

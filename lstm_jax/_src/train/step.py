@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import flax.struct
+import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-
-import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
 from lstm_jax._src.train import sharding as sharding_lib
 
@@ -69,7 +69,7 @@ def make_optimizer(
       >>> opt = make_optimizer("adam", 1e-3, clip_norm=1.0)
       >>> params = {"w": jnp.ones((2,), jnp.float32)}
       >>> updates, _ = opt.update({"w": jnp.full((2,), 100.0, jnp.float32)}, opt.init(params))
-      >>> updates["w"].round(4).tolist()
+      >>> [round(float(u), 6) for u in updates["w"]]  # clipped to norm 1, then Adam's step
       [-0.001, -0.001]
     """
     if decay_steps > 0:
@@ -123,7 +123,7 @@ def create_train_state(
       >>> import lstm_jax
       >>> model = lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(0))
       >>> graphdef, state = create_train_state(model, make_optimizer())
-      >>> int(state.step), sorted(state.params.to_pure_dict())[:2]
+      >>> int(state.step), sorted(nnx.to_pure_dict(state.params))[:2]
       (0, ['bias_hh_l0', 'bias_ih_l0'])
     """
     model.train()
@@ -178,15 +178,16 @@ def make_train_step(
     optimizer = standard_promotion(optimizer)
 
     def train_step(state: TrainState, batch):
-        def compute(params):
-            model = nnx.merge(graphdef, params, state.rest)
-            loss, (metrics, carry) = loss_fn(model, batch, state.carry)
-            _, _, rest = nnx.split(model, nnx.Param, ...)
-            return loss, (metrics, carry, rest)
-
-        (_, (metrics, carry, rest)), grads = jax.value_and_grad(compute, has_aux=True)(
-            state.params
-        )
+        model = nnx.merge(graphdef, state.params, state.rest)
+        # nnx.value_and_grad (not jax's) so that dropout may advance the model's RNG
+        # streams inside the differentiated function; only the nnx.Param state is
+        # differentiated.
+        (_, (metrics, carry)), grads = nnx.value_and_grad(
+            lambda m: loss_fn(m, batch, state.carry),
+            argnums=nnx.DiffState(0, nnx.Param),
+            has_aux=True,
+        )(model)
+        _, _, rest = nnx.split(model, nnx.Param, ...)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
@@ -224,6 +225,8 @@ def evaluate(
     batches: Iterable[dict[str, np.ndarray]],
     mesh: Mesh,
     carry: Any = None,
+    *,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Averages ``eval_step``'s metrics over ``batches`` (equal-sized), carrying the state.
 
@@ -233,6 +236,7 @@ def evaluate(
       batches: host batches, in order (for a language model, consecutive windows).
       mesh: the device mesh the batches are sharded over.
       carry: the initial recurrent state (zeros for a language model), or ``None``.
+      progress: show a (transient) tqdm progress bar.
 
     Returns:
       The mean of each metric, as Python floats.
@@ -241,9 +245,17 @@ def evaluate(
         carry = jax.device_put(carry, sharding_lib.carry_sharding(mesh, carry))
     totals: dict[str, jax.Array] = {}
     count = 0
-    for batch in batches:
-        metrics, carry = eval_step(state.params, state.rest, carry,
-                                   sharding_lib.shard_batch(batch, mesh))
+    bar = tqdm(
+        batches,
+        desc="eval",
+        leave=False,
+        delay=2.0,
+        disable=not progress or jax.process_index() != 0,
+    )
+    for batch in bar:
+        metrics, carry = eval_step(
+            state.params, state.rest, carry, sharding_lib.shard_batch(batch, mesh)
+        )
         for k, v in metrics.items():
             totals[k] = totals[k] + v if k in totals else v
         count += 1

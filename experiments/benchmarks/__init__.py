@@ -1,0 +1,1 @@
+"""Benchmark suite: ``python -m experiments.benchmarks.run [--quick]`` (see RESULTS.md)."""

@@ -1,0 +1,104 @@
+"""Which kernel runs a stack: resolving ``backend`` and running the chosen one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+
+from lstm_jax._src import fused
+from lstm_jax._src.backends import cudnn
+from lstm_jax._src.cells import LSTM_CELL, CellDef
+from lstm_jax._src.scan import run_layer
+
+BACKENDS = ("auto", "scan", "fused", "cudnn")
+
+
+def _fused_unsupported_reason(cell: CellDef, params: Sequence[Sequence[Any]]) -> str | None:
+    if cell is not LSTM_CELL:
+        return "the fused kernel runs the LSTM cell only"
+    for layer in params:
+        for p in layer:
+            reason = fused.unsupported_reason(p)
+            if reason is not None:
+                return reason
+    return None
+
+
+def resolve_backend(
+    backend: str, cell: CellDef, params: Sequence[Sequence[Any]], dtype, *, dropout: bool
+) -> str:
+    """Turns ``backend`` into the kernel that will run: ``"scan"``, ``"fused"`` or ``"cudnn"``.
+
+    ``"auto"`` takes cuDNN on a GPU when it supports the configuration, the fused layer
+    for the plain LSTM elsewhere (faster than the scan on CPU for training in our
+    benchmarks, ``experiments/benchmarks/RESULTS.md``), and the scan for other cells.
+
+    Raises:
+      ValueError: ``backend`` is unknown, or names a kernel that cannot run this
+        configuration (the message says why).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lstm_jax._src.init import init_lstm_params
+      >>> p = init_lstm_params(jax.random.key(0), 3, 4)
+      >>> resolve_backend("scan", LSTM_CELL, p, jnp.float32, dropout=False)
+      'scan'
+      >>> resolve_backend("auto", LSTM_CELL, p, jnp.float32, dropout=False) in ("fused", "cudnn")
+      True
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    cudnn_reason = cudnn.unsupported_reason(cell, params, dtype, dropout=dropout)
+    fused_reason = _fused_unsupported_reason(cell, params)
+    if backend == "auto":
+        if cudnn_reason is None:
+            return "cudnn"
+        if jax.default_backend() == "cpu" and fused_reason is None:
+            return "fused"
+        return "scan"
+    reason = {"cudnn": cudnn_reason, "fused": fused_reason}.get(backend)
+    if reason is not None:
+        raise ValueError(f"backend={backend!r} cannot run this configuration: {reason}")
+    return backend
+
+
+def _fused_layer(
+    cell,
+    params,
+    x,
+    state,
+    *,
+    seq_lengths=None,
+    reverse=False,
+    unroll=1,
+    recurrent_mask=None,
+    zoneout=None,
+):
+    """``run_layer``'s signature on the fused kernel; per-step regularisers use the scan."""
+    if recurrent_mask is not None or zoneout is not None:
+        return run_layer(
+            cell,
+            params,
+            x,
+            state,
+            seq_lengths=seq_lengths,
+            reverse=reverse,
+            unroll=unroll,
+            recurrent_mask=recurrent_mask,
+            zoneout=zoneout,
+        )
+    return fused.run_fused_layer(
+        params, x, state, seq_lengths=seq_lengths, reverse=reverse, unroll=unroll
+    )
+
+
+def layer_function(backend: str) -> Callable[..., Any] | None:
+    """The per-layer function for ``backend`` (``run_layer``'s signature), ``None`` for cuDNN.
+
+    Each direction of a bidirectional layer runs its own fused loop: on CPU two loops
+    were faster than one loop advancing both directions (XLA runs the two loops side by
+    side), see ``experiments/benchmarks/RESULTS.md``.
+    """
+    return {"scan": run_layer, "fused": _fused_layer, "cudnn": None}[backend]

@@ -1,0 +1,135 @@
+"""The entry point: the main job's smoke config, kill-and-resume, and bad input."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMOKE = "experiments/configs/adding.py:smoke"
+
+
+def command(*args):
+    return [sys.executable, "-m", "experiments.run", *args]
+
+
+def env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+
+
+def run(*args, check=True):
+    proc = subprocess.run(
+        command(*args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_main_job_smoke(tmp_path):
+    """What CI runs: the main job at smoke size, all three cells, table and plot."""
+    proc = run("--config", SMOKE, "--workdir", str(tmp_path))
+    assert "| cell | final train loss" in proc.stdout and "| lstm |" in proc.stdout
+    for cell in ("rnn", "gru", "lstm"):
+        d = tmp_path / cell
+        for name in ("config.json", "metrics.jsonl", "summary.json", "tensorboard", "checkpoints"):
+            assert (d / name).exists(), (cell, name)
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["cell"] == cell
+        assert json.loads((d / "config.json").read_text())["cells"] == [cell]
+        assert os.listdir(d / "tensorboard")
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    assert (tmp_path / "comparison.md").read_text().count("\n") == 5
+
+
+KILL_ARGS = (
+    "--config",
+    SMOKE,
+    "--config.cells=('rnn',)",
+    "--config.steps=100",
+    "--config.checkpoint_every=10",
+    "--config.log_every=10",
+    "--config.progress=False",
+)
+
+
+def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+    full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
+    full = subprocess.Popen(
+        command(*KILL_ARGS, "--workdir", str(full_dir)),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    victim = subprocess.Popen(
+        command(*KILL_ARGS, "--workdir", str(killed_dir)),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    kill_after = random.Random().randint(20, 60)
+    metrics = killed_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.exists():
+            lines = metrics.read_text().splitlines()
+            if lines and json.loads(lines[-1])["step"] >= kill_after:
+                break
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed_dir / "summary.json").exists()
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err[-3000:]
+
+    run(*KILL_ARGS, "--workdir", str(killed_dir), "--resume")
+    resumed = json.loads((killed_dir / "summary.json").read_text())
+    reference = json.loads((full_dir / "summary.json").read_text())
+    assert 0 < resumed["resumed_from_step"] < 100
+    assert resumed["params_sha256"] == reference["params_sha256"]
+    records = [json.loads(x) for x in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "train/loss" in r]
+    assert steps == list(range(10, 101, 10))  # the redone steps are logged once
+
+
+def test_bad_config_key(tmp_path):
+    proc = run(
+        "--config", SMOKE, "--config.no_such_key=1", "--workdir", str(tmp_path), check=False
+    )
+    assert proc.returncode == 2 and "no_such_key" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_missing_data_path(tmp_path):
+    from experiments import run as run_module
+    from experiments.configs import char_lm, ptb
+
+    with pytest.raises(FileNotFoundError, match="nowhere.*does not exist.*karpathy"):
+        run_module.Task(char_lm.get_config("smoke"), str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="ptb.train.txt does not exist"):
+        run_module.Task(ptb.get_config("smoke"), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="LSTM_JAX_DATA"):
+        run_module.Task(ptb.get_config("smoke"), None)
+
+
+@pytest.mark.skipif(not os.environ.get("LSTM_JAX_DATA"), reason="$LSTM_JAX_DATA not set")
+@pytest.mark.parametrize("name", ["char_lm", "ptb"])
+def test_text_smoke_configs_on_real_data(tmp_path, name):
+    """The text configs at smoke size, in process (the entry point's own functions)."""
+    import importlib
+
+    from experiments import run as run_module
+
+    config = importlib.import_module(f"experiments.configs.{name}").get_config("smoke")
+    config.progress = False
+    task = run_module.Task(config, os.environ["LSTM_JAX_DATA"])
+    summary = run_module.train_cell(task, "lstm", str(tmp_path), resume=False)
+    assert summary["status"] == "completed" and "eval/loss" in summary["final"]
+    assert summary["final"]["eval/loss"] < 1.1 * summary["baseline"]  # log(vocab)

@@ -1,0 +1,122 @@
+"""Backend selection and the cuDNN backend (``jax.experimental.rnn``).
+
+On CPU: the choice of ``backend="auto"``, the errors of explicit backends, and the cuDNN
+weight packing, checked with ``jax.experimental.rnn.lstm_ref`` (the reference that ships
+with the cuDNN wrapper). On GPU (marked ``gpu``): the cuDNN backend against the scan.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import rnn
+
+from lstm_jax import functional as F
+from lstm_jax._src.backends import resolve_backend
+from lstm_jax._src.backends.cudnn import pack_weights
+
+on_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
+
+T, B, IN, H = 6, 3, 4, 5
+
+
+def _params(**kwargs):
+    return F.init_lstm_params(jax.random.key(0), IN, H, dtype=jnp.float32, **kwargs)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="CPU choice")
+def test_auto_on_cpu_is_fused_for_the_plain_lstm_and_scan_otherwise():
+    assert (
+        resolve_backend("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
+        == "fused"
+    )
+    peephole = _params(peephole=True)
+    assert resolve_backend("auto", F.LSTM_CELL, peephole, jnp.float32, dropout=False) == "scan"
+    gru = F.init_gru_params(jax.random.key(0), IN, H)
+    assert resolve_backend("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "scan"
+
+
+def test_explicit_backends_that_cannot_run_raise():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        resolve_backend("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
+    with pytest.raises(ValueError, match="cannot run this configuration.*got coupled gates"):
+        resolve_backend("fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False)
+    with pytest.raises(ValueError, match="no projection"):
+        resolve_backend("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
+    with pytest.raises(ValueError, match="float32 only"):
+        resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.bfloat16, dropout=False)
+    with pytest.raises(ValueError, match="dropout"):
+        resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.float32, dropout=True)
+    with pytest.raises(ValueError, match="backend=.fused. cannot run"):
+        F.lstm(_params(layer_norm=True), jnp.ones((T, B, IN), jnp.float32), backend="fused")
+
+
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
+def test_cudnn_weight_packing_matches_lstm_ref(num_layers, bidirectional):
+    params = _params(num_layers=num_layers, bidirectional=bidirectional)
+    weights = pack_weights(params)
+    assert weights.shape == (rnn.get_num_params_in_lstm(IN, H, num_layers, bidirectional),)
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, IN, H, num_layers, bidirectional)
+    directions = 2 if bidirectional else 1
+    for layer in range(num_layers):
+        for d in range(directions):
+            p, k = params[layer][d], layer * directions + d
+            for ours, theirs in (
+                (p.weight_ih, w_ih[k]),
+                (p.weight_hh, w_hh[k]),
+                (p.bias_ih, b_ih[k]),
+                (p.bias_hh, b_hh[k]),
+            ):
+                np.testing.assert_array_equal(ours, theirs)
+
+    x = jax.random.normal(jax.random.key(1), (T, B, IN), jnp.float32)
+    h0 = jax.random.normal(jax.random.key(2), (num_layers * directions, B, H), jnp.float32)
+    c0 = jax.random.normal(jax.random.key(3), (num_layers * directions, B, H), jnp.float32)
+    lengths = jnp.full((B,), T, jnp.int32)
+    y_ref, h_ref, c_ref = rnn.lstm_ref(
+        jnp.swapaxes(x, 0, 1),
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        lengths,
+        IN,
+        H,
+        num_layers,
+        0.0,
+        bidirectional,
+    )
+    y, (h, c) = F.lstm(params, x, (h0, c0), backend="scan")
+    chex.assert_trees_all_close((y, h, c), (jnp.swapaxes(y_ref, 0, 1), h_ref, c_ref), atol=1e-5)
+
+
+@pytest.mark.gpu
+@on_gpu
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("lengths", [None, np.array([6, 2, 4], np.int32)])
+def test_cudnn_backend_equals_scan_on_gpu(bidirectional, lengths):
+    params = _params(num_layers=2, bidirectional=bidirectional)
+    x = jax.random.normal(jax.random.key(1), (T, B, IN), jnp.float32)
+    seq = None if lengths is None else jnp.asarray(lengths)
+
+    def loss(params, x, backend):
+        y, (h, c) = F.lstm(params, x, seq_lengths=seq, backend=backend)
+        return jnp.sum(y * y) + jnp.sum(h) + jnp.sum(c * c), (y, h, c)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True), static_argnames="backend")
+    with jax.default_matmul_precision("highest"):
+        got, expected = grad(params, x, "cudnn"), grad(params, x, "scan")
+    chex.assert_trees_all_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@on_gpu
+def test_auto_on_gpu_picks_cudnn_when_supported():
+    assert resolve_backend("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=False) == "cudnn"
+    assert (
+        resolve_backend("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
+        == "scan"
+    )

@@ -1,0 +1,89 @@
+"""Data parallelism on 4 CPU devices (a subprocess with a forced device count)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import jax
+    from flax import nnx
+    from lstm_jax import data, train
+
+    assert jax.device_count() == 4
+    task = data.SyntheticTask("adding", batch_size=8, length=6)
+    lm = data.LMStream(data.batchify(np.arange(400, dtype=np.int32) % 7, 8), seq_len=5)
+
+    def losses(devices, kind):
+        mesh = train.make_mesh(devices)
+        if kind == "regression":
+            model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
+            loss_fn, batches, carry = train.regression_loss, task.batch, None
+        else:
+            model = train.TokenModel("gru", 7, 4, 8, rngs=nnx.Rngs(0))
+            loss_fn, batches, carry = train.token_loss, lm.batch, model.zero_carry(8)
+        opt = train.make_optimizer("adam", 1e-2)
+        graphdef, state = train.create_train_state(model, opt, carry)
+        state = train.place_state(state, mesh)
+        step = train.make_train_step(graphdef, opt, loss_fn, state, mesh)
+        out = []
+        for i in range(3):
+            batch = train.shard_batch(batches(i), mesh)
+            state, m = step(state, batch)
+            out.append(float(m["loss"]))
+        leaf = jax.tree.leaves(state.params)[0]
+        info = {
+            "shards": [list(s.data.shape) for s in batch["inputs"].addressable_shards],
+            "shard_devices": len({s.device for s in batch["inputs"].addressable_shards}),
+            "params_replicated": leaf.sharding.is_fully_replicated,
+            "carry_shards": None if state.carry is None else
+                [list(s.data.shape) for s in jax.tree.leaves(state.carry)[0].addressable_shards],
+        }
+        return out, info
+
+    result = {}
+    for kind in ("regression", "lm"):
+        one, _ = losses(jax.devices()[:1], kind)
+        four, info = losses(None, kind)
+        result[kind] = {"one": one, "four": four, **info}
+    try:
+        train.fit(train.SequenceRegressor("rnn", 2, 4, rngs=nnx.Rngs(0)), train.regression_loss,
+                  train.make_optimizer(), data.SyntheticTask("adding", 6, 4).batch, steps=1,
+                  run_dir="unused", progress=False)
+        result["error"] = None
+    except ValueError as e:
+        result["error"] = str(e)
+    print("RESULT" + json.dumps(result))
+    """
+)
+
+
+def test_four_devices_match_one_and_split_the_batch(tmp_path):
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    reg, lm = result["regression"], result["lm"]
+    for r in (reg, lm):
+        assert len(r["one"]) == 3
+        for a, b in zip(r["one"], r["four"], strict=True):
+            assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (r["one"], r["four"])
+        assert r["shard_devices"] == 4 and r["params_replicated"]
+    assert reg["shards"] == [[6, 2, 2]] * 4  # [T, B / 4, 2] on each device
+    assert lm["shards"] == [[5, 2]] * 4
+    assert lm["carry_shards"] == [[1, 2, 8]] * 4  # TBPTT state split on the batch too
+    assert "not divisible by the 4 devices" in result["error"]
