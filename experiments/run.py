@@ -127,7 +127,8 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     cell_config = c.to_dict()
     cell_config["cells"] = [cell]
-    train.write_json(os.path.join(run_dir, "config.json"), cell_config)
+    if jax.process_index() == 0:
+        train.write_json(os.path.join(run_dir, "config.json"), cell_config)
     model = task.model(cell)
     carry = model.zero_carry(task.carry_batch) if task.carry_batch else None
     eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
@@ -184,7 +185,8 @@ def main(argv):
     for cell in c.cells:
         train.recurrent_class(cell)  # fail before training if a cell kind is unknown
     os.makedirs(workdir, exist_ok=True)
-    train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
+    if jax.process_index() == 0:
+        train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
     summaries = {}
     for cell in c.cells:
         run_dir = os.path.join(workdir, cell) if len(c.cells) > 1 else workdir

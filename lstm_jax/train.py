@@ -35,6 +35,7 @@ from lstm_jax._src.train.models import make_recurrent as make_recurrent
 from lstm_jax._src.train.models import recurrent_class as recurrent_class
 from lstm_jax._src.train.models import reset_carry as reset_carry
 from lstm_jax._src.train.models import zero_carry as zero_carry
+from lstm_jax._src.train.sampling import sample_tokens as sample_tokens
 from lstm_jax._src.train.sharding import initialize_distributed as initialize_distributed
 from lstm_jax._src.train.sharding import make_mesh as make_mesh
 from lstm_jax._src.train.sharding import shard_batch as shard_batch
@@ -72,6 +73,7 @@ __all__ = [
     "recurrent_class",
     "regression_loss",
     "reset_carry",
+    "sample_tokens",
     "shard_batch",
     "token_loss",
     "write_json",

@@ -14,8 +14,9 @@ pytest.importorskip("matplotlib")
 def test_quick_benchmark_writes_results(tmp_path):
     from experiments.benchmarks import run
 
-    rows = run.main(["--quick", "--no-options", "--repeats", "1", "--warmup", "1",
-                     "--out", str(tmp_path)])
+    rows = run.main(
+        ["--quick", "--no-options", "--repeats", "1", "--warmup", "1", "--out", str(tmp_path)]
+    )
     for name in ("results.json", "results.csv", "table.md", "throughput.png"):
         assert (tmp_path / name).stat().st_size > 0
     summary = json.loads((tmp_path / "results.json").read_text())

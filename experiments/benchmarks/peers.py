@@ -30,8 +30,9 @@ class Shape:
     @property
     def name(self) -> str:
         extra = f" L{self.num_layers}" + (" bi" if self.bidirectional else "")
-        return (f"T{self.time} B{self.batch} I{self.input_size} H{self.hidden_size}"
-                + (extra if self.num_layers > 1 or self.bidirectional else ""))
+        return f"T{self.time} B{self.batch} I{self.input_size} H{self.hidden_size}" + (
+            extra if self.num_layers > 1 or self.bidirectional else ""
+        )
 
     @property
     def tokens(self) -> int:
@@ -63,8 +64,11 @@ def _jax_runner(name, loss, args, diff_args: int = 2) -> Runner:
         compiled = jax.jit(fn).lower(*args).compile()
         compile_s[mode] = time.perf_counter() - start
         analysis = compiled.memory_analysis()
-        memory[mode] = (None if analysis is None
-                        else int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes))
+        memory[mode] = (
+            None
+            if analysis is None
+            else int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes)
+        )
         calls[mode] = lambda compiled=compiled: _block(compiled(*args))
     return Runner(name, calls, compile_s, memory, "XLA temp + output buffers")
 
@@ -74,13 +78,19 @@ def _inputs(shape: Shape, dtype=jnp.float32):
     return x
 
 
-def lstm_jax_runner(shape: Shape, backend: str, *, dtype=jnp.float32, unroll: int = 1,
-                    label: str | None = None) -> Runner:
+def lstm_jax_runner(
+    shape: Shape, backend: str, *, dtype=jnp.float32, unroll: int = 1, label: str | None = None
+) -> Runner:
     from lstm_jax import functional as F
 
-    params = F.init_lstm_params(jax.random.key(0), shape.input_size, shape.hidden_size,
-                                shape.num_layers, bidirectional=shape.bidirectional,
-                                dtype=dtype)
+    params = F.init_lstm_params(
+        jax.random.key(0),
+        shape.input_size,
+        shape.hidden_size,
+        shape.num_layers,
+        bidirectional=shape.bidirectional,
+        dtype=dtype,
+    )
     x = _inputs(shape, dtype)
 
     def loss(params, x):
@@ -94,8 +104,9 @@ def fused_checkpoint_runner(shape: Shape, checkpoint: int | None, label: str) ->
     """The fused layer alone (one layer, one direction) with activation checkpointing."""
     from lstm_jax import functional as F
 
-    params = F.init_lstm_layer(jax.random.key(0), shape.input_size, shape.hidden_size,
-                               dtype=jnp.float32)
+    params = F.init_lstm_layer(
+        jax.random.key(0), shape.input_size, shape.hidden_size, dtype=jnp.float32
+    )
     x = _inputs(shape)
     zeros = jnp.zeros((shape.batch, shape.hidden_size), jnp.float32)
 
@@ -114,12 +125,14 @@ def flax_runner(shape: Shape) -> Runner:
     layers = []
     in_features = shape.input_size
     for _ in range(shape.num_layers):
+
         def rnn(in_features=in_features):
             cell = nnx.OptimizedLSTMCell(in_features, shape.hidden_size, rngs=rngs)
             return nnx.RNN(cell, time_major=True)
 
-        layers.append(nnx.Bidirectional(rnn(), rnn(), time_major=True)
-                      if shape.bidirectional else rnn())
+        layers.append(
+            nnx.Bidirectional(rnn(), rnn(), time_major=True) if shape.bidirectional else rnn()
+        )
         in_features = shape.hidden_size * (2 if shape.bidirectional else 1)
     model = nnx.List(layers) if hasattr(nnx, "List") else layers
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -141,16 +154,30 @@ def experimental_rnn_runner(shape: Shape) -> Runner:
     from jax.experimental import rnn
 
     directions = 2 if shape.bidirectional else 1
-    weights = rnn.init_lstm_weight(jax.random.key(0), shape.input_size, shape.hidden_size,
-                                   shape.num_layers, shape.bidirectional)
+    weights = rnn.init_lstm_weight(
+        jax.random.key(0),
+        shape.input_size,
+        shape.hidden_size,
+        shape.num_layers,
+        shape.bidirectional,
+    )
     x = jnp.swapaxes(_inputs(shape), 0, 1)
-    zeros = jnp.zeros((shape.num_layers * directions, shape.batch, shape.hidden_size),
-                      jnp.float32)
+    zeros = jnp.zeros((shape.num_layers * directions, shape.batch, shape.hidden_size), jnp.float32)
     lengths = jnp.full((shape.batch,), shape.time, jnp.int32)
 
     def loss(weights, x):
-        y, _, _ = rnn.lstm(x, zeros, zeros, weights, lengths, shape.input_size,
-                           shape.hidden_size, shape.num_layers, 0.0, shape.bidirectional)
+        y, _, _ = rnn.lstm(
+            x,
+            zeros,
+            zeros,
+            weights,
+            lengths,
+            shape.input_size,
+            shape.hidden_size,
+            shape.num_layers,
+            0.0,
+            shape.bidirectional,
+        )
         return jnp.sum(y)
 
     return _jax_runner("jax.experimental.rnn (cuDNN)", loss, (weights, x))
@@ -161,8 +188,9 @@ def torch_runner(shape: Shape, device: str) -> Runner:
     import torch
 
     torch.manual_seed(0)
-    model = torch.nn.LSTM(shape.input_size, shape.hidden_size, shape.num_layers,
-                          bidirectional=shape.bidirectional).to(device)
+    model = torch.nn.LSTM(
+        shape.input_size, shape.hidden_size, shape.num_layers, bidirectional=shape.bidirectional
+    ).to(device)
     x = torch.randn(shape.time, shape.batch, shape.input_size, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -199,5 +227,6 @@ def torch_runner(shape: Shape, device: str) -> Runner:
             memory[mode] = int(torch.cuda.max_memory_allocated() - base)
         kind = "CUDA peak allocated above baseline"
     name = "torch.nn.LSTM (" + ("cuDNN" if device == "cuda" else "oneDNN/CPU") + ")"
-    return Runner(name, {"fwd": fwd, "fwd+bwd": fwd_bwd}, {"fwd": 0.0, "fwd+bwd": 0.0},
-                  memory, kind)
+    return Runner(
+        name, {"fwd": fwd, "fwd+bwd": fwd_bwd}, {"fwd": 0.0, "fwd+bwd": 0.0}, memory, kind
+    )

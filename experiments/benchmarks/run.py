@@ -89,20 +89,22 @@ def _rows(section: str, shape: Shape, runners, times) -> list[dict]:
         for mode in r.calls:
             samples = times[(r.name, mode)]
             median = statistics.median(samples)
-            rows.append({
-                "section": section,
-                "shape": shape.name,
-                **{f.name: getattr(shape, f.name) for f in shape.__dataclass_fields__.values()},
-                "impl": r.name,
-                "mode": mode,
-                "median_s": median,
-                "min_s": min(samples),
-                "repeats": len(samples),
-                "tokens_per_s": shape.tokens / median,
-                "compile_s": r.compile_s[mode],
-                "memory_bytes": r.memory_bytes[mode],
-                "memory_kind": r.memory_kind,
-            })
+            rows.append(
+                {
+                    "section": section,
+                    "shape": shape.name,
+                    **{f.name: getattr(shape, f.name) for f in shape.__dataclass_fields__.values()},
+                    "impl": r.name,
+                    "mode": mode,
+                    "median_s": median,
+                    "min_s": min(samples),
+                    "repeats": len(samples),
+                    "tokens_per_s": shape.tokens / median,
+                    "compile_s": r.compile_s[mode],
+                    "memory_bytes": r.memory_bytes[mode],
+                    "memory_kind": r.memory_kind,
+                }
+            )
     return rows
 
 
@@ -124,8 +126,9 @@ def _machine(gpu: bool) -> dict:
         import flax
         import torch
 
-        info.update(flax=flax.__version__, torch=torch.__version__,
-                    torch_threads=torch.get_num_threads())
+        info.update(
+            flax=flax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads()
+        )
     except ImportError:
         pass
     try:
@@ -135,8 +138,9 @@ def _machine(gpu: bool) -> dict:
     except OSError:
         pass
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                                            text=True, check=False).stdout.strip()
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         pass
     return info
@@ -146,8 +150,7 @@ def ratio_table(rows: list[dict], ours: str = OURS) -> str:
     """A markdown table: our tokens/s and its ratio to every peer, per shape and mode."""
     grid = [r for r in rows if r["section"] == "grid"]
     peers_ = [n for n in dict.fromkeys(r["impl"] for r in grid) if n != ours]
-    header = ["shape", "mode", f"{ours} tok/s", *[f"x {p}" for p in peers_],
-              f"{ours} compile s"]
+    header = ["shape", "mode", f"{ours} tok/s", *[f"x {p}" for p in peers_], f"{ours} compile s"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for shape in dict.fromkeys(r["shape"] for r in grid):
         for mode in ("fwd", "fwd+bwd"):
@@ -157,8 +160,11 @@ def ratio_table(rows: list[dict], ours: str = OURS) -> str:
             mine = by_impl[ours]
             cells = [shape, mode, f"{mine['tokens_per_s']:,.0f}"]
             for p in peers_:
-                cells.append(f"{mine['tokens_per_s'] / by_impl[p]['tokens_per_s']:.2f}"
-                             if p in by_impl else "-")
+                cells.append(
+                    f"{mine['tokens_per_s'] / by_impl[p]['tokens_per_s']:.2f}"
+                    if p in by_impl
+                    else "-"
+                )
             cells.append(f"{mine['compile_s']:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -170,9 +176,22 @@ def full_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
         mem = "-" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"
-        lines.append("| " + " | ".join([
-            r["section"], r["shape"], r["impl"], r["mode"], f"{r['tokens_per_s']:,.0f}",
-            f"{r['median_s'] * 1e3:.2f}", f"{r['compile_s']:.2f}", mem]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["section"],
+                    r["shape"],
+                    r["impl"],
+                    r["mode"],
+                    f"{r['tokens_per_s']:,.0f}",
+                    f"{r['median_s'] * 1e3:.2f}",
+                    f"{r['compile_s']:.2f}",
+                    mem,
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -189,11 +208,21 @@ def _plot(rows: list[dict], path: Path) -> None:
     width = 0.8 / len(impls)
     for ax, mode in zip(axes, ("fwd", "fwd+bwd"), strict=True):
         for i, impl in enumerate(impls):
-            values = [next((r["tokens_per_s"] for r in grid if r["shape"] == s
-                            and r["impl"] == impl and r["mode"] == mode), 0.0) for s in shapes]
+            values = [
+                next(
+                    (
+                        r["tokens_per_s"]
+                        for r in grid
+                        if r["shape"] == s and r["impl"] == impl and r["mode"] == mode
+                    ),
+                    0.0,
+                )
+                for s in shapes
+            ]
             ax.bar([k + i * width for k in range(len(shapes))], values, width, label=impl)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, rotation=20,
-                      fontsize=7)
+        ax.set_xticks(
+            [k + 0.4 - width / 2 for k in range(len(shapes))], shapes, rotation=20, fontsize=7
+        )
         ax.set_yscale("log")
         ax.set_ylabel("tokens / s")
         ax.set_title(mode)
@@ -209,13 +238,15 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--no-options", action="store_true",
-                        help="skip the options and checkpointing sections")
+    parser.add_argument(
+        "--no-options", action="store_true", help="skip the options and checkpointing sections"
+    )
     args = parser.parse_args(argv)
     gpu = jax.default_backend() == "gpu"
     repeats = args.repeats or (3 if args.quick else 11)
     out = args.out or Path(__file__).parent / "results" / (
-        ("gpu" if gpu else "cpu") + ("-quick" if args.quick else ""))
+        ("gpu" if gpu else "cpu") + ("-quick" if args.quick else "")
+    )
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     load_before = _load()
@@ -236,13 +267,14 @@ def main(argv=None) -> list[dict]:
         long = QUICK_LONG_SHAPE if args.quick else LONG_SHAPE
         runners = [
             peers.fused_checkpoint_runner(long, None, "fused, all activations"),
-            peers.fused_checkpoint_runner(long, 100 if not args.quick else 20,
-                                          "fused, checkpoint every 100"
-                                          if not args.quick else "fused, checkpoint every 20"),
+            peers.fused_checkpoint_runner(
+                long,
+                100 if not args.quick else 20,
+                "fused, checkpoint every 100" if not args.quick else "fused, checkpoint every 20",
+            ),
             peers.lstm_jax_runner(long, "scan", label="scan (autodiff)"),
         ]
-        rows += _rows("checkpoint", long, runners,
-                      _time(runners, max(3, repeats // 3), 1))
+        rows += _rows("checkpoint", long, runners, _time(runners, max(3, repeats // 3), 1))
     summary = {
         "command": "python -m experiments.benchmarks.run" + (" --quick" if args.quick else ""),
         "machine": _machine(gpu),
@@ -260,13 +292,18 @@ def main(argv=None) -> list[dict]:
     table = ratio_table(rows)
     (out / "table.md").write_text(
         f"Ratios: {OURS} tokens/s divided by each peer's (> 1: ours is faster).\n\n{table}\n\n"
-        f"All measurements:\n\n{full_table(rows)}\n")
+        f"All measurements:\n\n{full_table(rows)}\n"
+    )
     _plot(rows, out / "throughput.png")
-    print(f"\nmachine: {summary['machine'].get('cpu_model')} / {summary['machine']['devices']}, "
-          f"load average before {load_before[0]:.2f}, after {summary['load_average_after'][0]:.2f}")
+    print(
+        f"\nmachine: {summary['machine'].get('cpu_model')} / {summary['machine']['devices']}, "
+        f"load average before {load_before[0]:.2f}, after {summary['load_average_after'][0]:.2f}"
+    )
     print(table)
-    print(f"\nwrote {out}/results.json, results.csv, table.md, throughput.png "
-          f"in {summary['wall_s']:.0f} s")
+    print(
+        f"\nwrote {out}/results.json, results.csv, table.md, throughput.png "
+        f"in {summary['wall_s']:.0f} s"
+    )
     return rows
 
 

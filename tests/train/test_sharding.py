@@ -2,9 +2,14 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+
+from flax import nnx
+
+from lstm_jax import data, train
 
 SCRIPT = textwrap.dedent(
     """
@@ -87,3 +92,74 @@ def test_four_devices_match_one_and_split_the_batch(tmp_path):
     assert lm["shards"] == [[5, 2]] * 4
     assert lm["carry_shards"] == [[1, 2, 8]] * 4  # TBPTT state split on the batch too
     assert "not divisible by the 4 devices" in result["error"]
+
+
+MULTIHOST = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from flax import nnx
+    from lstm_jax import data, train
+
+    distributed = train.initialize_distributed("auto")
+    task = data.SyntheticTask("adding", batch_size=8, length=6)
+    model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
+    result = train.fit(model, train.regression_loss, train.make_optimizer("adam", 1e-2),
+                       task.batch, steps=4, log_every=2, checkpoint_every=2,
+                       run_dir=sys.argv[1], progress=False)
+    print("RESULT" + json.dumps({"distributed": distributed, "processes": jax.process_count(),
+                                 "devices": jax.device_count(),
+                                 "loss": result.summary["final"]["train/loss"]}))
+    """
+)
+
+
+def test_two_processes_with_jax_distributed(tmp_path):
+    """Two "hosts" of two CPU devices each, started by jax.distributed: same loss as one."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    base = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    hosts = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTIHOST, str(tmp_path / "multi")],
+            env=dict(
+                base,
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [h.communicate(timeout=300) for h in hosts]
+    results = []
+    for proc, (out, err) in zip(hosts, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+        line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+        results.append(json.loads(line[len("RESULT") :]))
+    for r in results:
+        assert r["distributed"] and r["processes"] == 2 and r["devices"] == 4
+    assert results[0]["loss"] == results[1]["loss"]
+    # The same run on this process's single device.
+    task = data.SyntheticTask("adding", batch_size=8, length=6)
+    model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
+    reference = train.fit(
+        model,
+        train.regression_loss,
+        train.make_optimizer("adam", 1e-2),
+        task.batch,
+        steps=4,
+        log_every=2,
+        checkpoint_every=2,
+        run_dir=tmp_path / "single",
+        progress=False,
+    )
+    assert abs(results[0]["loss"] - reference.summary["final"]["train/loss"]) < 1e-5
+    assert (tmp_path / "multi" / "checkpoints" / "4" / "integrity.json").exists()

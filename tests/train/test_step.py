@@ -126,7 +126,7 @@ def test_unknown_cell_kind():
 
 def test_dropout_advances_the_checkpointed_rng_and_eval_is_deterministic():
     model = train.TokenModel(
-        "lstm",
+        "rnn",
         vocab_size=7,
         embed_size=4,
         hidden_size=8,

@@ -77,8 +77,7 @@ def params_digest(params: Any) -> str:
 
 
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
-    host = jax.device_get(records)
-    return {k: float(np.mean([r[k] for r in host])) for k in host[0]}
+    return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
 
 
 def fit(
@@ -212,20 +211,20 @@ def fit(
             done = step + 1
             save = done % checkpoint_every == 0 or done == steps
             if done % log_every == 0 or save:
-                window = _mean_metrics(pending)
-                bad = {
-                    k: v
-                    for r in jax.device_get(pending)
-                    for k, v in r.items()
-                    if not math.isfinite(float(v))
-                }
+                host = jax.device_get(pending)
+                bad = {k for r in host for k, v in r.items() if not math.isfinite(float(v))}
                 if bad:
+                    good = (
+                        f"The last good checkpoint is step {last_saved} in {checkpointer.directory}"
+                        if last_saved is not None
+                        else "No checkpoint had been written yet"
+                    )
                     raise NonFiniteLossError(
                         f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "
-                        f"{done}: training stopped. The last good checkpoint is step "
-                        f"{last_saved} in {checkpointer.directory}. Lower the learning rate or "
-                        f"the clip norm, then rerun with --resume."
+                        f"{done}: training stopped. {good}. Lower the learning rate or the "
+                        f"clip norm, then rerun with --resume."
                     )
+                window = _mean_metrics(host)
                 pending = []
                 train_metrics = {f"train/{k}": v for k, v in window.items()}
                 writer.write(done, train_metrics)

@@ -30,7 +30,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
     """Writes ``obj`` as indented JSON, atomically (temporary file and rename)."""
-    tmp = f"{os.fspath(path)}.tmp"
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
         f.write("\n")

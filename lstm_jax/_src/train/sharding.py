@@ -138,16 +138,32 @@ def carry_sharding(mesh: Mesh, carry: Any) -> Any:
     return jax.tree.map(lambda c: batch_sharding(mesh, c.ndim), carry)
 
 
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    """Places every leaf of ``tree`` whole on every device of ``mesh``."""
-    sharding = replicated(mesh)
-    return jax.tree.map(
-        lambda x: (
-            jax.make_array_from_callback(np.shape(x), sharding, lambda i, x=x: np.asarray(x)[i])
-            if not _is_key(x)
-            else jax.device_put(x, sharding)
-        ),
-        tree,
+def put_global(tree: Any, shardings: Any) -> Any:
+    """Places a host-complete ``tree`` (every process has all of it) with ``shardings``.
+
+    Works on one host and on several: each process hands over only the pieces its own
+    devices hold (``jax.device_put`` cannot target other hosts' devices). Typed PRNG keys
+    are placed through their raw data.
+
+    Args:
+      tree: leaves that are fully available on this process (NumPy or local jax arrays).
+      shardings: a sharding per leaf (a pytree like ``tree``, or one for all).
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    if isinstance(shardings, jax.sharding.Sharding):
+        sharding_leaves = [shardings] * len(leaves)
+    else:
+        sharding_leaves = treedef.flatten_up_to(shardings)
+
+    def put(x, sharding):
+        if _is_key(x):
+            data = put(jax.random.key_data(x), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+    return jax.tree.unflatten(
+        treedef, [put(x, s) for x, s in zip(leaves, sharding_leaves, strict=True)]
     )
 
 

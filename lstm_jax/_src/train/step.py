@@ -148,7 +148,7 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
     """Puts a train state on ``mesh`` with :func:`state_shardings`."""
-    return jax.device_put(state, state_shardings(state, mesh))
+    return sharding_lib.put_global(state, state_shardings(state, mesh))
 
 
 def make_train_step(
@@ -242,7 +242,7 @@ def evaluate(
       The mean of each metric, as Python floats.
     """
     if carry is not None:
-        carry = jax.device_put(carry, sharding_lib.carry_sharding(mesh, carry))
+        carry = sharding_lib.put_global(carry, sharding_lib.carry_sharding(mesh, carry))
     totals: dict[str, jax.Array] = {}
     count = 0
     bar = tqdm(
