@@ -101,9 +101,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
 
 
 def test_bad_config_key(tmp_path):
-    proc = run(
-        "--config", SMOKE, "--config.no_such_key=1", "--workdir", str(tmp_path), check=False
-    )
+    proc = run("--config", SMOKE, "--config.no_such_key=1", "--workdir", str(tmp_path), check=False)
     assert proc.returncode == 2 and "no_such_key" in proc.stderr, proc.stderr[-2000:]
 
 
