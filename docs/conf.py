@@ -20,3 +20,4 @@ nb_execution_mode = "off"  # notebooks are executed by the test suite, not by th
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "alabaster"
 suppress_warnings = ["myst.header"]
+napoleon_use_ivar = True  # named-tuple fields are documented once, in "Attributes"

@@ -1,13 +1,21 @@
 """Tables and figures made from run directories (``summary.json``, ``metrics.jsonl``).
 
-  python -m experiments.report runs/adding rnn gru lstm
+  python -m experiments.report runs/adding rnn gru lstm        # comparison.{md,png}
+  python -m experiments.report vanishing runs/vanishing experiments/figures/vanishing_gradients.png
+  python -m experiments.report memory runs/memory experiments/figures/memory_vs_length.png
+  python -m experiments.report depth runs/depth experiments/figures/depth.png
+  python -m experiments.report ptb runs/ptb_small [runs/ptb_medium ...]
+  python -m experiments.report cost runs/estimate/cost.json experiments/figures/cost.png
 
-Numbers come from the files the runs wrote, never typed by hand.
+Each prints a Markdown table; the figure path is optional. Numbers come from the files
+the runs wrote, never typed by hand.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import sys
 
@@ -80,5 +88,219 @@ def compare(workdir: str, cells: list[str]) -> str:
     return text
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.clf()
+
+
+def vanishing(workdir: str, path: str | None = None) -> str:
+    """``||dL/dh_t||`` against ``T - t`` at initialisation and after training (log scale).
+
+    Reads ``<workdir>/<cell>/gradient_norms.json`` (``experiments/gradients.py``); the
+    table gives the geometric mean over the probe sequences of the whole state's gradient
+    norm at distances 0, 10, 50 and ``T - 1``, and the ratio of the last to the first.
+    """
+    runs = {}
+    for f in sorted(glob.glob(os.path.join(workdir, "*", "gradient_norms.json"))):
+        with open(f) as fh:
+            runs[os.path.basename(os.path.dirname(f))] = json.load(fh)
+    if not runs:
+        raise FileNotFoundError(f"no */gradient_norms.json under {workdir}")
+    rows = [
+        "| cell | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell in [c for c in ("rnn", "gru", "lstm") if c in runs] + sorted(
+        set(runs) - {"rnn", "gru", "lstm"}
+    ):
+        for when in ("init", "trained"):
+            g = runs[cell][when]["state"]["geomean"]
+            picks = [g[d] if d < len(g) else math.nan for d in (0, 10, 50, len(g) - 1)]
+            rows.append(
+                f"| {cell} | {when} | "
+                + " | ".join(f"{v:.2e}" for v in picks)
+                + f" | {g[-1] / g[0]:.1e} |"
+            )
+    if path:
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for ax, when, title in zip(
+            axes, ("init", "trained"), ("at initialisation", "after training"), strict=True
+        ):
+            for cell, run in runs.items():
+                r = run[when]["state"]
+                d = run[when]["distance"]
+                (line,) = ax.plot(d, r["geomean"], label=cell)
+                ax.fill_between(d, r["q10"], r["q90"], color=line.get_color(), alpha=0.2)
+            ax.set_yscale("log")
+            ax.set_xlabel("distance T - t (steps)")
+            ax.set_title(f"adding problem, {title}")
+            ax.grid(True, which="major", alpha=0.3)
+        axes[0].set_ylabel("||dL/d state_t|| (LSTM: h_t and c_t)\ngeometric mean, 10-90% band")
+        axes[0].legend()
+        _save(fig, path)
+    return "\n".join(rows)
+
+
+def _runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
+    """``(run_dir, config, summary)`` for every completed run below ``workdir``."""
+    out = []
+    for f in sorted(glob.glob(os.path.join(workdir, "**", "summary.json"), recursive=True)):
+        run_dir = os.path.dirname(f)
+        with open(f) as fh:
+            summary = json.load(fh)
+        with open(os.path.join(run_dir, "config.json")) as fh:
+            config = json.load(fh)
+        if summary.get("status") == "completed":
+            out.append((run_dir, config, summary))
+    return out
+
+
+def memory(workdir: str, path: str | None = None) -> str:
+    """Final eval loss / baseline against T, per task, cell and initialisation."""
+    points: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    rows = [
+        "| task | T | cell | init | eval loss | baseline | eval / baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _, config, summary in _runs_under(workdir):
+        init = config["name"].rsplit("/", 1)[-1]
+        cell, task, length = summary["cell"], summary["task"], summary["seq_len"]
+        loss, base = summary["final"]["eval/loss"], summary["baseline"]
+        rows.append(
+            f"| {task} | {length} | {cell} | {init} | {loss:.4f} | {base:.4f} | {loss / base:.3f} |"
+        )
+        points.setdefault((task, f"{cell} ({init})"), []).append((length, loss / base))
+    if path:
+        plt = _pyplot()
+        tasks = sorted({t for t, _ in points})
+        fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4))
+        axes = [axes] if len(tasks) <= 1 else axes
+        for ax, task in zip(axes, tasks, strict=False):
+            for (t, label), pts in sorted(points.items()):
+                if t == task:
+                    ax.plot(*zip(*sorted(pts), strict=True), "o-", label=label)
+            ax.axhline(1.0, color="k", linestyle=":", label="memoryless baseline")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("T")
+            ax.set_ylabel("final eval loss / baseline")
+            ax.set_title(task)
+            ax.legend(fontsize=7)
+        _save(fig, path)
+    return "\n".join(rows)
+
+
+def depth(workdir: str, path: str | None = None) -> str:
+    """Validation loss of each depth: final numbers and the curves."""
+    rows = [
+        "| layers | hidden | final eval loss | final train loss | steps | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    curves = []
+    for run_dir, config, summary in sorted(
+        _runs_under(workdir), key=lambda r: r[1]["model"]["num_layers"]
+    ):
+        m, f = config["model"], summary["final"]
+        rows.append(
+            f"| {m['num_layers']} | {m['hidden_size']} | {f.get('eval/loss', math.nan):.4f} | "
+            f"{f.get('train/loss', math.nan):.4f} | {summary['steps']} | "
+            f"{summary['wall_time_s']:.0f} |"
+        )
+        records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
+        curves.append((f"{m['num_layers']} x {m['hidden_size']}", ev))
+    if path:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, ev in curves:
+            if ev:
+                ax.plot(*zip(*ev, strict=True), "o-", label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss (nats/char)")
+        ax.legend()
+        _save(fig, path)
+    return "\n".join(rows)
+
+
+def ptb(*run_dirs: str) -> str:
+    """Perplexities of PTB runs (``summary.json``), against Zaremba et al. 2014, Table 1."""
+    published = {
+        200: ("small", 120.7, 114.5),
+        650: ("medium", 86.2, 82.7),
+        1500: ("large", 82.2, 78.4),
+    }
+    rows = [
+        "| run | size | epochs | valid ppl | test ppl | published valid / test | test vs "
+        "published | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run_dir in run_dirs:
+        summary, _ = load_run(run_dir)
+        with open(os.path.join(run_dir, "config.json")) as fh:
+            config = json.load(fh)
+        m, f = config["model"], summary["final"]
+        name, pv, pt = published.get(m["hidden_size"], ("?", math.nan, math.nan))
+        test = f.get("test/perplexity", math.nan)
+        rows.append(
+            f"| {run_dir} | {m['num_layers']} x {m['hidden_size']} ({name}) | {config['epochs']} | "
+            f"{f.get('eval/perplexity', math.nan):.1f} | {test:.1f} | {pv} / {pt} | "
+            f"{100 * (test / pt - 1):+.1f}% | {summary['wall_time_s']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def cost(record_path: str, path: str | None = None) -> str:
+    """Time per train step of each cell (``experiments.estimate``'s JSON record)."""
+    with open(record_path) as fh:
+        record = json.load(fh)
+    cells = record["cells"]
+    ref = next((r["train_step_s"] for r in cells if r["cell"] == "rnn"), cells[0]["train_step_s"])
+    rows = [
+        "| cell | train step (ms) | eval step (ms) | train step / RNN's |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in cells:
+        rows.append(
+            f"| {r['cell']} | {1e3 * r['train_step_s']:.2f} | {1e3 * r['eval_step_s']:.2f} | "
+            f"{r['train_step_s'] / ref:.2f} |"
+        )
+    if path:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.bar([r["cell"] for r in cells], [1e3 * r["train_step_s"] for r in cells])
+        ax.set_ylabel("ms per train step")
+        ax.set_title(
+            f"{record['config']}, T = {record['seq_len']}, B = {record['batch_size']}, "
+            f"H = {record['hidden_size']} ({record['device']['kind']})"
+        )
+        _save(fig, path)
+    return "\n".join(rows)
+
+
+COMMANDS = {"vanishing": vanishing, "memory": memory, "depth": depth, "ptb": ptb, "cost": cost}
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] in COMMANDS:
+        print(COMMANDS[argv[0]](*argv[1:]))
+    elif len(argv) >= 2:
+        print(compare(argv[0], argv[1:]))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    print(compare(sys.argv[1], sys.argv[2:]))
+    main(sys.argv[1:])

@@ -18,7 +18,9 @@ Data for the text tasks is found under ``--data_dir``, which defaults to
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import sys
 import time
@@ -30,7 +32,7 @@ from absl import logging as absl_logging
 from flax import nnx
 from ml_collections import config_flags
 
-from experiments import report
+from experiments import gradients, report
 from lstm_jax import data, train
 
 DATA_ENV = "LSTM_JAX_DATA"
@@ -52,7 +54,11 @@ class Task:
         self.config = config
         c = config
         self.carry_batch = None
+        self.steps_per_epoch = None  # text tasks: windows per pass over the training split
+        self.test_batches = None
         if c.task in ("adding", "copy"):
+            if c.epochs:
+                raise ValueError(f"config.epochs is for the text tasks; {c.task} counts steps")
             train_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed)
             eval_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed + 10**6)
             self.baseline = train_data.baseline
@@ -90,29 +96,75 @@ class Task:
             valid.num_batches if c.eval_batches <= 0 else min(c.eval_batches, valid.num_batches)
         )
         self.eval_batches = lambda: (valid.batch(i) for i in range(n_eval))
-        self.loss_fn = train.token_loss
+        self.steps_per_epoch = stream.num_batches
+        if c.eval_test:
+            test = data.LMStream(data.batchify(corpus.test, c.batch_size), c.seq_len)
+            n_test = (
+                test.num_batches if c.eval_batches <= 0 else min(c.eval_batches, test.num_batches)
+            )
+            self.test_batches = lambda: (test.batch(i) for i in range(n_test))
+        self.loss_fn = (
+            functools.partial(train.token_loss, sum_over_time=True)
+            if c.loss_sum_over_time
+            else train.token_loss
+        )
         self.carry_batch = c.batch_size
+
+    def schedule(self) -> dict:
+        """Steps, evaluation/checkpoint intervals and step-decay arguments, in steps.
+
+        With ``config.epochs > 0`` (text tasks) the run is that many passes over the
+        training split, ``-1`` for ``eval_every``/``checkpoint_every`` means once an epoch,
+        and the learning rate decays by ``optimizer.decay_rate`` every epoch after
+        ``optimizer.decay_after_epochs`` epochs.
+        """
+        c, o = self.config, self.config.optimizer
+        per_epoch = self.steps_per_epoch if c.epochs else None
+        if not per_epoch and -1 in (c.eval_every, c.checkpoint_every):
+            raise ValueError("eval_every/checkpoint_every = -1 (once an epoch) needs epochs > 0")
+        if o.decay_rate != 1.0 and not per_epoch:
+            raise ValueError("optimizer.decay_rate (a decay per epoch) needs epochs > 0")
+        every = {
+            k: per_epoch if v == -1 else v
+            for k, v in (("eval_every", c.eval_every), ("checkpoint_every", c.checkpoint_every))
+        }
+        decay = {}
+        if o.decay_rate != 1.0:
+            decay = dict(
+                decay_rate=o.decay_rate,
+                decay_begin=o.decay_after_epochs * per_epoch,
+                decay_every=per_epoch,
+            )
+        steps = c.epochs * per_epoch if per_epoch else c.steps
+        return dict(steps=steps, steps_per_epoch=self.steps_per_epoch, decay=decay, **every)
 
     def model(self, cell: str) -> nnx.Module:
         m = self.config.model
         kwargs = {"nonlinearity": m.nonlinearity} if cell == "rnn" else {}
         if cell == "lstm" and m.lstm_forget_bias is not None:
             kwargs["forget_bias"] = m.lstm_forget_bias
+        if cell == "lstm" and m.lstm_chrono_init is not None:
+            kwargs["chrono_init"] = m.lstm_chrono_init
         rngs = nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1)
         if self.vocab_size is None:
-            return train.SequenceRegressor(
+            model = train.SequenceRegressor(
                 cell, 2, m.hidden_size, m.num_layers, rngs=rngs, dropout=m.dropout, **kwargs
             )
-        return train.TokenModel(
-            cell,
-            self.vocab_size,
-            m.embed_size,
-            m.hidden_size,
-            m.num_layers,
-            dropout=m.dropout,
-            rngs=rngs,
-            **kwargs,
-        )
+        else:
+            model = train.TokenModel(
+                cell,
+                self.vocab_size,
+                m.embed_size,
+                m.hidden_size,
+                m.num_layers,
+                dropout=m.dropout,
+                io_dropout=m.io_dropout,
+                rngs=rngs,
+                **kwargs,
+            )
+        if m.init_scale:  # every parameter uniform in [-s, s] (Zaremba et al. 2014)
+            train.init_uniform(model, m.init_scale, key=jax.random.key(self.config.seed + 2))
+        return model
 
 
 def token_loss_fresh_state(model, batch, carry):
@@ -130,9 +182,13 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     if jax.process_index() == 0:
         train.write_json(os.path.join(run_dir, "config.json"), cell_config)
     model = task.model(cell)
+    if c.probe_gradients and jax.process_index() == 0:
+        probe = gradients.probe_batch(c)
+        init_norms = gradients.carry_gradient_norms(model, probe)
     carry = model.zero_carry(task.carry_batch) if task.carry_batch else None
     eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
     o = c.optimizer
+    plan = task.schedule()
     optimizer = train.make_optimizer(
         o.name,
         o.learning_rate,
@@ -140,20 +196,21 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         weight_decay=o.weight_decay,
         warmup_steps=o.warmup_steps,
         decay_steps=o.decay_steps,
+        **plan["decay"],
     )
     result = train.fit(
         model,
         task.loss_fn,
         optimizer,
         task.train_batch,
-        steps=c.steps,
+        steps=plan["steps"],
         run_dir=run_dir,
         eval_batches=task.eval_batches,
         carry=carry,
         eval_carry=eval_carry,
         log_every=c.log_every,
-        eval_every=c.eval_every,
-        checkpoint_every=c.checkpoint_every,
+        eval_every=plan["eval_every"],
+        checkpoint_every=plan["checkpoint_every"],
         keep_checkpoints=c.keep_checkpoints,
         resume=resume,
         progress=c.progress,
@@ -163,9 +220,33 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
             "task": c.task,
             "seq_len": c.seq_len,
             "baseline": task.baseline,
+            "steps_per_epoch": plan["steps_per_epoch"],
         },
     )
-    return result.summary
+    summary = result.summary
+    trained = nnx.merge(result.graphdef, result.state.params, result.state.rest)
+    trained.eval()
+    extra = {}
+    if task.test_batches is not None:
+        mesh = train.make_mesh()
+        eval_step = train.make_eval_step(nnx.graphdef(trained), task.loss_fn, mesh)
+        test = train.evaluate(
+            eval_step, result.state, task.test_batches(), mesh, model.zero_carry(c.batch_size)
+        )
+        extra.update({f"test/{k}": v for k, v in test.items()})
+    if task.vocab_size is not None and c.task in ("char", "ptb"):  # perplexity = exp(nats)
+        for split in ("train", "eval", "test"):
+            loss = {**summary["final"], **extra}.get(f"{split}/loss")
+            if loss is not None:
+                extra[f"{split}/perplexity"] = math.exp(loss)
+    if c.probe_gradients and jax.process_index() == 0:
+        trained_norms = gradients.carry_gradient_norms(trained, probe)
+        gradients.write(run_dir, cell, init_norms, trained_norms)
+    if extra:
+        summary["final"].update(extra)
+        if jax.process_index() == 0:
+            train.write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
 
 
 def main(argv):

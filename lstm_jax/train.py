@@ -31,6 +31,7 @@ from lstm_jax._src.train.metrics import write_json as write_json
 from lstm_jax._src.train.models import CELL_KINDS as CELL_KINDS
 from lstm_jax._src.train.models import SequenceRegressor as SequenceRegressor
 from lstm_jax._src.train.models import TokenModel as TokenModel
+from lstm_jax._src.train.models import init_uniform as init_uniform
 from lstm_jax._src.train.models import make_recurrent as make_recurrent
 from lstm_jax._src.train.models import recurrent_class as recurrent_class
 from lstm_jax._src.train.models import reset_carry as reset_carry
@@ -46,6 +47,7 @@ from lstm_jax._src.train.step import make_eval_step as make_eval_step
 from lstm_jax._src.train.step import make_optimizer as make_optimizer
 from lstm_jax._src.train.step import make_train_step as make_train_step
 from lstm_jax._src.train.step import place_state as place_state
+from lstm_jax._src.train.step import step_decay_schedule as step_decay_schedule
 
 __all__ = [
     "CELL_KINDS",
@@ -61,6 +63,7 @@ __all__ = [
     "environment_info",
     "evaluate",
     "fit",
+    "init_uniform",
     "initialize_distributed",
     "make_eval_step",
     "make_mesh",
@@ -75,6 +78,7 @@ __all__ = [
     "reset_carry",
     "sample_tokens",
     "shard_batch",
+    "step_decay_schedule",
     "token_loss",
     "write_json",
     "zero_carry",

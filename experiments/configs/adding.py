@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.lstm_forget_bias = 1.0  # None: torch's uniform init
     c.model.dropout = 0.0
     c.model.embed_size = 0  # token tasks only
+    c.model.lstm_chrono_init = None  # T_max of chrono initialisation (Tallec & Ollivier 2018)
+    c.model.io_dropout = 0.0  # token tasks: dropout on the embedding and top-layer outputs
+    c.model.init_scale = 0.0  # > 0: every parameter uniform in [-s, s] (Zaremba et al. 2014)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -48,9 +51,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = 1.0
     c.optimizer.weight_decay = 0.0
     c.optimizer.warmup_steps = 0
-    c.optimizer.decay_steps = 0
+    c.optimizer.decay_steps = 0  # > 0: cosine decay over this many steps
+    c.optimizer.decay_rate = 1.0  # != 1: multiply the rate by this every epoch (needs epochs)
+    c.optimizer.decay_after_epochs = 0  # ... after this many epochs at the full rate
 
     c.steps = 2000
+    c.epochs = 0  # text tasks: > 0 trains this many passes over the training split instead
+    c.eval_test = False  # text tasks: evaluate the test split at the end (summary test/*),
+    # the first eval_batches windows of it (all with eval_batches <= 0), as for valid
+    c.loss_sum_over_time = False  # token tasks: differentiate the loss summed over time
+    c.probe_gradients = 0  # adding: > 0 writes gradient_norms.json from this many sequences
     c.log_every = 50
     c.eval_every = 500
     c.checkpoint_every = 500

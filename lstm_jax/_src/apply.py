@@ -275,8 +275,9 @@ def gru(
       x: ``[time, batch, input_size]`` (``[batch, time, input_size]`` with ``batch_first``,
         or unbatched ``[time, input_size]``).
       hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
-      seq_lengths, batch_first, dropout, key, deterministic, dtype, unroll, input_dropout,
-        recurrent_dropout, weight_dropout, zoneout: as :func:`~lstm_jax.functional.lstm`.
+      **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
+        ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
+        ``weight_dropout`` and ``zoneout``, as in :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
@@ -337,8 +338,9 @@ def rnn(
         or unbatched ``[time, input_size]``).
       hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
       nonlinearity: ``"tanh"`` or ``"relu"``.
-      seq_lengths, batch_first, dropout, key, deterministic, dtype, unroll, input_dropout,
-        recurrent_dropout, weight_dropout, zoneout: as :func:`~lstm_jax.functional.lstm`.
+      **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
+        ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
+        ``weight_dropout`` and ``zoneout``, as in :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``

@@ -367,11 +367,10 @@ class GRU(_RecurrentStack):
     :func:`lstm_jax.functional.gru_step`. The regularisers are those of
     :class:`lstm_jax.LSTM` (``zoneout`` is one rate, for ``h``).
 
-    Args:
-      input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional:
-        as ``torch.nn.GRU``.
-      dtype, param_dtype, recurrent_init, input_dropout, recurrent_dropout, weight_dropout,
-        zoneout, unroll, rngs: as :class:`lstm_jax.LSTM`.
+    Arguments: ``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``,
+    ``dropout`` and ``bidirectional`` as ``torch.nn.GRU``; ``dtype``, ``param_dtype``,
+    ``recurrent_init``, ``input_dropout``, ``recurrent_dropout``, ``weight_dropout``,
+    ``zoneout``, ``unroll`` and ``rngs`` as :class:`lstm_jax.LSTM`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, h_n)`` with ``output``
@@ -464,11 +463,10 @@ class RNN(_RecurrentStack):
     shapes and return values mirror ``torch.nn.RNN``. The regularisers are those of
     :class:`lstm_jax.LSTM` (``zoneout`` is one rate, for ``h``).
 
-    Args:
-      input_size, hidden_size, num_layers, nonlinearity, bias, batch_first, dropout,
-        bidirectional: as ``torch.nn.RNN``.
-      dtype, param_dtype, recurrent_init, input_dropout, recurrent_dropout, weight_dropout,
-        zoneout, unroll, rngs: as :class:`lstm_jax.LSTM`.
+    Arguments: ``input_size``, ``hidden_size``, ``num_layers``, ``nonlinearity``, ``bias``,
+    ``batch_first``, ``dropout`` and ``bidirectional`` as ``torch.nn.RNN``; ``dtype``,
+    ``param_dtype``, ``recurrent_init``, ``input_dropout``, ``recurrent_dropout``,
+    ``weight_dropout``, ``zoneout``, ``unroll`` and ``rngs`` as :class:`lstm_jax.LSTM`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, h_n)`` as :class:`lstm_jax.GRU`.

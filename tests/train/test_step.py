@@ -24,6 +24,29 @@ def test_make_optimizer_clips_by_global_norm():
         train.make_optimizer("lbfgs")
 
 
+@pytest.mark.parametrize("hold, rate", [(4, 0.5), (6, 1 / 1.2), (14, 1 / 1.15), (0, 0.5)])
+def test_step_decay_is_zarembas_epoch_schedule(hold, rate):
+    """SGD's applied rate in every step equals lr * rate ** max(epoch - hold, 0), epoch 1-based."""
+    epoch_steps, epochs = 3, 8
+    opt = train.make_optimizer(
+        "sgd",
+        1.0,
+        clip_norm=None,
+        decay_rate=rate,
+        decay_begin=hold * epoch_steps,
+        decay_every=epoch_steps,
+    )
+    params = {"w": jnp.zeros((1,), jnp.float32)}
+    opt_state = opt.init(params)
+    for step in range(epochs * epoch_steps):
+        epoch = step // epoch_steps + 1
+        updates, opt_state = opt.update({"w": jnp.ones((1,), jnp.float32)}, opt_state, params)
+        expected = rate ** max(epoch - hold, 0)
+        assert float(-updates["w"][0]) == pytest.approx(expected, rel=1e-6), (step, epoch)
+    with pytest.raises(ValueError, match="does not combine"):
+        train.make_optimizer("sgd", 1.0, decay_every=3, decay_steps=10)
+
+
 def regression_setup(cell="rnn"):
     task = data.SyntheticTask("adding", batch_size=8, length=6)
     model = train.SequenceRegressor(cell, 2, 8, rngs=nnx.Rngs(0))
@@ -150,3 +173,41 @@ def test_dropout_advances_the_checkpointed_rng_and_eval_is_deterministic():
         for _ in range(2)
     ]
     assert runs[0] == runs[1]
+
+
+def test_init_uniform_sets_every_parameter_in_range():
+    model = train.TokenModel("lstm", 11, 6, 8, num_layers=2, rngs=nnx.Rngs(0))
+    train.init_uniform(model, 0.05, key=jax.random.key(3))
+    leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert len(leaves) == 11  # embedding, 2 layers x 4 tensors, read-out kernel and bias
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        assert a.dtype == np.float32 and np.abs(a).max() <= 0.05
+        if a.size > 50:  # spread over the interval, not the library's default init
+            assert np.abs(a).max() > 0.04 and abs(a.mean()) < 0.01
+    with pytest.raises(ValueError, match="scale"):
+        train.init_uniform(model, 0.0, key=jax.random.key(0))
+
+
+def test_io_dropout_masks_embedding_and_output_only_in_training():
+    model = train.TokenModel("lstm", 7, 16, 16, io_dropout=0.5, rngs=nnx.Rngs(params=0, dropout=1))
+    tokens, carry = jnp.zeros((3, 2), jnp.int32), model.zero_carry(2)
+    a, _ = model(tokens, carry)
+    b, _ = model(tokens, carry)
+    assert not np.allclose(a, b)  # fresh masks
+    model.eval()
+    c, _ = model(tokens, carry)
+    reference = train.TokenModel("lstm", 7, 16, 16, rngs=nnx.Rngs(params=0, dropout=1))
+    nnx.update(reference, nnx.state(model, nnx.Param))
+    d, _ = reference(tokens, carry)
+    np.testing.assert_allclose(c, d, rtol=1e-6)  # evaluation: dropout off, same parameters
+
+
+def test_token_loss_sum_over_time_scales_the_objective_not_the_metric():
+    model = train.TokenModel("gru", 7, 4, 8, rngs=nnx.Rngs(0))
+    stream = data.LMStream(data.batchify(np.arange(100, dtype=np.int32) % 7, 4), seq_len=5)
+    batch, carry = stream.batch(0), model.zero_carry(4)
+    mean, (m1, _) = train.token_loss(model, batch, carry)
+    total, (m2, _) = train.token_loss(model, batch, carry, sum_over_time=True)
+    assert float(total) == pytest.approx(5 * float(mean), rel=1e-6)
+    assert float(m1["loss"]) == float(m2["loss"]) == float(mean)

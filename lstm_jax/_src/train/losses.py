@@ -34,7 +34,7 @@ def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
     return mse, ({"loss": mse}, carry)
 
 
-def token_loss(model, batch: dict[str, jax.Array], carry: Any):
+def token_loss(model, batch: dict[str, jax.Array], carry: Any, *, sum_over_time: bool = False):
     """Mean next-token cross-entropy (nats) with the state carried across batches (TBPTT).
 
     Rows whose ``batch["reset"]`` is true start from a zero state; the new carry leaves
@@ -46,9 +46,13 @@ def token_loss(model, batch: dict[str, jax.Array], carry: Any):
       batch: ``{"inputs": int [T, B], "targets": int [T, B]}`` and optionally
         ``"reset": bool [B]``.
       carry: the state from the previous batch (leaves ``[layers * directions, B, H]``).
+      sum_over_time: differentiate the cross-entropy summed over the ``T`` steps and
+        averaged over the batch (Zaremba et al. 2014's objective, whose gradient is ``T``
+        times the mean's; their learning rate 1 and clip norm 5 are for it). The
+        ``"loss"`` metric stays the mean per token either way.
 
     Returns:
-      ``(loss, ({"loss": loss, "accuracy": acc}, new_carry))``.
+      ``(objective, ({"loss": mean_loss, "accuracy": acc}, new_carry))``.
     """
     if "reset" in batch:
         carry = reset_carry(carry, batch["reset"])
@@ -61,4 +65,5 @@ def token_loss(model, batch: dict[str, jax.Array], carry: Any):
             jnp.float32
         )
     )
-    return loss, ({"loss": loss, "accuracy": accuracy}, jax.lax.stop_gradient(carry))
+    objective = loss * jnp.float32(losses.shape[0]) if sum_over_time else loss
+    return objective, ({"loss": loss, "accuracy": accuracy}, jax.lax.stop_gradient(carry))

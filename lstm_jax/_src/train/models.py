@@ -105,6 +105,36 @@ def reset_carry(carry: Any, reset: jax.Array) -> Any:
     return jax.tree.map(one, carry)
 
 
+def init_uniform(model: nnx.Module, scale: float, *, key: jax.Array) -> None:
+    """Re-initialises every ``nnx.Param`` of ``model`` in place, uniform in ``[-scale, scale]``.
+
+    Zaremba et al. (2014)'s initialisation of all parameters (embedding, recurrent
+    weights and biases, read-out). Each parameter gets its own key from ``key``; dtypes
+    and shapes are kept.
+
+    Args:
+      model: any NNX module.
+      scale: the half-width of the interval, > 0.
+      key: a JAX PRNG key.
+
+    Example:
+      >>> m = TokenModel("lstm", vocab_size=10, embed_size=4, hidden_size=8, rngs=nnx.Rngs(0))
+      >>> init_uniform(m, 0.1, key=jax.random.key(0))
+      >>> float(jnp.max(jnp.abs(m.core.weight_hh_l0.value))) <= 0.1
+      True
+    """
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    params = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    new = [
+        jax.random.uniform(k, leaf.shape, leaf.dtype, minval=-scale, maxval=scale)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    nnx.update(model, jax.tree.unflatten(treedef, new))
+
+
 class SequenceRegressor(nnx.Module):
     """A recurrent core read out linearly at the last step: ``[T, B, I] -> [B, out]``.
 
@@ -146,6 +176,11 @@ class TokenModel(nnx.Module):
     the core's state, for truncated BPTT across batches. Used for character/word language
     modelling and for the copy task.
 
+    ``dropout`` is the core's between-layer dropout (``torch.nn.LSTM``'s); ``io_dropout``
+    adds dropout on the embedding's output and on the top layer's output before the
+    read-out. Both at the same rate is Zaremba et al. (2014)'s dropout on every
+    non-recurrent connection.
+
     Example:
       >>> m = TokenModel("lstm", vocab_size=10, embed_size=4, hidden_size=8, rngs=nnx.Rngs(0))
       >>> carry = m.zero_carry(3)
@@ -163,10 +198,14 @@ class TokenModel(nnx.Module):
         num_layers: int = 1,
         *,
         dropout: float = 0.0,
+        io_dropout: float = 0.0,
         rngs: nnx.Rngs,
         **core_kwargs: Any,
     ):
+        if not 0.0 <= io_dropout < 1.0:
+            raise ValueError(f"io_dropout must be in [0, 1), got {io_dropout}")
         self.embed_size = embed_size
+        self.io_dropout = nnx.Dropout(io_dropout, rngs=rngs) if io_dropout > 0 else None
         self.embed = nnx.Embed(vocab_size, embed_size, param_dtype=jnp.float32, rngs=rngs)
         self.core = make_recurrent(
             cell, embed_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **core_kwargs
@@ -179,5 +218,10 @@ class TokenModel(nnx.Module):
 
     def __call__(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
         """``tokens`` int ``[time, batch]`` to ``(logits [time, batch, vocab], carry)``."""
-        out, carry = self.core(self.embed(tokens), carry)
+        x = self.embed(tokens)
+        if self.io_dropout is not None:
+            x = self.io_dropout(x)
+        out, carry = self.core(x, carry)
+        if self.io_dropout is not None:
+            out = self.io_dropout(out)
         return self.head(out), carry

@@ -53,8 +53,19 @@ def make_optimizer(
     momentum: float = 0.0,
     warmup_steps: int = 0,
     decay_steps: int = 0,
+    decay_rate: float = 1.0,
+    decay_begin: int = 0,
+    decay_every: int = 0,
 ) -> optax.GradientTransformation:
     """An optax optimizer with global-norm gradient clipping and an optional schedule.
+
+    Two schedules: a cosine decay (``decay_steps``, after an optional linear warm-up), or
+    a step decay (``decay_every``), Zaremba et al. (2014)'s: the learning rate is kept for
+    ``decay_begin`` steps, then multiplied by ``decay_rate`` at the start of every block of
+    ``decay_every`` steps, i.e. ``lr * decay_rate ** max(0, (step - decay_begin) //
+    decay_every + 1)``. With ``decay_begin = 4 * E`` and ``decay_every = E`` (``E`` steps an
+    epoch) the rate is ``lr`` for epochs 1-4 and ``lr * decay_rate ** (k - 4)`` in epoch
+    ``k > 4``.
 
     Args:
       name: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
@@ -64,6 +75,13 @@ def make_optimizer(
       momentum: SGD's momentum.
       warmup_steps: linear warm-up from 0.
       decay_steps: if > 0, cosine decay to 0 over this many steps after warm-up.
+      decay_rate: the step decay's factor (with ``decay_every > 0``).
+      decay_begin: steps at the full rate before the first step decay.
+      decay_every: if > 0, a step decay every this many steps after ``decay_begin``.
+
+    Raises:
+      ValueError: an unknown ``name``, or a step decay combined with warm-up or a cosine
+        decay.
 
     Example:
       >>> opt = make_optimizer("adam", 1e-3, clip_norm=1.0)
@@ -71,8 +89,20 @@ def make_optimizer(
       >>> updates, _ = opt.update({"w": jnp.full((2,), 100.0, jnp.float32)}, opt.init(params))
       >>> [round(float(u), 6) for u in updates["w"]]  # clipped to norm 1, then Adam's step
       [-0.001, -0.001]
+      >>> sched = step_decay_schedule(1.0, decay_rate=0.5, decay_begin=4, decay_every=2)
+      >>> [float(sched(jnp.asarray(s, jnp.int32))) for s in (0, 3, 4, 5, 6)]
+      [1.0, 1.0, 0.5, 0.5, 0.25]
     """
-    if decay_steps > 0:
+    if decay_every > 0:
+        if decay_steps > 0 or warmup_steps > 0:
+            raise ValueError(
+                "a step decay (decay_every > 0) does not combine with warmup_steps or "
+                f"decay_steps, got warmup_steps={warmup_steps}, decay_steps={decay_steps}"
+            )
+        schedule = step_decay_schedule(
+            learning_rate, decay_rate=decay_rate, decay_begin=decay_begin, decay_every=decay_every
+        )
+    elif decay_steps > 0:
         schedule = optax.warmup_cosine_decay_schedule(
             0.0, learning_rate, max(warmup_steps, 1), warmup_steps + decay_steps
         )
@@ -93,6 +123,26 @@ def make_optimizer(
     if clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
     return standard_promotion(opt)
+
+
+def step_decay_schedule(
+    learning_rate: float, *, decay_rate: float, decay_begin: int, decay_every: int
+) -> optax.Schedule:
+    """``lr * decay_rate ** max(0, (step - decay_begin) // decay_every + 1)``, a step decay.
+
+    See :func:`make_optimizer`; ``step`` counts updates from 0.
+    """
+    if decay_every < 1 or decay_begin < 0:
+        raise ValueError(
+            f"decay_every must be >= 1 and decay_begin >= 0, got {decay_every}, {decay_begin}"
+        )
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.int32)
+        blocks = jnp.maximum((count - decay_begin) // decay_every + 1, 0)
+        return jnp.float32(learning_rate) * jnp.float32(decay_rate) ** blocks.astype(jnp.float32)
+
+    return schedule
 
 
 def standard_promotion(opt: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -1,0 +1,93 @@
+"""Issue 6's experiment configs: their variants, and their smoke runs with the reports."""
+
+import json
+import os
+
+import pytest
+
+from experiments import report
+from experiments import run as run_module
+from experiments.configs import depth, memory, ptb, vanishing
+
+
+def smoke_run(config, workdir, cells):
+    config.progress = False
+    task = run_module.Task(config, os.environ.get("LSTM_JAX_DATA"))
+    return {
+        cell: run_module.train_cell(task, cell, str(workdir / cell), resume=False) for cell in cells
+    }
+
+
+def test_ptb_variants_follow_zaremba():
+    expected = {  # Zaremba et al. 2014, section 4.1
+        "small": dict(hidden=200, scale=0.1, bptt=20, epochs=13, keep=4, rate=0.5, p=0.0, clip=5),
+        "medium": dict(
+            hidden=650, scale=0.05, bptt=35, epochs=39, keep=6, rate=1 / 1.2, p=0.5, clip=5
+        ),
+        "large": dict(
+            hidden=1500, scale=0.04, bptt=35, epochs=55, keep=14, rate=1 / 1.15, p=0.65, clip=10
+        ),
+    }
+    for name, e in expected.items():
+        c = ptb.get_config(name)
+        assert (c.model.hidden_size, c.model.embed_size, c.model.num_layers) == (
+            e["hidden"],
+            e["hidden"],
+            2,
+        )
+        assert c.model.init_scale == e["scale"] and c.seq_len == e["bptt"]
+        assert c.batch_size == 20 and c.epochs == e["epochs"]
+        assert c.optimizer.name == "sgd" and c.optimizer.learning_rate == 1.0
+        assert c.optimizer.clip_norm == e["clip"] and c.loss_sum_over_time
+        assert c.optimizer.decay_after_epochs == e["keep"]
+        assert c.optimizer.decay_rate == pytest.approx(e["rate"])
+        assert c.model.dropout == c.model.io_dropout == e["p"]
+        assert c.eval_test and c.eval_every == -1
+    assert ptb.get_config(None).name == "ptb_small"
+    with pytest.raises(ValueError, match="variant"):
+        ptb.get_config("huge")
+
+
+def test_depth_and_memory_variants():
+    counts = [depth.lstm_params(depth.get_config(L).model.hidden_size, int(L)) for L in "123"]
+    assert max(counts) / min(counts) < 1.01  # matched parameter counts
+    c = memory.get_config("copy-200-chrono")
+    assert (c.task, c.seq_len, c.cells, c.model.lstm_chrono_init) == ("copy", 200, ("lstm",), 200)
+    assert memory.get_config("adding-50-fb1").model.lstm_forget_bias == 1.0
+    with pytest.raises(ValueError, match="task"):
+        memory.get_config("adding-50-xavier")
+    with pytest.raises(ValueError, match="<task>-<T>-<init>"):
+        memory.get_config("adding")
+
+
+def test_vanishing_smoke_writes_gradient_norms_and_figure(tmp_path):
+    config = vanishing.get_config("smoke")
+    config.steps, config.checkpoint_every = 5, 5
+    smoke_run(config, tmp_path, ("lstm",))  # the RNN's probe: test_gradients.py
+    record = json.loads((tmp_path / "lstm" / "gradient_norms.json").read_text())
+    assert len(record["init"]["state"]["geomean"]) == config.seq_len
+    figure = tmp_path / "vanishing.png"
+    table = report.vanishing(str(tmp_path), str(figure))
+    assert "| lstm | init |" in table and "| lstm | trained |" in table
+    assert figure.stat().st_size > 0
+
+
+def test_memory_smoke_and_report(tmp_path):
+    config = memory.get_config("smoke")
+    config.steps, config.checkpoint_every = 10, 10
+    smoke_run(config, tmp_path / "adding" / "T20" / "chrono", ("lstm",))
+    table = report.memory(str(tmp_path), str(tmp_path / "memory.png"))
+    assert "| adding | 20 | lstm | chrono |" in table
+    assert (tmp_path / "memory.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not os.environ.get("LSTM_JAX_DATA"), reason="$LSTM_JAX_DATA not set")
+def test_ptb_and_depth_smoke_on_real_data(tmp_path):
+    (summary,) = smoke_run(ptb.get_config("smoke"), tmp_path / "ptb", ("lstm",)).values()
+    final = summary["final"]
+    assert summary["steps_per_epoch"] == (929_589 // 4 - 1) // 10
+    assert {"eval/perplexity", "test/loss", "test/perplexity"} <= set(final)
+    assert final["test/perplexity"] == pytest.approx(2.718281828 ** final["test/loss"])
+    assert "| 2 x 16 (?) | 0 |" in report.ptb(str(tmp_path / "ptb" / "lstm"))
+    smoke_run(depth.get_config("smoke"), tmp_path / "depth", ("lstm",))
+    assert "| 2 | 16 |" in report.depth(str(tmp_path / "depth"), str(tmp_path / "depth.png"))
