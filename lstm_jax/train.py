@@ -22,6 +22,7 @@ from lstm_jax._src.train.loop import FitResult as FitResult
 from lstm_jax._src.train.loop import NonFiniteLossError as NonFiniteLossError
 from lstm_jax._src.train.loop import fit as fit
 from lstm_jax._src.train.loop import params_digest as params_digest
+from lstm_jax._src.train.losses import classification_loss as classification_loss
 from lstm_jax._src.train.losses import regression_loss as regression_loss
 from lstm_jax._src.train.losses import token_loss as token_loss
 from lstm_jax._src.train.metrics import MetricsWriter as MetricsWriter
@@ -59,6 +60,7 @@ __all__ = [
     "SequenceRegressor",
     "TokenModel",
     "TrainState",
+    "classification_loss",
     "create_train_state",
     "environment_info",
     "evaluate",

@@ -120,3 +120,20 @@ def test_auto_on_gpu_picks_cudnn_when_supported():
         resolve_backend("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
         == "scan"
     )
+
+
+def test_per_step_regularizers_pick_the_scan_or_refuse_the_fused_kernel():
+    params = F.init_lstm_params(jax.random.key(0), 3, 4)
+    x = jnp.ones((5, 2, 3), jnp.float32)
+    for options in (
+        dict(recurrent_dropout=0.2, key=jax.random.key(1)),
+        dict(zoneout=0.1, key=jax.random.key(1)),
+        dict(zoneout=0.1, deterministic=True),  # the expectation still mixes states per step
+    ):
+        with pytest.raises(ValueError, match="recurrent dropout and zoneout act inside the loop"):
+            F.lstm(params, x, backend="fused", **options)
+        auto = F.lstm(params, x, backend="auto", **options)
+        scan = F.lstm(params, x, backend="scan", **options)
+        chex.assert_trees_all_equal(auto, scan)
+    # Recurrent dropout without a key (evaluation) is off, so the fused kernel may run.
+    F.lstm(params, x, backend="fused", recurrent_dropout=0.2, deterministic=True)

@@ -14,12 +14,14 @@ Command, then the figure (``experiments/figures/vanishing_gradients.png``):
 
 Smoke variant (CI, seconds): ``--config experiments/configs/vanishing.py:smoke``.
 
-Hardware: 2-core x86 CPU shared with other jobs (load average ~4-5), jax 0.10.2 (CPU).
-Wall time and result: see the results table in experiments/README.md (numbers from the
-run files, ``python -m experiments.report vanishing runs/vanishing``).
-Expected result: at initialisation the tanh RNN's gradient falls geometrically with the
-distance (orders of magnitude over 100 steps), the LSTM's and GRU's far more slowly;
-after training the gated cells keep a gradient at the distance of the marked inputs.
+Hardware: 2-core x86 CPU (AMD EPYC) shared with other jobs (load average ~4.5-5), jax
+0.10.2 (CPU).
+Wall time: 117 s for the three models, probes included (RNN 15 s, GRU 39 s, LSTM 53 s).
+Result (geometric mean over 256 sequences of the state-gradient norm; the table:
+``python -m experiments.report vanishing runs/vanishing``): from distance 0 to 99 it
+falls by 1e-23 (RNN), 7e-21 (GRU) and 1e-8 (LSTM, forget bias 1) at initialisation,
+and by 2e-20 (RNN), 0.16 (GRU) and 0.71 (LSTM) after training, where the GRU and LSTM
+solve the task (eval MSE 0.0004, 0.0021) and the RNN stays at the baseline (0.171).
 """
 
 import ml_collections

@@ -139,8 +139,8 @@ def run_stack(
       zoneout: one zoneout rate per state field (for the LSTM ``(h, c)``) or ``None``;
         random per step with a ``key``, the expectation without.
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``, see
-        :mod:`lstm_jax._src.backends`; a layer with recurrent dropout or zoneout always
-        runs on the scan.
+        :mod:`lstm_jax._src.backends`; recurrent dropout and zoneout act inside the loop,
+        so ``"auto"`` runs them on the scan and ``"fused"`` raises ``ValueError``.
 
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
@@ -155,7 +155,12 @@ def run_stack(
         key, regularizer_key = jax.random.split(key)
     any_dropout = key is not None and (dropout_rate > 0.0 or regularized)
     backend = resolve_backend(
-        backend, cell, params, x.dtype, dropout=any_dropout or zoneout is not None
+        backend,
+        cell,
+        params,
+        x.dtype,
+        dropout=any_dropout or zoneout is not None,
+        per_step_regularizers=(recurrent_dropout > 0.0 and key is not None) or zoneout is not None,
     )
     if backend == "cudnn":
         return run_cudnn_stack(params, x, initial_states, seq_lengths=seq_lengths)

@@ -27,13 +27,20 @@ def _fused_unsupported_reason(cell: CellDef, params: Sequence[Sequence[Any]]) ->
 
 
 def resolve_backend(
-    backend: str, cell: CellDef, params: Sequence[Sequence[Any]], dtype, *, dropout: bool
+    backend: str,
+    cell: CellDef,
+    params: Sequence[Sequence[Any]],
+    dtype,
+    *,
+    dropout: bool,
+    per_step_regularizers: bool = False,
 ) -> str:
     """Turns ``backend`` into the kernel that will run: ``"scan"``, ``"fused"`` or ``"cudnn"``.
 
     ``"auto"`` takes cuDNN on a GPU when it supports the configuration, the fused layer
     for the plain LSTM elsewhere (faster than the scan on CPU for training in our
-    benchmarks, ``experiments/benchmarks/RESULTS.md``), and the scan for other cells.
+    benchmarks, ``experiments/benchmarks/RESULTS.md``), and the scan for other cells and
+    for ``per_step_regularizers`` (recurrent dropout, zoneout), which act inside the loop.
 
     Raises:
       ValueError: ``backend`` is unknown, or names a kernel that cannot run this
@@ -52,6 +59,8 @@ def resolve_backend(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     cudnn_reason = cudnn.unsupported_reason(cell, params, dtype, dropout=dropout)
     fused_reason = _fused_unsupported_reason(cell, params)
+    if fused_reason is None and per_step_regularizers:
+        fused_reason = "recurrent dropout and zoneout act inside the loop: use the scan"
     if backend == "auto":
         if cudnn_reason is None:
             return "cudnn"
@@ -76,19 +85,10 @@ def _fused_layer(
     recurrent_mask=None,
     zoneout=None,
 ):
-    """``run_layer``'s signature on the fused kernel; per-step regularisers use the scan."""
+    """``run_layer``'s signature on the fused kernel (plain LSTM, no per-step regularisers)."""
+    del cell  # resolve_backend has checked that it is the LSTM cell
     if recurrent_mask is not None or zoneout is not None:
-        return run_layer(
-            cell,
-            params,
-            x,
-            state,
-            seq_lengths=seq_lengths,
-            reverse=reverse,
-            unroll=unroll,
-            recurrent_mask=recurrent_mask,
-            zoneout=zoneout,
-        )
+        raise ValueError("the fused kernel has no recurrent dropout or zoneout: use the scan")
     return fused.run_fused_layer(
         params, x, state, seq_lengths=seq_lengths, reverse=reverse, unroll=unroll
     )

@@ -34,6 +34,25 @@ def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
     return mse, ({"loss": mse}, carry)
 
 
+def classification_loss(model, batch: dict[str, jax.Array], carry: Any = None):
+    """Mean cross-entropy of ``model(inputs)`` logits ``[B, C]`` against ``labels [B]``.
+
+    Args:
+      model: maps ``inputs`` ``[time, batch, features]`` to logits ``[batch, classes]``.
+      batch: ``{"inputs": [T, B, I], "labels": int [B]}``.
+      carry: unused (returned as is).
+
+    Returns:
+      ``(loss, ({"loss": loss, "accuracy": acc}, carry))``.
+    """
+    logits = model(batch["inputs"]).astype(jnp.float32)
+    labels = batch["labels"]
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    correct = jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels
+    accuracy = jnp.mean(correct.astype(jnp.float32))
+    return loss, ({"loss": loss, "accuracy": accuracy}, carry)
+
+
 def token_loss(model, batch: dict[str, jax.Array], carry: Any, *, sum_over_time: bool = False):
     """Mean next-token cross-entropy (nats) with the state carried across batches (TBPTT).
 

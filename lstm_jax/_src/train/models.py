@@ -136,14 +136,21 @@ def init_uniform(model: nnx.Module, scale: float, *, key: jax.Array) -> None:
 
 
 class SequenceRegressor(nnx.Module):
-    """A recurrent core read out linearly at the last step: ``[T, B, I] -> [B, out]``.
+    """A recurrent core read out linearly from its final state: ``[T, B, I] -> [B, out]``.
 
-    The model of the adding problem.
+    The read-out sees the top layer's final hidden state, ``h_n``; for a bidirectional
+    core (``bidirectional=True`` among ``core_kwargs``) the forward direction's state
+    after step ``T`` and the backward direction's after step 1, concatenated. The model of
+    the adding problem (``out_size=1``) and of sequence classification (``out_size`` =
+    classes, logits).
 
     Example:
       >>> m = SequenceRegressor("lstm", 2, 16, rngs=nnx.Rngs(0))
       >>> m(jnp.ones((10, 4, 2), jnp.float32)).shape
       (4, 1)
+      >>> m = SequenceRegressor("gru", 1, 8, out_size=10, bidirectional=True, rngs=nnx.Rngs(0))
+      >>> m(jnp.ones((10, 4, 1), jnp.float32)).shape
+      (4, 10)
     """
 
     def __init__(
@@ -158,15 +165,20 @@ class SequenceRegressor(nnx.Module):
         **core_kwargs: Any,
     ):
         self.input_size = input_size
+        self.directions = 2 if core_kwargs.get("bidirectional", False) else 1
         self.core = make_recurrent(
             cell, input_size, hidden_size, num_layers, rngs=rngs, **core_kwargs
         )
-        self.head = nnx.Linear(hidden_size, out_size, param_dtype=jnp.float32, rngs=rngs)
+        self.head = nnx.Linear(
+            self.directions * hidden_size, out_size, param_dtype=jnp.float32, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x`` ``[time, batch, input_size]`` to ``[batch, out_size]``."""
-        out, _ = self.core(x)
-        return self.head(out[-1])
+        _, state = self.core(x)
+        h_n = jax.tree.leaves(state)[0]  # [layers * directions, B, H]; the LSTM's (h, c)
+        top = [h_n[h_n.shape[0] - self.directions + d] for d in range(self.directions)]
+        return self.head(jnp.concatenate(top, axis=-1))
 
 
 class TokenModel(nnx.Module):
