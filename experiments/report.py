@@ -6,6 +6,7 @@
   python -m experiments.report depth runs/depth experiments/figures/depth.png
   python -m experiments.report ptb runs/ptb_small [runs/ptb_medium ...]
   python -m experiments.report cost runs/estimate/cost.json experiments/figures/cost.png
+  python -m experiments.report classify runs/bidirectional experiments/figures/bidirectional.png
 
 Each prints a Markdown table; the figure path is optional. Numbers come from the files
 the runs wrote, never typed by hand.
@@ -174,14 +175,20 @@ def memory(workdir: str, path: str | None = None) -> str:
         "| task | T | cell | init | eval loss | baseline | eval / baseline |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for _, config, summary in _runs_under(workdir):
-        init = config["name"].rsplit("/", 1)[-1]
+    order = {"rnn": 0, "gru": 1, "lstm": 2}
+    runs = sorted(
+        _runs_under(workdir),
+        key=lambda r: (r[2]["task"], r[2]["seq_len"], order.get(r[2]["cell"], 3), r[1]["name"]),
+    )
+    for _, config, summary in runs:
         cell, task, length = summary["cell"], summary["task"], summary["seq_len"]
+        init = config["name"].rsplit("/", 1)[-1] if cell == "lstm" else "-"  # LSTM's only
         loss, base = summary["final"]["eval/loss"], summary["baseline"]
         rows.append(
             f"| {task} | {length} | {cell} | {init} | {loss:.4f} | {base:.4f} | {loss / base:.3f} |"
         )
-        points.setdefault((task, f"{cell} ({init})"), []).append((length, loss / base))
+        label = f"lstm ({init})" if cell == "lstm" else cell
+        points.setdefault((task, label), []).append((length, loss / base))
     if path:
         plt = _pyplot()
         tasks = sorted({t for t, _ in points})
@@ -194,6 +201,9 @@ def memory(workdir: str, path: str | None = None) -> str:
             ax.axhline(1.0, color="k", linestyle=":", label="memoryless baseline")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            lengths = sorted({x for (t, _), pts in points.items() if t == task for x, _ in pts})
+            ax.set_xticks(lengths, [str(x) for x in lengths])
+            ax.minorticks_off()
             ax.set_xlabel("T")
             ax.set_ylabel("final eval loss / baseline")
             ax.set_title(task)
@@ -289,7 +299,40 @@ def cost(record_path: str, path: str | None = None) -> str:
     return "\n".join(rows)
 
 
-COMMANDS = {"vanishing": vanishing, "memory": memory, "depth": depth, "ptb": ptb, "cost": cost}
+def classify(workdir: str, path: str | None = None) -> str:
+    """Test accuracy of each sequence classifier below ``workdir`` (bidirectional.py)."""
+    rows = [
+        "| model | test accuracy | test loss | steps | wall time (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    bars = []
+    for _, config, summary in _runs_under(workdir):
+        name = ("Bi" if config["model"]["bidirectional"] else "") + summary["cell"].upper()
+        f = summary["final"]
+        rows.append(
+            f"| {name} | {f['eval/accuracy']:.3f} | {f['eval/loss']:.3f} | {summary['steps']} | "
+            f"{summary['wall_time_s']:.0f} |"
+        )
+        bars.append((name, f["eval/accuracy"]))
+    if path:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.bar(*zip(*bars, strict=True))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("test accuracy")
+        ax.set_title("MNIST-1D sequence classification")
+        _save(fig, path)
+    return "\n".join(rows)
+
+
+COMMANDS = {
+    "vanishing": vanishing,
+    "memory": memory,
+    "depth": depth,
+    "ptb": ptb,
+    "cost": cost,
+    "classify": classify,
+}
 
 
 def main(argv: list[str]) -> None:

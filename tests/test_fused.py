@@ -210,13 +210,16 @@ def test_lstm_backends_agree_on_a_bidirectional_stack():
     )
 
 
-def test_recurrent_dropout_layers_fall_back_to_the_scan():
+def test_inter_layer_and_input_dropout_draw_the_same_masks_on_both_kernels():
+    # Masks applied outside the loop work on the fused kernel; recurrent dropout and
+    # zoneout (inside the loop) are covered in test_backends.py.
     params = F.init_lstm_params(jax.random.key(0), I, H, num_layers=2, dtype=jnp.float64)
     x = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float64)
-    kwargs = dict(dropout=0.3, input_dropout=0.2, recurrent_dropout=0.25, key=jax.random.key(5))
+    kwargs = dict(dropout=0.3, input_dropout=0.2, key=jax.random.key(5))
     fused, _ = F.lstm(params, x, backend="fused", **kwargs)
     scan, _ = F.lstm(params, x, backend="scan", **kwargs)
     chex.assert_trees_all_close(fused, scan, rtol=1e-12)
+    assert not np.allclose(fused, F.lstm(params, x, backend="fused")[0])
 
 
 def test_nnx_lstm_backend_option():

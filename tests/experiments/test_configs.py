@@ -7,7 +7,7 @@ import pytest
 
 from experiments import report
 from experiments import run as run_module
-from experiments.configs import depth, memory, ptb, vanishing
+from experiments.configs import bidirectional, depth, memory, ptb, vanishing
 
 
 def smoke_run(config, workdir, cells):
@@ -91,3 +91,13 @@ def test_ptb_and_depth_smoke_on_real_data(tmp_path):
     assert "| 2 x 16 (?) | 0 |" in report.ptb(str(tmp_path / "ptb" / "lstm"))
     smoke_run(depth.get_config("smoke"), tmp_path / "depth", ("lstm",))
     assert "| 2 | 16 |" in report.depth(str(tmp_path / "depth"), str(tmp_path / "depth.png"))
+
+
+def test_bidirectional_smoke_and_report(tmp_path):
+    pytest.importorskip("mnist1d")
+    config = bidirectional.get_config("smoke")
+    config.steps, config.checkpoint_every = 5, 5
+    (summary,) = smoke_run(config, tmp_path / "bi", ("lstm",)).values()
+    assert 0.0 <= summary["final"]["eval/accuracy"] <= 1.0
+    assert "| BiLSTM |" in report.classify(str(tmp_path))
+    assert bidirectional.get_config("bi").cells == ("lstm", "gru")

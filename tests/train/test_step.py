@@ -211,3 +211,29 @@ def test_token_loss_sum_over_time_scales_the_objective_not_the_metric():
     total, (m2, _) = train.token_loss(model, batch, carry, sum_over_time=True)
     assert float(total) == pytest.approx(5 * float(mean), rel=1e-6)
     assert float(m1["loss"]) == float(m2["loss"]) == float(mean)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sequence_readout_is_the_final_state_of_each_direction(cell):
+    x = jax.random.normal(jax.random.key(0), (7, 3, 2), jnp.float32)
+    uni = train.SequenceRegressor(cell, 2, 4, num_layers=2, rngs=nnx.Rngs(0))
+    out, _ = uni.core(x)
+    np.testing.assert_allclose(uni(x), uni.head(out[-1]), rtol=1e-6)
+    bi = train.SequenceRegressor(
+        cell, 2, 4, num_layers=2, out_size=5, bidirectional=True, rngs=nnx.Rngs(0)
+    )
+    out, _ = bi.core(x)  # [T, B, 2H]: forward half ends at step T, backward half at step 1
+    expected = bi.head(jnp.concatenate([out[-1, :, :4], out[0, :, 4:]], axis=-1))
+    np.testing.assert_allclose(bi(x), expected, rtol=1e-6)
+
+
+def test_classification_loss():
+    model = train.SequenceRegressor("rnn", 1, 4, out_size=3, rngs=nnx.Rngs(0))
+    batch = {
+        "inputs": jnp.ones((5, 2, 1), jnp.float32),
+        "labels": jnp.array([0, 2], jnp.int32),
+    }
+    loss, (metrics, carry) = train.classification_loss(model, batch)
+    logp = jax.nn.log_softmax(model(batch["inputs"]))
+    assert float(loss) == pytest.approx(-float(logp[0, 0] + logp[1, 2]) / 2, rel=1e-6)
+    assert carry is None and 0.0 <= float(metrics["accuracy"]) <= 1.0
