@@ -120,7 +120,7 @@ def init_uniform(model: nnx.Module, scale: float, *, key: jax.Array) -> None:
     Example:
       >>> m = TokenModel("lstm", vocab_size=10, embed_size=4, hidden_size=8, rngs=nnx.Rngs(0))
       >>> init_uniform(m, 0.1, key=jax.random.key(0))
-      >>> float(jnp.max(jnp.abs(m.core.weight_hh_l0.value))) <= 0.1
+      >>> float(jnp.max(jnp.abs(m.core.weight_hh_l0[...]))) <= 0.1
       True
     """
     if not scale > 0:
