@@ -2,7 +2,7 @@ r"""Depth: 1, 2 and 3 LSTM layers at about the same parameter count, char-level.
 
 Issue 6, item 2: the claim that 2 layers beat 1 clearly and 3 beat 2 by a little. The
 char-LM recipe of ``char_lm.py`` (tiny-shakespeare, BPTT 100, batch 32, Adam 2e-3,
-dropout 0.2 between layers, 10,000 steps) with the hidden size of each depth chosen so
+dropout 0.2 between layers, 6,000 steps) with the hidden size of each depth chosen so
 that the recurrent layers hold about as many parameters as the 2 x 256 reference
 (~0.86 M: 1 x 431, 2 x 256, 3 x 200; embedding 64, read-out over 65 characters). On a
 character vocabulary the recurrent layers are nearly all the parameters, which is why
