@@ -14,6 +14,10 @@ Data for the text tasks is found under ``--data_dir``, which defaults to
 ``$LSTM_JAX_DATA``. On several hosts, start the same command on every host with
 ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or
 ``--config.distributed=on`` on a TPU pod / SLURM cluster).
+
+Killed with SIGTERM (or Ctrl-C), a run checkpoints the step it reached and writes
+``summary.json`` with status ``"interrupted"``; ``--resume`` continues it. ``wall_time_s``
+in ``summary.json`` sums every process of a run (``wall_clock.json``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -306,8 +311,16 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     return summary
 
 
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM (a scheduler's or ``timeout``'s kill) unwinds like Ctrl-C: ``fit`` saves a
+    checkpoint and an "interrupted" summary before the process exits."""
+    del frame
+    raise SystemExit(128 + signum)
+
+
 def main(argv):
     del argv
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     absl_logging.set_verbosity(absl_logging.WARNING)
     c = _CONFIG.value
     if c is None:

@@ -58,7 +58,9 @@ KILL_ARGS = (
 )
 
 
-def test_killed_and_resumed_run_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
+    """SIGKILL loses the steps since the last checkpoint; SIGTERM saves them first."""
     full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
     full = subprocess.Popen(
         command(*KILL_ARGS, "--workdir", str(full_dir)),
@@ -84,9 +86,17 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
             if lines and json.loads(lines[-1])["step"] >= kill_after:
                 break
         time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed_dir / "summary.json").exists()
+    victim.send_signal(sig)
+    code = victim.wait()
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL, "the run finished before it could be killed"
+        assert not (killed_dir / "summary.json").exists()
+    else:
+        assert code == 128 + signal.SIGTERM, "the run finished before it could be stopped"
+        stopped = json.loads((killed_dir / "summary.json").read_text())
+        assert stopped["status"] == "interrupted" and "SystemExit" in stopped["error"]
+        assert kill_after <= stopped["last_checkpoint_step"] < 100
+    first_process = json.loads((killed_dir / "wall_clock.json").read_text())["process_seconds"]
     _, err = full.communicate(timeout=300)
     assert full.returncode == 0, err[-3000:]
 
@@ -94,6 +104,12 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     resumed = json.loads((killed_dir / "summary.json").read_text())
     reference = json.loads((full_dir / "summary.json").read_text())
     assert 0 < resumed["resumed_from_step"] < 100
+    if sig == signal.SIGTERM:
+        assert resumed["resumed_from_step"] == stopped["last_checkpoint_step"]
+    # the wall time counts both processes
+    assert len(resumed["process_wall_times_s"]) == 2
+    assert resumed["process_wall_times_s"][0] >= first_process[0]
+    assert resumed["wall_time_s"] == pytest.approx(sum(resumed["process_wall_times_s"]), abs=0.02)
     assert resumed["params_sha256"] == reference["params_sha256"]
     records = [json.loads(x) for x in (killed_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "train/loss" in r]

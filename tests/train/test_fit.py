@@ -76,3 +76,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def run_template():
     model = train.SequenceRegressor("rnn", 2, 4, rngs=nnx.Rngs(0))
     return train.create_train_state(model, train.make_optimizer("adam", 1e-2))[1]
+
+
+def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):
+    """Ctrl-C (KeyboardInterrupt) between checkpoints: the steps done are kept."""
+    full = run(tmp_path / "full", 10)
+
+    def interrupted(step):
+        if step == 7:
+            raise KeyboardInterrupt
+        return TASK.batch(step)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "part", 10, batch=interrupted)  # checkpoints every 3: at 3 and 6
+    summary = json.load(open(tmp_path / "part" / "summary.json"))
+    assert summary["status"] == "interrupted" and summary["last_checkpoint_step"] == 7
+    resumed = run(tmp_path / "part", 10, resume=True)
+    assert resumed.summary["resumed_from_step"] == 7
+    assert resumed.summary["params_sha256"] == full.summary["params_sha256"]
+    times = resumed.summary["process_wall_times_s"]
+    assert len(times) == 2 and resumed.summary["wall_time_s"] == pytest.approx(sum(times), abs=0.02)

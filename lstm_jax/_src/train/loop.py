@@ -12,7 +12,6 @@ import hashlib
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,6 +75,10 @@ def params_digest(params: Any) -> str:
     return h.hexdigest()
 
 
+def _all_finite(records: list[dict[str, Any]]) -> bool:
+    return all(math.isfinite(float(v)) for r in jax.device_get(records) for v in r.values())
+
+
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
 
@@ -135,10 +138,13 @@ def fit(
       NonFiniteLossError: the loss went NaN/inf; nothing after the last finite step was
         saved, so the newest checkpoint is the last good one.
       CheckpointError: a checkpoint could not be written (e.g. a full disk).
+      KeyboardInterrupt, SystemExit: re-raised after saving a checkpoint of the step
+        reached (when its metrics are finite) and a ``summary.json`` with status
+        ``"interrupted"``; Ctrl-C in Jupyter and ``experiments.run`` under SIGTERM land here.
     """
-    start_time = time.time()
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
+    clock = metrics_lib.WallClock(run_dir, resume=resume)
     mesh = mesh or sharding_lib.make_mesh()
     first = train_batch(0)
     sharding_lib.check_batch_size(
@@ -167,6 +173,7 @@ def fit(
             start_step, state = restored
             log.info("resumed from step %d", start_step)
     last_saved = start_step if start_step else None
+    state_step = start_step  # the step `state` has reached
 
     writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
     train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
@@ -206,8 +213,9 @@ def fit(
     try:
         for step in range(start_step, steps):
             batch = sharding_lib.shard_batch(train_batch(step), mesh)
-            state, step_metrics = train_step(state, batch)
+            new_state, step_metrics = train_step(state, batch)
             pending.append(step_metrics)
+            state, state_step = new_state, step + 1  # one statement: an interrupt sees a pair
             done = step + 1
             save = done % checkpoint_every == 0 or done == steps
             if done % log_every == 0 or save:
@@ -228,6 +236,7 @@ def fit(
                 pending = []
                 train_metrics = {f"train/{k}": v for k, v in window.items()}
                 writer.write(done, train_metrics)
+                clock.save()
                 bar.set_postfix(loss=f"{window['loss']:.4f}", refresh=False)
             if eval_step and ((eval_every and done % eval_every == 0) or done == steps):
                 run_eval(done)
@@ -238,6 +247,16 @@ def fit(
     except NonFiniteLossError as e:
         status, error = "diverged", str(e)
         raise
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM via experiments.run
+        status, error = "interrupted", f"{type(e).__name__}: {e}"
+        if state_step != last_saved and _all_finite(pending):
+            try:  # keep the work done since the last save
+                checkpointer.save(state, step=state_step)
+                last_saved = state_step
+                log.warning("interrupted: saved step %d; rerun with --resume", state_step)
+            except Exception as save_error:  # the interrupt, not this, is what to report
+                log.error("interrupted, and saving step %d failed: %s", state_step, save_error)
+        raise
     except BaseException as e:
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
@@ -245,6 +264,7 @@ def fit(
         bar.close()
         writer.close()
         checkpointer.close()
+        clock.save()
         summary = {
             "status": status,
             "error": error,
@@ -253,7 +273,8 @@ def fit(
             "last_checkpoint_step": last_saved,
             "final": {**train_metrics, **eval_metrics},
             "params_sha256": params_digest(state.params) if status == "completed" else None,
-            "wall_time_s": round(time.time() - start_time, 2),
+            "wall_time_s": clock.total(),  # every process of the run, kills and resumes included
+            "process_wall_times_s": clock.process_seconds(),
             "mesh": {"shape": dict(mesh.shape), "devices": int(mesh.devices.size)},
             **metrics_lib.environment_info(),
             **(extra_summary or {}),

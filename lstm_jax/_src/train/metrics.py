@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 TENSORBOARD_DIR = "tensorboard"
+WALL_CLOCK_FILE = "wall_clock.json"
 
 
 def _jsonable(value: Any) -> Any:
@@ -105,6 +107,53 @@ class MetricsWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class WallClock:
+    """The wall time of a run, summed over every process that worked on it.
+
+    A run killed and resumed spans several processes; each appends its own entry to
+    ``wall_clock.json`` and rewrites it at every :meth:`save`, so a process killed
+    without warning still counts up to its last save.
+
+    Args:
+      run_dir: the run directory.
+      resume: keep the entries of earlier processes (otherwise start afresh).
+
+    Example:
+      >>> import tempfile
+      >>> d = tempfile.mkdtemp()
+      >>> WallClock(d, resume=False).save()
+      >>> clock = WallClock(d, resume=True)
+      >>> len(clock.process_seconds())
+      2
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, resume: bool):
+        self.path = os.path.join(os.fspath(run_dir), WALL_CLOCK_FILE)
+        self.active = jax.process_index() == 0
+        self._start = time.time()
+        self._earlier: list[float] = []
+        if resume and os.path.exists(self.path):
+            with open(self.path) as f:
+                self._earlier = [float(x) for x in json.load(f)["process_seconds"]]
+
+    def elapsed(self) -> float:
+        """Seconds since this process's clock started."""
+        return time.time() - self._start
+
+    def process_seconds(self) -> list[float]:
+        """The seconds of each process so far, this one last."""
+        return [*self._earlier, round(self.elapsed(), 2)]
+
+    def total(self) -> float:
+        """The run's wall time so far: the sum over its processes."""
+        return round(sum(self.process_seconds()), 2)
+
+    def save(self) -> None:
+        """Records this process's time so far."""
+        if self.active:
+            write_json(self.path, {"process_seconds": self.process_seconds()})
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:
