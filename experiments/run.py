@@ -62,6 +62,7 @@ class Task:
         self.out_size, self.input_size = 1, 2  # the sequence models' (adding problem)
         self.steps_per_epoch = None  # text tasks: windows per pass over the training split
         self.test_batches = None
+        self.corpus = None  # the text tasks' data.Corpus (its vocab decodes samples)
         if c.task in ("adding", "copy"):
             if c.epochs:
                 raise ValueError(f"config.epochs is for the text tasks; {c.task} counts steps")
@@ -98,6 +99,7 @@ class Task:
             raise ValueError(
                 f"config.task must be adding, copy, mnist1d, char or ptb, got {c.task!r}"
             )
+        self.corpus = corpus
         self.baseline = float(np.log(corpus.vocab_size))  # uniform guess, nats per token
         self.vocab_size = corpus.vocab_size
         stream = data.LMStream(data.batchify(corpus.train, c.batch_size), c.seq_len)
@@ -191,6 +193,19 @@ class Task:
         steps = c.epochs * per_epoch if per_epoch else c.steps
         return dict(steps=steps, steps_per_epoch=self.steps_per_epoch, decay=decay, **every)
 
+    def optimizer(self):
+        """The config's optax optimizer, with the schedule's per-epoch decay."""
+        o = self.config.optimizer
+        return train.make_optimizer(
+            o.name,
+            o.learning_rate,
+            clip_norm=o.clip_norm,
+            weight_decay=o.weight_decay,
+            warmup_steps=o.warmup_steps,
+            decay_steps=o.decay_steps,
+            **self.schedule()["decay"],
+        )
+
     def model(self, cell: str) -> nnx.Module:
         m = self.config.model
         kwargs = {"nonlinearity": m.nonlinearity} if cell == "rnn" else {}
@@ -249,17 +264,8 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         init_norms = gradients.carry_gradient_norms(model, probe)
     carry = model.zero_carry(task.carry_batch) if task.carry_batch else None
     eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
-    o = c.optimizer
     plan = task.schedule()
-    optimizer = train.make_optimizer(
-        o.name,
-        o.learning_rate,
-        clip_norm=o.clip_norm,
-        weight_decay=o.weight_decay,
-        warmup_steps=o.warmup_steps,
-        decay_steps=o.decay_steps,
-        **plan["decay"],
-    )
+    optimizer = task.optimizer()
     result = train.fit(
         model,
         task.loss_fn,

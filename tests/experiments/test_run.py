@@ -9,6 +9,9 @@ import sys
 import time
 
 import pytest
+from flax import nnx
+
+from lstm_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = "experiments/configs/adding.py:smoke"
@@ -147,3 +150,16 @@ def test_text_smoke_configs_on_real_data(tmp_path, name):
     summary = run_module.train_cell(task, "lstm", str(tmp_path), resume=False)
     assert summary["status"] == "completed" and "eval/loss" in summary["final"]
     assert summary["final"]["eval/loss"] < 1.1 * summary["baseline"]  # log(vocab)
+
+    from experiments import sample
+
+    _, restored, step = sample.restore_model(str(tmp_path), os.environ["LSTM_JAX_DATA"])
+    assert step == summary["steps"]
+    assert train.params_digest(nnx.state(restored, nnx.Param)) == summary["params_sha256"]
+    prompt = "the" if name == "ptb" else "ROMEO:"
+    text = sample.samples(str(tmp_path), os.environ["LSTM_JAX_DATA"], prompt, 30, ["0.5", "1"], 0)
+    blocks = text.split("```")[1::2]
+    texts = [b[1:-1] for b in blocks]  # each block is "\n<prompt><sample>\n"
+    assert len(texts) == 2 and all(t.startswith(prompt) for t in texts)
+    lengths = [len(t.split()) - 1 if name == "ptb" else len(t) - len(prompt) for t in texts]
+    assert lengths == [30, 30]
