@@ -7,6 +7,7 @@
   python -m experiments.report ptb runs/ptb_small [runs/ptb_medium ...]
   python -m experiments.report cost runs/estimate/cost.json experiments/figures/cost.png
   python -m experiments.report classify runs/bidirectional experiments/figures/bidirectional.png
+  python -m experiments.report collect runs experiments/results   # the run files to commit
 
 Each prints a Markdown table; the figure path is optional. Numbers come from the files
 the runs wrote, never typed by hand.
@@ -18,6 +19,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import sys
 
 from lstm_jax import train
@@ -213,23 +215,29 @@ def memory(workdir: str, path: str | None = None) -> str:
 
 
 def depth(workdir: str, path: str | None = None) -> str:
-    """Validation loss of each depth: final numbers and the curves."""
+    """Validation loss of each depth: best and final numbers, and the curves."""
+    from experiments.configs.depth import lstm_params
+
     rows = [
-        "| layers | hidden | final eval loss | final train loss | steps | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| layers | hidden | recurrent parameters | best eval loss (step) | final eval loss | "
+        "final train loss | steps | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     curves = []
     for run_dir, config, summary in sorted(
         _runs_under(workdir), key=lambda r: r[1]["model"]["num_layers"]
     ):
         m, f = config["model"], summary["final"]
+        records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
+        best_step, best = min(ev, key=lambda p: p[1]) if ev else (0, math.nan)
         rows.append(
-            f"| {m['num_layers']} | {m['hidden_size']} | {f.get('eval/loss', math.nan):.4f} | "
+            f"| {m['num_layers']} | {m['hidden_size']} | "
+            f"{lstm_params(m['hidden_size'], m['num_layers'], m['embed_size']):,} | "
+            f"{best:.4f} ({best_step}) | {f.get('eval/loss', math.nan):.4f} | "
             f"{f.get('train/loss', math.nan):.4f} | {summary['steps']} | "
             f"{summary['wall_time_s']:.0f} |"
         )
-        records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-        ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
         curves.append((f"{m['num_layers']} x {m['hidden_size']}", ev))
     if path:
         plt = _pyplot()
@@ -325,7 +333,29 @@ def classify(workdir: str, path: str | None = None) -> str:
     return "\n".join(rows)
 
 
+RUN_FILES = (".json", ".jsonl", ".md")  # the small files every table and figure reads
+SKIPPED_DIRS = {"checkpoints", "tensorboard"}
+
+
+def collect(src: str, dst: str) -> str:
+    """Copies the run files under ``src`` (config, metrics, summary, wall clock, gradient
+    norms, samples, tables) to ``dst`` with the same layout, leaving out checkpoints and
+    TensorBoard events: a few hundred KB that can be committed, so the tables and
+    figures can be rebuilt without the runs. Returns the list of copied files."""
+    copied = []
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for name in sorted(files):
+            if name.endswith(RUN_FILES):
+                rel = os.path.relpath(os.path.join(root, name), src)
+                os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+                shutil.copy2(os.path.join(src, rel), os.path.join(dst, rel))
+                copied.append(rel)
+    return "\n".join(copied)
+
+
 COMMANDS = {
+    "collect": collect,
     "vanishing": vanishing,
     "memory": memory,
     "depth": depth,

@@ -3,8 +3,11 @@
 import json
 import os
 
+import jax
 import pytest
+from flax import nnx
 
+import lstm_jax
 from experiments import report
 from experiments import run as run_module
 from experiments.configs import bidirectional, depth, memory, ptb, vanishing
@@ -51,6 +54,10 @@ def test_ptb_variants_follow_zaremba():
 def test_depth_and_memory_variants():
     counts = [depth.lstm_params(depth.get_config(L).model.hidden_size, int(L)) for L in "123"]
     assert max(counts) / min(counts) < 1.01  # matched parameter counts
+    stack = lstm_jax.LSTM(depth.EMBED, 200, num_layers=3, rngs=nnx.Rngs(0))
+    assert depth.lstm_params(200, 3) == sum(
+        x.size for x in jax.tree.leaves(nnx.state(stack, nnx.Param))
+    )
     c = memory.get_config("copy-200-chrono")
     assert (c.task, c.seq_len, c.cells, c.model.lstm_chrono_init) == ("copy", 200, ("lstm",), 200)
     assert memory.get_config("adding-50-fb1").model.lstm_forget_bias == 1.0
@@ -90,7 +97,13 @@ def test_ptb_and_depth_smoke_on_real_data(tmp_path):
     assert final["test/perplexity"] == pytest.approx(2.718281828 ** final["test/loss"])
     assert "| 2 x 16 (?) | 0 |" in report.ptb(str(tmp_path / "ptb" / "lstm"))
     smoke_run(depth.get_config("smoke"), tmp_path / "depth", ("lstm",))
-    assert "| 2 | 16 |" in report.depth(str(tmp_path / "depth"), str(tmp_path / "depth.png"))
+    table = report.depth(str(tmp_path / "depth"), str(tmp_path / "depth.png"))
+    assert "| 2 | 16 |" in table
+    # the committed copy of a run holds what the reports read, without checkpoints
+    copied = report.collect(str(tmp_path / "depth"), str(tmp_path / "results")).split()
+    assert {"lstm/summary.json", "lstm/metrics.jsonl", "lstm/config.json"} <= set(copied)
+    assert not any("checkpoints" in f or "tensorboard" in f for f in copied)
+    assert report.depth(str(tmp_path / "results")) == table
 
 
 def test_bidirectional_smoke_and_report(tmp_path):
