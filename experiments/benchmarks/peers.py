@@ -79,7 +79,13 @@ def _inputs(shape: Shape, dtype=jnp.float32):
 
 
 def lstm_jax_runner(
-    shape: Shape, backend: str, *, dtype=jnp.float32, unroll: int = 1, label: str | None = None
+    shape: Shape,
+    backend: str,
+    *,
+    dtype=jnp.float32,
+    unroll: int = 1,
+    checkpoint: int | None = None,
+    label: str | None = None,
 ) -> Runner:
     from lstm_jax import functional as F
 
@@ -94,27 +100,10 @@ def lstm_jax_runner(
     x = _inputs(shape, dtype)
 
     def loss(params, x):
-        y, _ = F.lstm(params, x, backend=backend, unroll=unroll)
+        y, _ = F.lstm(params, x, backend=backend, unroll=unroll, checkpoint=checkpoint)
         return jnp.sum(y.astype(jnp.float32))
 
     return _jax_runner(label or f"lstm_jax[{backend}]", loss, (params, x))
-
-
-def fused_checkpoint_runner(shape: Shape, checkpoint: int | None, label: str) -> Runner:
-    """The fused layer alone (one layer, one direction) with activation checkpointing."""
-    from lstm_jax import functional as F
-
-    params = F.init_lstm_layer(
-        jax.random.key(0), shape.input_size, shape.hidden_size, dtype=jnp.float32
-    )
-    x = _inputs(shape)
-    zeros = jnp.zeros((shape.batch, shape.hidden_size), jnp.float32)
-
-    def loss(params, x):
-        y, _ = F.run_fused_layer(params, x, F.LSTMState(zeros, zeros), checkpoint=checkpoint)
-        return jnp.sum(y)
-
-    return _jax_runner(label, loss, (params, x))
 
 
 def flax_runner(shape: Shape) -> Runner:

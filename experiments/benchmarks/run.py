@@ -265,14 +265,16 @@ def main(argv=None) -> list[dict]:
         ]
         rows += _rows("options", shape, runners, _time(runners, repeats, args.warmup))
         long = QUICK_LONG_SHAPE if args.quick else LONG_SHAPE
+        every = 100 if not args.quick else 20
         runners = [
-            peers.fused_checkpoint_runner(long, None, "fused, all activations"),
-            peers.fused_checkpoint_runner(
-                long,
-                100 if not args.quick else 20,
-                "fused, checkpoint every 100" if not args.quick else "fused, checkpoint every 20",
+            peers.lstm_jax_runner(long, "fused", label="fused, all activations"),
+            peers.lstm_jax_runner(
+                long, "fused", checkpoint=every, label=f"fused, checkpoint every {every}"
             ),
             peers.lstm_jax_runner(long, "scan", label="scan (autodiff)"),
+            peers.lstm_jax_runner(
+                long, "scan", checkpoint=every, label=f"scan, checkpoint every {every}"
+            ),
         ]
         rows += _rows("checkpoint", long, runners, _time(runners, max(3, repeats // 3), 1))
     summary = {

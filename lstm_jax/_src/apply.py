@@ -36,6 +36,7 @@ def apply_recurrent(
     weight_dropout: float = 0.0,
     zoneout: float | Sequence[float] = 0.0,
     backend: str = "auto",
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, Any]:
     """Runs a recurrent stack of any cell kind with torch's input and output conventions.
 
@@ -63,6 +64,7 @@ def apply_recurrent(
         field (for the LSTM ``(h, c)``); with ``deterministic`` the expectation is used.
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``
         (:mod:`lstm_jax._src.backends`).
+      checkpoint: ``None`` or a chunk length in steps for activation checkpointing.
 
     Returns:
       ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in
@@ -83,6 +85,8 @@ def apply_recurrent(
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
     validation.check_dropout_rate(dropout)
+    if checkpoint is not None:
+        checkpoint = validation.check_positive_int("checkpoint", checkpoint)
     for name, rate in (
         ("input_dropout", input_dropout),
         ("recurrent_dropout", recurrent_dropout),
@@ -136,6 +140,7 @@ def apply_recurrent(
         recurrent_dropout=recurrent_dropout,
         zoneout=zoneout if any(zoneout) else None,
         backend=backend,
+        checkpoint=checkpoint,
     )
     output = output.astype(compute_dtype)
     if not batched:
@@ -174,6 +179,7 @@ def lstm(
     weight_dropout: float = 0.0,
     zoneout: float | tuple[float, float] = 0.0,
     backend: str = "auto",
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, LSTMState]:
     """Applies a multi-layer (bidirectional) LSTM, the pure-function ``torch.nn.LSTM``.
 
@@ -212,6 +218,12 @@ def lstm(
         kernel on CPU for the plain LSTM, else the scan. Layers with recurrent dropout or
         zoneout always run on the scan; an explicit backend that cannot run the
         configuration raises ``ValueError``.
+      checkpoint: activation checkpointing over time: ``None`` (default) keeps every
+        step's activations for the backward pass; ``K`` keeps each layer's state every
+        ``K`` steps and recomputes the steps in between during the backward pass
+        (``jax.checkpoint`` over chunks of ``K`` steps), so activation memory grows like
+        ``T / K + K`` instead of ``T`` for about one extra forward pass; ``K ~ sqrt(T)``
+        is the usual choice. Same results as ``None``; not with ``backend="cudnn"``.
 
     Returns:
       ``(output, (h_n, c_n))``: ``output`` ``[time, batch, directions * H_out]``, ``h_n``
@@ -245,6 +257,7 @@ def lstm(
         weight_dropout=weight_dropout,
         zoneout=zoneout,
         backend=backend,
+        checkpoint=checkpoint,
     )
 
 
@@ -264,6 +277,7 @@ def gru(
     recurrent_dropout: float = 0.0,
     weight_dropout: float = 0.0,
     zoneout: float = 0.0,
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Applies a multi-layer (bidirectional) GRU, the pure-function ``torch.nn.GRU``.
 
@@ -277,7 +291,8 @@ def gru(
       hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
       **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
         ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
-        ``weight_dropout`` and ``zoneout``, as in :func:`~lstm_jax.functional.lstm`.
+        ``weight_dropout``, ``zoneout`` and ``checkpoint``, as in
+        :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
@@ -306,6 +321,7 @@ def gru(
         recurrent_dropout=recurrent_dropout,
         weight_dropout=weight_dropout,
         zoneout=zoneout,
+        checkpoint=checkpoint,
     )
     return output, state.h
 
@@ -327,6 +343,7 @@ def rnn(
     recurrent_dropout: float = 0.0,
     weight_dropout: float = 0.0,
     zoneout: float = 0.0,
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Applies a multi-layer (bidirectional) Elman RNN, the pure-function ``torch.nn.RNN``.
 
@@ -340,7 +357,8 @@ def rnn(
       nonlinearity: ``"tanh"`` or ``"relu"``.
       **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
         ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
-        ``weight_dropout`` and ``zoneout``, as in :func:`~lstm_jax.functional.lstm`.
+        ``weight_dropout``, ``zoneout`` and ``checkpoint``, as in
+        :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
@@ -372,5 +390,6 @@ def rnn(
         recurrent_dropout=recurrent_dropout,
         weight_dropout=weight_dropout,
         zoneout=zoneout,
+        checkpoint=checkpoint,
     )
     return output, state.h

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from lstm_jax._src import validation
 from lstm_jax._src.apply import gru, lstm, rnn
+from lstm_jax._src.backends import BACKENDS
 from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
 from lstm_jax._src.init import RecurrentInit, init_gru_layer, init_lstm_layer, init_rnn_layer
 from lstm_jax._src.interop import torch as torch_interop
@@ -43,6 +44,8 @@ class _StackMixin:
         validation.check_positive_int("input_size", self.input_size)
         validation.check_positive_int("hidden_size", self.hidden_size)
         validation.check_positive_int("num_layers", self.num_layers)
+        if self.checkpoint is not None:
+            validation.check_positive_int("checkpoint", self.checkpoint)
         validation.check_dropout_rate(self.dropout)
         for name in ("input_dropout", "recurrent_dropout", "weight_dropout"):
             validation.check_dropout_rate(getattr(self, name), name=name)
@@ -88,6 +91,7 @@ class _StackMixin:
             "deterministic": not training,
             "dtype": self.dtype,
             "unroll": self.unroll,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -121,6 +125,7 @@ class LSTM(_StackMixin, nn.Module):
     forget_bias: float | None = None
     recurrent_init: RecurrentInit = "uniform"
     unroll: int = 1
+    checkpoint: int | None = None
     chrono_init: float | None = None
     peephole: bool = False
     layer_norm: bool = False
@@ -129,10 +134,13 @@ class LSTM(_StackMixin, nn.Module):
     recurrent_dropout: float = 0.0
     weight_dropout: float = 0.0
     zoneout: float | tuple[float, float] = 0.0
+    backend: str = "auto"
 
     def __post_init__(self):
         self._check_config(LSTMState._fields)
         validation.check_proj_size(self.proj_size, self.hidden_size)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         super().__post_init__()
 
     @nn.compact
@@ -158,7 +166,14 @@ class LSTM(_StackMixin, nn.Module):
             cifg=self.cifg,
         )
         params = self._stack_params(init_layer, self.proj_size or self.hidden_size)
-        return lstm(params, x, hx, seq_lengths=seq_lengths, **self._apply_kwargs(deterministic))
+        return lstm(
+            params,
+            x,
+            hx,
+            seq_lengths=seq_lengths,
+            backend=self.backend,
+            **self._apply_kwargs(deterministic),
+        )
 
 
 class GRU(_StackMixin, nn.Module):
@@ -184,6 +199,7 @@ class GRU(_StackMixin, nn.Module):
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
     unroll: int = 1
+    checkpoint: int | None = None
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     weight_dropout: float = 0.0
@@ -237,6 +253,7 @@ class RNN(_StackMixin, nn.Module):
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
     unroll: int = 1
+    checkpoint: int | None = None
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
     weight_dropout: float = 0.0

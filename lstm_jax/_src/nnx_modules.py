@@ -67,6 +67,7 @@ class _RecurrentStack(nnx.Module):
         *,
         dtype,
         unroll,
+        checkpoint,
         input_dropout,
         recurrent_dropout,
         weight_dropout,
@@ -88,6 +89,9 @@ class _RecurrentStack(nnx.Module):
         self.bidirectional = bool(bidirectional)
         self.dtype = dtype
         self.unroll = validation.check_positive_int("unroll", unroll)
+        self.checkpoint = (
+            None if checkpoint is None else validation.check_positive_int("checkpoint", checkpoint)
+        )
         self.deterministic = False
         self.rngs = rngs["dropout"].fork()
 
@@ -151,6 +155,7 @@ class _RecurrentStack(nnx.Module):
             "deterministic": not training,
             "dtype": self.dtype,
             "unroll": self.unroll,
+            "checkpoint": self.checkpoint,
         }
 
     @classmethod
@@ -230,6 +235,9 @@ class LSTM(_RecurrentStack):
       zoneout: zoneout rate for ``h`` and ``c``, or ``(rate_h, rate_c)`` (Krueger et al.
         2017); the expectation is used in ``eval()``.
       unroll: ``lax.scan`` unroll factor.
+      checkpoint: ``None``, or a chunk length ``K`` in steps: activation checkpointing over
+        time, so long sequences train in ``~T/K + K`` steps of activation memory instead of
+        ``T`` (see :func:`lstm_jax.functional.lstm`).
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
         dropouts and zoneout, a fresh key at every training call.
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
@@ -280,6 +288,7 @@ class LSTM(_RecurrentStack):
         weight_dropout: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
         unroll: int = 1,
+        checkpoint: int | None = None,
         rngs: nnx.Rngs,
         backend: str = "auto",
     ):
@@ -293,6 +302,7 @@ class LSTM(_RecurrentStack):
             bidirectional,
             dtype=dtype,
             unroll=unroll,
+            checkpoint=checkpoint,
             input_dropout=input_dropout,
             recurrent_dropout=recurrent_dropout,
             weight_dropout=weight_dropout,
@@ -370,7 +380,7 @@ class GRU(_RecurrentStack):
     Arguments: ``input_size``, ``hidden_size``, ``num_layers``, ``bias``, ``batch_first``,
     ``dropout`` and ``bidirectional`` as ``torch.nn.GRU``; ``dtype``, ``param_dtype``,
     ``recurrent_init``, ``input_dropout``, ``recurrent_dropout``, ``weight_dropout``,
-    ``zoneout``, ``unroll`` and ``rngs`` as :class:`lstm_jax.LSTM`.
+    ``zoneout``, ``unroll``, ``checkpoint`` and ``rngs`` as :class:`lstm_jax.LSTM`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, h_n)`` with ``output``
@@ -406,6 +416,7 @@ class GRU(_RecurrentStack):
         weight_dropout: float = 0.0,
         zoneout: float = 0.0,
         unroll: int = 1,
+        checkpoint: int | None = None,
         rngs: nnx.Rngs,
     ):
         self._setup(
@@ -418,6 +429,7 @@ class GRU(_RecurrentStack):
             bidirectional,
             dtype=dtype,
             unroll=unroll,
+            checkpoint=checkpoint,
             input_dropout=input_dropout,
             recurrent_dropout=recurrent_dropout,
             weight_dropout=weight_dropout,
@@ -466,7 +478,8 @@ class RNN(_RecurrentStack):
     Arguments: ``input_size``, ``hidden_size``, ``num_layers``, ``nonlinearity``, ``bias``,
     ``batch_first``, ``dropout`` and ``bidirectional`` as ``torch.nn.RNN``; ``dtype``,
     ``param_dtype``, ``recurrent_init``, ``input_dropout``, ``recurrent_dropout``,
-    ``weight_dropout``, ``zoneout``, ``unroll`` and ``rngs`` as :class:`lstm_jax.LSTM`.
+    ``weight_dropout``, ``zoneout``, ``unroll``, ``checkpoint`` and ``rngs`` as
+    :class:`lstm_jax.LSTM`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, h_n)`` as :class:`lstm_jax.GRU`.
@@ -502,6 +515,7 @@ class RNN(_RecurrentStack):
         weight_dropout: float = 0.0,
         zoneout: float = 0.0,
         unroll: int = 1,
+        checkpoint: int | None = None,
         rngs: nnx.Rngs,
     ):
         rnn_cell_def(nonlinearity)  # validates
@@ -516,6 +530,7 @@ class RNN(_RecurrentStack):
             bidirectional,
             dtype=dtype,
             unroll=unroll,
+            checkpoint=checkpoint,
             input_dropout=input_dropout,
             recurrent_dropout=recurrent_dropout,
             weight_dropout=weight_dropout,

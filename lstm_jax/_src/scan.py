@@ -37,6 +37,7 @@ def run_layer(
     unroll: int = 1,
     recurrent_mask: jax.Array | None = None,
     zoneout: Any | None = None,
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, Any]:
     """Runs one layer in one direction over a time-major sequence.
 
@@ -52,6 +53,10 @@ def run_layer(
         dropout: the same mask at each step).
       zoneout: optional state pytree like ``initial_state`` with leaves
         ``[time, batch, size]``: the weight of the old state in each new state.
+      checkpoint: ``None`` keeps every step's activations for the backward pass; ``K``
+        keeps only the state every ``K`` steps and recomputes each chunk of ``K`` steps in
+        the backward pass (``jax.checkpoint`` over chunks of time): activation memory
+        ``~T/K + K`` steps instead of ``T``, for about one more forward pass.
 
     Returns:
       ``(outputs, final_state)``: ``outputs`` ``[time, batch, H_out]`` (zero at padded
@@ -65,8 +70,10 @@ def run_layer(
       >>> out.shape, bool(jnp.allclose(out[-1], h))
       ((7, 2, 5), True)
     """
-    gates_x = cell.input_projection(params, x)  # one large product for all steps
-    steps = jnp.arange(x.shape[0], dtype=jnp.int32)
+    time = x.shape[0]
+    if checkpoint is not None and seq_lengths is None and time % checkpoint:
+        # the padded steps must leave the state alone: mask them like a short sequence
+        seq_lengths = jnp.full(x.shape[1:2], time, jnp.int32)
 
     step_kwargs = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
 
@@ -83,7 +90,34 @@ def run_layer(
         new_state = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_state, state)
         return new_state, jnp.where(valid, new_state.h, jnp.zeros_like(new_state.h))
 
-    final_state, outputs = lax.scan(
-        body, initial_state, (gates_x, steps, zoneout), reverse=reverse, unroll=unroll
+    def run_steps(state, inputs):
+        x_steps, steps, zoneout_steps = inputs
+        gates_x = cell.input_projection(params, x_steps)  # one large product for all steps
+        return lax.scan(
+            body, state, (gates_x, steps, zoneout_steps), reverse=reverse, unroll=unroll
+        )
+
+    if checkpoint is None:
+        steps = jnp.arange(time, dtype=jnp.int32)
+        final_state, outputs = run_steps(initial_state, (x, steps, zoneout))
+        return outputs, final_state
+    # Chunks of `checkpoint` steps, each recomputed in the backward pass from the state at
+    # its start, its input projection included, so nothing of size [time, batch, gates] is
+    # kept.
+    chunks = -(-time // checkpoint)
+    pad = chunks * checkpoint - time
+
+    def to_chunks(a):
+        a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape(chunks, checkpoint, *a.shape[1:])
+
+    padded_steps = jnp.arange(time + pad, dtype=jnp.int32)  # t >= time: masked, no-ops
+    inputs = (
+        to_chunks(x),
+        padded_steps.reshape(chunks, checkpoint),
+        jax.tree.map(to_chunks, zoneout),
     )
-    return outputs, final_state
+    final_state, outputs = lax.scan(
+        jax.checkpoint(run_steps), initial_state, inputs, reverse=reverse
+    )
+    return outputs.reshape(chunks * checkpoint, *outputs.shape[2:])[:time], final_state

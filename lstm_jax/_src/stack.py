@@ -119,6 +119,7 @@ def run_stack(
     recurrent_dropout: float = 0.0,
     zoneout: Sequence[float] | None = None,
     backend: str = "auto",
+    checkpoint: int | None = None,
 ) -> tuple[jax.Array, Any]:
     """Runs all layers and directions.
 
@@ -141,6 +142,8 @@ def run_stack(
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``, see
         :mod:`lstm_jax._src.backends`; recurrent dropout and zoneout act inside the loop,
         so ``"auto"`` runs them on the scan and ``"fused"`` raises ``ValueError``.
+      checkpoint: ``None``, or ``K``: each layer keeps its state every ``K`` steps only and
+        recomputes the rest in the backward pass (see :func:`~lstm_jax._src.scan.run_layer`).
 
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
@@ -161,6 +164,7 @@ def run_stack(
         x.dtype,
         dropout=any_dropout or zoneout is not None,
         per_step_regularizers=(recurrent_dropout > 0.0 and key is not None) or zoneout is not None,
+        checkpoint=checkpoint is not None,
     )
     if backend == "cudnn":
         return run_cudnn_stack(params, x, initial_states, seq_lengths=seq_lengths)
@@ -211,6 +215,7 @@ def run_stack(
                 unroll=unroll,
                 recurrent_mask=recurrent_mask,
                 zoneout=zoneout_masks,
+                checkpoint=checkpoint,
             )
             outputs.append(out)
             final_states.append(final)

@@ -34,6 +34,7 @@ def resolve_backend(
     *,
     dropout: bool,
     per_step_regularizers: bool = False,
+    checkpoint: bool = False,
 ) -> str:
     """Turns ``backend`` into the kernel that will run: ``"scan"``, ``"fused"`` or ``"cudnn"``.
 
@@ -41,6 +42,8 @@ def resolve_backend(
     for the plain LSTM elsewhere (faster than the scan on CPU for training in our
     benchmarks, ``experiments/benchmarks/RESULTS.md``), and the scan for other cells and
     for ``per_step_regularizers`` (recurrent dropout, zoneout), which act inside the loop.
+    ``checkpoint`` (activation checkpointing over time) rules cuDNN out: it keeps its
+    own activations.
 
     Raises:
       ValueError: ``backend`` is unknown, or names a kernel that cannot run this
@@ -58,6 +61,8 @@ def resolve_backend(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     cudnn_reason = cudnn.unsupported_reason(cell, params, dtype, dropout=dropout)
+    if checkpoint:
+        cudnn_reason = "cuDNN has no activation checkpointing: use the scan or fused kernel"
     fused_reason = _fused_unsupported_reason(cell, params)
     if fused_reason is None and per_step_regularizers:
         fused_reason = "recurrent dropout and zoneout act inside the loop: use the scan"
@@ -84,13 +89,20 @@ def _fused_layer(
     unroll=1,
     recurrent_mask=None,
     zoneout=None,
+    checkpoint=None,
 ):
     """``run_layer``'s signature on the fused kernel (plain LSTM, no per-step regularisers)."""
     del cell  # resolve_backend has checked that it is the LSTM cell
     if recurrent_mask is not None or zoneout is not None:
         raise ValueError("the fused kernel has no recurrent dropout or zoneout: use the scan")
     return fused.run_fused_layer(
-        params, x, state, seq_lengths=seq_lengths, reverse=reverse, unroll=unroll
+        params,
+        x,
+        state,
+        seq_lengths=seq_lengths,
+        reverse=reverse,
+        unroll=unroll,
+        checkpoint=checkpoint,
     )
 
 
