@@ -10,7 +10,7 @@ from flax import nnx
 import lstm_jax
 from experiments import report
 from experiments import run as run_module
-from experiments.configs import bidirectional, depth, memory, ptb, vanishing
+from experiments.configs import bidirectional, char_lm, depth, memory, ptb, vanishing
 
 
 def smoke_run(config, workdir, cells):
@@ -54,6 +54,9 @@ def test_ptb_variants_follow_zaremba():
 def test_depth_and_memory_variants():
     counts = [depth.lstm_params(depth.get_config(L).model.hidden_size, int(L)) for L in "123"]
     assert max(counts) / min(counts) < 1.01  # matched parameter counts
+    # the 2-layer depth run is the char-LM experiment: the same config but its name
+    two, char = depth.get_config("2").to_dict(), char_lm.get_config().to_dict()
+    assert {k for k in two if two[k] != char[k]} == {"name"}
     stack = lstm_jax.LSTM(depth.EMBED, 200, num_layers=3, rngs=nnx.Rngs(0))
     assert depth.lstm_params(200, 3) == sum(
         x.size for x in jax.tree.leaves(nnx.state(stack, nnx.Param))
