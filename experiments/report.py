@@ -272,7 +272,8 @@ def ptb(*run_dirs: str) -> str:
         name, pv, pt = published.get(m["hidden_size"], ("?", math.nan, math.nan))
         test = f.get("test/perplexity", math.nan)
         rows.append(
-            f"| {run_dir} | {m['num_layers']} x {m['hidden_size']} ({name}) | {config['epochs']} | "
+            f"| {os.path.basename(os.path.normpath(run_dir))} | "
+            f"{m['num_layers']} x {m['hidden_size']} ({name}) | {config['epochs']} | "
             f"{f.get('eval/perplexity', math.nan):.1f} | {test:.1f} | {pv} / {pt} | "
             f"{100 * (test / pt - 1):+.1f}% | {summary['wall_time_s']:.0f} |"
         )
