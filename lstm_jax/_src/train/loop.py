@@ -249,7 +249,7 @@ def fit(
         raise
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM via experiments.run
         status, error = "interrupted", f"{type(e).__name__}: {e}"
-        if state_step != last_saved and _all_finite(pending):
+        if state_step > (last_saved or 0) and _all_finite(pending):
             try:  # keep the work done since the last save
                 checkpointer.save(state, step=state_step)
                 last_saved = state_step
