@@ -156,7 +156,7 @@ def vanishing(workdir: str, path: str | None = None) -> str:
     return "\n".join(rows)
 
 
-def _runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
+def runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
     """``(run_dir, config, summary)`` for every completed run below ``workdir``."""
     out = []
     for f in sorted(glob.glob(os.path.join(workdir, "**", "summary.json"), recursive=True)):
@@ -179,7 +179,7 @@ def memory(workdir: str, path: str | None = None) -> str:
     ]
     order = {"rnn": 0, "gru": 1, "lstm": 2}
     runs = sorted(
-        _runs_under(workdir),
+        runs_under(workdir),
         key=lambda r: (r[2]["task"], r[2]["seq_len"], order.get(r[2]["cell"], 3), r[1]["name"]),
     )
     for _, config, summary in runs:
@@ -225,7 +225,7 @@ def depth(workdir: str, path: str | None = None) -> str:
     ]
     curves = []
     for run_dir, config, summary in sorted(
-        _runs_under(workdir), key=lambda r: r[1]["model"]["num_layers"]
+        runs_under(workdir), key=lambda r: r[1]["model"]["num_layers"]
     ):
         m, f = config["model"], summary["final"]
         records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
@@ -315,7 +315,7 @@ def classify(workdir: str, path: str | None = None) -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     bars = []
-    for _, config, summary in _runs_under(workdir):
+    for _, config, summary in runs_under(workdir):
         name = ("Bi" if config["model"]["bidirectional"] else "") + summary["cell"].upper()
         f = summary["final"]
         rows.append(

@@ -75,8 +75,9 @@ def params_digest(params: Any) -> str:
     return h.hexdigest()
 
 
-def _all_finite(records: list[dict[str, Any]]) -> bool:
-    return all(math.isfinite(float(v)) for r in jax.device_get(records) for v in r.values())
+def _non_finite(records: list[dict[str, Any]]) -> set[str]:
+    """The metric names that are NaN or infinite in any of ``records`` (host values)."""
+    return {k for r in records for k, v in r.items() if not math.isfinite(float(v))}
 
 
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -220,7 +221,7 @@ def fit(
             save = done % checkpoint_every == 0 or done == steps
             if done % log_every == 0 or save:
                 host = jax.device_get(pending)
-                bad = {k for r in host for k, v in r.items() if not math.isfinite(float(v))}
+                bad = _non_finite(host)
                 if bad:
                     good = (
                         f"The last good checkpoint is step {last_saved} in {checkpointer.directory}"
@@ -249,7 +250,7 @@ def fit(
         raise
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM via experiments.run
         status, error = "interrupted", f"{type(e).__name__}: {e}"
-        if state_step > (last_saved or 0) and _all_finite(pending):
+        if state_step > (last_saved or 0) and not _non_finite(jax.device_get(pending)):
             try:  # keep the work done since the last save
                 checkpointer.save(state, step=state_step)
                 last_saved = state_step
