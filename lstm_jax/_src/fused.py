@@ -4,8 +4,9 @@ Autodiff of :func:`~lstm_jax._src.scan.run_layer` computes the weight gradients 
 small matrix product per step inside the backward loop. This layer keeps only what
 must be sequential inside the loops and moves every other product outside them:
 
-- forward loop: ``h_{t-1} @ W_hh^T`` and the gate math; the input projection
-  ``x @ W_ih^T`` for all steps is one product before the loop;
+- forward loop: ``h_{t-1} @ W_hh^T`` and the gate math; when training, the input
+  projection ``x @ W_ih^T`` for all steps is one product before the loop (a forward
+  pass without gradients projects each step inside the loop and stores nothing);
 - backward loop: the recurrence of the gate gradients, ``dz_t @ W_hh`` and the gate
   derivatives; the input gradient ``dx = dZ @ W_ih`` and the weight gradients
   ``dW_ih = dZ^T x``, ``dW_hh = dZ^T h_{prev}``, ``db = sum dZ`` (and ``dW_hr`` with a
@@ -35,6 +36,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lstm_jax._src.cells import accumulation_dtype
@@ -57,18 +59,14 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     One plain product per direction: XLA:CPU runs a batched product of two directions
     markedly slower than two products (measured).
     """
-    spec = spec.replace("d", "")
-    return jnp.stack(
-        [
-            jnp.einsum(
-                spec,
-                a_d.astype(dtype),
-                b_d.astype(dtype),
-                preferred_element_type=accumulation_dtype(dtype),
-            )
-            for a_d, b_d in zip(a, b, strict=True)
-        ]
-    )
+    def product(spec, a, b):
+        return jnp.einsum(
+            spec, a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype)
+        )
+
+    if a.shape[0] == 1:  # one direction: a batch axis of size 1 costs nothing
+        return product(spec, a, b)
+    return jnp.stack([product(spec.replace("d", ""), *ab) for ab in zip(a, b, strict=True)])
 
 
 def _gates(z: jax.Array) -> jax.Array:
@@ -84,6 +82,25 @@ def _gates(z: jax.Array) -> jax.Array:
     scale = jnp.concatenate([one * half, one * half, one, one * half]).reshape(shape)
     offset = jnp.concatenate([one * half, one * half, one * 0, one * half]).reshape(shape)
     return jnp.tanh(z * scale) * scale + offset
+
+
+def _gate_gradients(acts, dc_total, dm, c_prev, tanh_c) -> jax.Array:
+    """Gradients of the gate pre-activations, ``[..., 4H]``, as one elementwise expression.
+
+    ``[dc*g, dc*c_prev, dc*i, dm*tanh(c)]`` times the activation's derivative,
+    ``a (1 - a)`` for the sigmoid gates and ``1 - a^2`` for ``g``. Written over all four
+    blocks at once rather than as four per-gate products concatenated: XLA:CPU then
+    emits fewer loop kernels per step (with the transposed forward weights, 5-15% faster
+    forward+backward on the benchmark shapes, measured).
+    """
+    i, f, g, _ = jnp.split(acts, 4, axis=-1)
+    hidden = g.shape[-1]
+    upstream = jnp.concatenate([dc_total, dc_total, dc_total, dm], axis=-1)
+    partner = jnp.concatenate([g, c_prev, i, tanh_c], axis=-1)
+    is_tanh = np.repeat(np.asarray([0, 0, 1, 0], acts.dtype), hidden)  # the g block
+    is_tanh = is_tanh.reshape((1,) * (acts.ndim - 1) + (4 * hidden,))
+    derivative = (1 - is_tanh) * acts + is_tanh - acts * acts  # a - a^2, or 1 - a^2 for g
+    return upstream * partner * derivative
 
 
 def _input_projection(w: _Weights, x: jax.Array) -> jax.Array:
@@ -106,18 +123,32 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     is the carried cell state after each step, ``acts`` the gate activations; both are
     ``None`` unless ``save``.
     """
-    gx = _input_projection(w, x)
     dtype = w.w_hh.dtype
+    # Training hoists the input projection into one large product. Without ``save`` the
+    # loop projects each step itself: it keeps no ``[D, T, B, 4H]`` array and was as fast
+    # or faster on every benchmark shape (up to 1.5x at H = 128).
+    inputs = _input_projection(w, x) if save else x
+    # Transposed once, outside the loop: a per-step product with the weight's minor axis
+    # as its contracting axis ran up to 1.3x slower on XLA:CPU (measured).
+    w_hh_t, w_ih_t = jnp.swapaxes(w.w_hh, 1, 2), jnp.swapaxes(w.w_ih, 1, 2)
+    w_hr_t = None if w.w_hr is None else jnp.swapaxes(w.w_hr, 1, 2)
+
+    def preactivation(h, inputs_t):
+        z = _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
+        if save:
+            return inputs_t + z
+        z = z + _mm("dbi,dig->dbg", inputs_t, w_ih_t, dtype)
+        return z if w.bias is None else z + w.bias.astype(z.dtype)[:, None, :]
 
     def body(carry, inputs):
         h, c = carry
-        gx_t, valid_t = inputs
-        acts = _gates(gx_t + _mm("dbp,dgp->dbg", h, w.w_hh, dtype))
+        inputs_t, valid_t = inputs
+        acts = _gates(preactivation(h, inputs_t))
         i, f, g, o = jnp.split(acts, 4, axis=-1)
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if w.w_hr is not None:
-            h_new = _mm("dbh,dph->dbp", h_new, w.w_hr, dtype)
+            h_new = _mm("dbh,dhp->dbp", h_new, w_hr_t, dtype)
         y = h_new
         if valid_t is not None:
             v = valid_t[..., None]
@@ -128,7 +159,7 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
             )
         return (h_new, c_new), (y, acts, c_new) if save else (y, None, None)
 
-    xs = (jnp.moveaxis(gx, 1, 0), None if valid is None else jnp.moveaxis(valid, 1, 0))
+    xs = (jnp.moveaxis(inputs, 1, 0), None if valid is None else jnp.moveaxis(valid, 1, 0))
     (h_t, c_t), (y, acts, cs) = lax.scan(body, (h0, c0), xs, unroll=unroll)
     y, acts, cs = (None if a is None else jnp.moveaxis(a, 0, 1) for a in (y, acts, cs))
     return y, h_t, c_t, acts, cs
@@ -153,18 +184,10 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
             dh_new = jnp.where(v, dh_new, jnp.zeros_like(dh_new))
             dc_new = jnp.where(v, dc_new, jnp.zeros_like(dc_new))
         dm = dh_new if w.w_hr is None else _mm("dbp,dph->dbh", dh_new, w.w_hr, dtype)
-        i, f, g, o = jnp.split(acts_t, 4, axis=-1)
+        f, o = jnp.split(acts_t, 4, axis=-1)[1::2]
         tc = jnp.tanh(c_t)
         dc_tot = dc_new + dm * o * (1 - tc * tc)
-        dz = jnp.concatenate(
-            [
-                dc_tot * g * i * (1 - i),
-                dc_tot * c_prev_t * f * (1 - f),
-                dc_tot * i * (1 - g * g),
-                dm * tc * o * (1 - o),
-            ],
-            axis=-1,
-        )
+        dz = _gate_gradients(acts_t, dc_tot, dm, c_prev_t, tc)
         dh_prev = _mm("dbg,dgp->dbp", dz, w.w_hh, dtype)
         dc_prev = dc_tot * f
         if valid_t is not None:
