@@ -14,10 +14,10 @@ Smoke variant (CI, seconds): ``--config experiments/configs/adding.py:smoke``.
 Other lengths: ``--config.seq_len=200 --config.steps=4000``.
 
 Hardware: 2-core x86 CPU shared with other jobs, jax 0.10.2 (CPU).
-Wall time: 133 s for the three models (RNN 18 s, GRU 51 s, LSTM 56 s); up to 441 s when
+Wall time: 96 s for the three models (RNN 19 s, GRU 37 s, LSTM 37 s); up to 441 s when
 the machine is busy. See experiments/README.md.
 Expected result: the RNN stays at the baseline (eval MSE 0.171); the GRU (0.0004) and the
-LSTM (0.0021) end far below it, i.e. solved (< 10% of the baseline).
+LSTM (0.0010) end far below it, i.e. solved (< 10% of the baseline).
 """
 
 import ml_collections
