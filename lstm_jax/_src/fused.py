@@ -134,11 +134,10 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     w_hr_t = None if w.w_hr is None else jnp.swapaxes(w.w_hr, 1, 2)
 
     def preactivation(h, inputs_t):
-        z = _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
-        if save:
-            return inputs_t + z
-        z = z + _mm("dbi,dig->dbg", inputs_t, w_ih_t, dtype)
-        return z if w.bias is None else z + w.bias.astype(z.dtype)[:, None, :]
+        if not save:  # summed in the same order as the hoisted projection
+            gx = _mm("dbi,dig->dbg", inputs_t, w_ih_t, dtype)
+            inputs_t = gx if w.bias is None else gx + w.bias.astype(gx.dtype)[:, None, :]
+        return inputs_t + _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
 
     def body(carry, inputs):
         h, c = carry
