@@ -99,6 +99,7 @@ def _rows(section: str, shape: Shape, runners, times) -> list[dict]:
                     "median_s": median,
                     "min_s": min(samples),
                     "repeats": len(samples),
+                    "samples_s": samples,  # one per round, in round order (paired ratios)
                     "tokens_per_s": shape.tokens / median,
                     "compile_s": r.compile_s[mode],
                     "memory_bytes": r.memory_bytes[mode],
@@ -146,8 +147,19 @@ def _machine(gpu: bool) -> dict:
     return info
 
 
+def paired_ratio(mine: dict, peer: dict) -> float:
+    """Median over rounds of ``peer time / our time``, both timed in the same round.
+
+    Load on a shared machine drifts between rounds; a ratio taken within each round
+    cancels most of that drift, which a ratio of two medians does not.
+    """
+    pairs = zip(peer["samples_s"], mine["samples_s"], strict=True)
+    return statistics.median(p / m for p, m in pairs)
+
+
 def ratio_table(rows: list[dict], ours: str = OURS) -> str:
-    """A markdown table: our tokens/s and its ratio to every peer, per shape and mode."""
+    """A markdown table: our tokens/s and its paired ratio (:func:`paired_ratio`) to every
+    peer, per shape and mode."""
     grid = [r for r in rows if r["section"] == "grid"]
     peers_ = [n for n in dict.fromkeys(r["impl"] for r in grid) if n != ours]
     header = ["shape", "mode", f"{ours} tok/s", *[f"x {p}" for p in peers_], f"{ours} compile s"]
@@ -160,11 +172,7 @@ def ratio_table(rows: list[dict], ours: str = OURS) -> str:
             mine = by_impl[ours]
             cells = [shape, mode, f"{mine['tokens_per_s']:,.0f}"]
             for p in peers_:
-                cells.append(
-                    f"{mine['tokens_per_s'] / by_impl[p]['tokens_per_s']:.2f}"
-                    if p in by_impl
-                    else "-"
-                )
+                cells.append(f"{paired_ratio(mine, by_impl[p]):.2f}" if p in by_impl else "-")
             cells.append(f"{mine['compile_s']:.2f}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -288,12 +296,14 @@ def main(argv=None) -> list[dict]:
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        fields = [k for k in rows[0] if k != "samples_s"]  # the samples are in results.json
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     table = ratio_table(rows)
     (out / "table.md").write_text(
-        f"Ratios: {OURS} tokens/s divided by each peer's (> 1: ours is faster).\n\n{table}\n\n"
+        f"Ratios: each peer's time divided by {OURS}'s in the same round, median over "
+        f"rounds (> 1: ours is faster).\n\n{table}\n\n"
         f"All measurements:\n\n{full_table(rows)}\n"
     )
     _plot(rows, out / "throughput.png")
