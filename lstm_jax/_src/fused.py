@@ -124,9 +124,10 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     ``None`` unless ``save``.
     """
     dtype = w.w_hh.dtype
-    # Training hoists the input projection into one large product. Without ``save`` the
-    # loop projects each step itself: it keeps no ``[D, T, B, 4H]`` array and was as fast
-    # or faster on every benchmark shape (up to 1.5x at H = 128).
+    # Training hoists the input projection into one large product (projecting inside
+    # the loop measured the same). Without ``save`` the loop projects each step itself:
+    # it keeps no ``[D, T, B, 4H]`` array and was as fast or faster at batch >= 16 (up
+    # to 1.5x at H = 128); at batch 1 the measurements disagreed (RESULTS.md).
     inputs = _input_projection(w, x) if save else x
     # Transposed once, outside the loop: a per-step product with the weight's minor axis
     # as its contracting axis ran up to 1.3x slower on XLA:CPU (measured).
