@@ -59,6 +59,7 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     One plain product per direction: XLA:CPU runs a batched product of two directions
     markedly slower than two products (measured).
     """
+
     def product(spec, a, b):
         return jnp.einsum(
             spec, a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype)
