@@ -59,15 +59,18 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     One plain product per direction: XLA:CPU runs a batched product of two directions
     markedly slower than two products (measured).
     """
-
-    def product(spec, a, b):
-        return jnp.einsum(
-            spec, a.astype(dtype), b.astype(dtype), preferred_element_type=accumulation_dtype(dtype)
-        )
-
-    if a.shape[0] == 1:  # one direction: a batch axis of size 1 costs nothing
-        return product(spec, a, b)
-    return jnp.stack([product(spec.replace("d", ""), *ab) for ab in zip(a, b, strict=True)])
+    spec = spec.replace("d", "")
+    return jnp.stack(
+        [
+            jnp.einsum(
+                spec,
+                a_d.astype(dtype),
+                b_d.astype(dtype),
+                preferred_element_type=accumulation_dtype(dtype),
+            )
+            for a_d, b_d in zip(a, b, strict=True)
+        ]
+    )
 
 
 def _gates(z: jax.Array) -> jax.Array:
@@ -76,13 +79,17 @@ def _gates(z: jax.Array) -> jax.Array:
     One ``tanh`` over all four gates, using ``sigmoid(x) = (tanh(x / 2) + 1) / 2``: no
     split and concatenation, and the fastest form on CPU in our measurements.
     """
-    quarter = z.shape[-1] // 4
-    half = jnp.asarray(0.5, z.dtype)
-    one = jnp.ones((quarter,), z.dtype)
-    shape = (1,) * (z.ndim - 1) + (4 * quarter,)
-    scale = jnp.concatenate([one * half, one * half, one, one * half]).reshape(shape)
-    offset = jnp.concatenate([one * half, one * half, one * 0, one * half]).reshape(shape)
+    scale = _per_gate(z, (0.5, 0.5, 1.0, 0.5))
+    offset = _per_gate(z, (0.5, 0.5, 0.0, 0.5))
     return jnp.tanh(z * scale) * scale + offset
+
+
+def _per_gate(like: jax.Array, values: tuple[float, float, float, float]) -> np.ndarray:
+    """A constant broadcastable against ``like`` ``[..., 4H]``: ``values[k]`` over the
+    ``k``-th gate's block of ``[i, f, g, o]``."""
+    quarter = like.shape[-1] // 4
+    row = np.repeat(np.asarray(values, like.dtype), quarter)
+    return row.reshape((1,) * (like.ndim - 1) + row.shape)
 
 
 def _gate_gradients(acts, dc_total, dm, c_prev, tanh_c) -> jax.Array:
@@ -95,21 +102,20 @@ def _gate_gradients(acts, dc_total, dm, c_prev, tanh_c) -> jax.Array:
     loop body has as many kernels as before.
     """
     i, f, g, _ = jnp.split(acts, 4, axis=-1)
-    hidden = g.shape[-1]
     upstream = jnp.concatenate([dc_total, dc_total, dc_total, dm], axis=-1)
     partner = jnp.concatenate([g, c_prev, i, tanh_c], axis=-1)
-    is_tanh = np.repeat(np.asarray([0, 0, 1, 0], acts.dtype), hidden)  # the g block
-    is_tanh = is_tanh.reshape((1,) * (acts.ndim - 1) + (4 * hidden,))
+    is_tanh = _per_gate(acts, (0.0, 0.0, 1.0, 0.0))
     derivative = (1 - is_tanh) * acts + is_tanh - acts * acts  # a - a^2, or 1 - a^2 for g
     return upstream * partner * derivative
 
 
-def _input_projection(w: _Weights, x: jax.Array) -> jax.Array:
-    """``[D, T, B, I] -> [D, T, B, 4H]``: one batched product for all steps."""
-    gx = _mm("dtbi,dgi->dtbg", x, w.w_ih, w.w_ih.dtype)
-    if w.bias is not None:
-        gx = gx + w.bias.astype(gx.dtype)[:, None, None, :]
-    return gx
+def _input_projection(w_ih_t: jax.Array, bias: jax.Array | None, x: jax.Array) -> jax.Array:
+    """``x @ W_ih^T + b``, ``[D, ..., I] -> [D, ..., 4H]``, from ``w_ih_t`` ``[D, I, 4H]``:
+    all steps at once (``[D, T, B, I]``) or one step (``[D, B, I]``)."""
+    gx = _mm("d...i,dig->d...g", x, w_ih_t, w_ih_t.dtype)
+    if bias is None:
+        return gx
+    return gx + bias.astype(gx.dtype).reshape(bias.shape[:1] + (1,) * (gx.ndim - 2) + (-1,))
 
 
 def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
@@ -125,21 +131,20 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     ``None`` unless ``save``.
     """
     dtype = w.w_hh.dtype
-    # Training hoists the input projection into one large product (projecting inside
-    # the loop measured the same). Without ``save`` the loop projects each step itself:
-    # it keeps no ``[D, T, B, 4H]`` array and was as fast or faster at batch >= 16 (up
-    # to 1.5x at H = 128); at batch 1 the measurements disagreed (RESULTS.md).
-    inputs = _input_projection(w, x) if save else x
     # Transposed once, outside the loop: a per-step product with the weight's minor axis
     # as its contracting axis ran up to 1.3x slower on XLA:CPU (measured).
     w_hh_t, w_ih_t = jnp.swapaxes(w.w_hh, 1, 2), jnp.swapaxes(w.w_ih, 1, 2)
     w_hr_t = None if w.w_hr is None else jnp.swapaxes(w.w_hr, 1, 2)
+    # Training hoists the input projection into one large product (projecting inside
+    # the loop measured the same). Without ``save`` the loop projects each step itself:
+    # it keeps no ``[D, T, B, 4H]`` array and was as fast or faster at batch >= 16 (up
+    # to 1.5x at H = 128); at batch 1 the measurements disagreed (RESULTS.md).
+    project = functools.partial(_input_projection, w_ih_t, w.bias)
+    inputs = project(x) if save else x
 
     def preactivation(h, inputs_t):
-        if not save:  # summed in the same order as the hoisted projection
-            gx = _mm("dbi,dig->dbg", inputs_t, w_ih_t, dtype)
-            inputs_t = gx if w.bias is None else gx + w.bias.astype(gx.dtype)[:, None, :]
-        return inputs_t + _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
+        gx_t = inputs_t if save else project(inputs_t)
+        return gx_t + _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
 
     def body(carry, inputs):
         h, c = carry
