@@ -15,9 +15,9 @@ Data for the text tasks is found under ``--data_dir``, which defaults to
 ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` set (or
 ``--config.distributed=on`` on a TPU pod / SLURM cluster).
 
-Killed with SIGTERM (or Ctrl-C), a run checkpoints the step it reached and writes
-``summary.json`` with status ``"interrupted"``; ``--resume`` continues it. ``wall_time_s``
-in ``summary.json`` sums every process of a run (``wall_clock.json``).
+Killed with SIGTERM (acted on at the next step) or Ctrl-C, a run checkpoints the step it
+reached and writes ``summary.json`` with status ``"interrupted"``; ``--resume`` continues
+it. ``wall_time_s`` in ``summary.json`` sums every process of a run (``wall_clock.json``).
 """
 
 from __future__ import annotations
@@ -283,6 +283,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         resume=resume,
         progress=c.progress,
         desc=f"{c.name}/{cell}",
+        stop_check=_exit_if_stopped,
         extra_summary={
             "cell": cell,
             "task": c.task,
@@ -317,16 +318,27 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     return summary
 
 
-def _exit_on_sigterm(signum, frame):
-    """SIGTERM (a scheduler's or ``timeout``'s kill) unwinds like Ctrl-C: ``fit`` saves a
-    checkpoint and an "interrupted" summary before the process exits."""
+_STOP_SIGNAL: list[int] = []  # the SIGTERM received, if any
+
+
+def _record_sigterm(signum, frame):
+    """SIGTERM (a scheduler's or ``timeout``'s kill) is recorded here and acted on at the
+    next step boundary by :func:`_exit_if_stopped`: raising from the handler could land
+    inside the TensorBoard writer or a checkpoint save and hang the exit."""
     del frame
-    raise SystemExit(128 + signum)
+    _STOP_SIGNAL.append(signum)
+
+
+def _exit_if_stopped():
+    """After SIGTERM, unwinds like Ctrl-C: ``fit`` saves a checkpoint and an "interrupted"
+    summary before the process exits with status 128 + 15."""
+    if _STOP_SIGNAL:
+        raise SystemExit(128 + _STOP_SIGNAL[0])
 
 
 def main(argv):
     del argv
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _record_sigterm)
     absl_logging.set_verbosity(absl_logging.WARNING)
     c = _CONFIG.value
     if c is None:
@@ -346,6 +358,7 @@ def main(argv):
         train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
     summaries = {}
     for cell in c.cells:
+        _exit_if_stopped()
         run_dir = os.path.join(workdir, cell) if len(c.cells) > 1 else workdir
         try:
             summaries[cell] = train_cell(task, cell, run_dir, _RESUME.value)

@@ -90,7 +90,11 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
                 break
         time.sleep(0.01)
     victim.send_signal(sig)
-    code = victim.wait()
+    try:
+        code = victim.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        victim.kill()
+        pytest.fail(f"the run did not exit within 120 s of {signal.Signals(sig).name}")
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL, "the run finished before it could be killed"
         assert not (killed_dir / "summary.json").exists()

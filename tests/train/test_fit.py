@@ -78,6 +78,27 @@ def run_template():
     return train.create_train_state(model, train.make_optimizer("adam", 1e-2))[1]
 
 
+def test_stop_check_stops_at_a_step_boundary_and_resume_matches(tmp_path):
+    """A stop requested through ``stop_check`` (SIGTERM in experiments.run) is raised
+    before the next step: the steps done are saved and the writers close."""
+    full = run(tmp_path / "full", 10)
+    calls = []
+
+    def stop_check():
+        calls.append(None)
+        if len(calls) == 6:  # before step 6 (0-based): five steps are done
+            raise SystemExit(143)
+
+    with pytest.raises(SystemExit):
+        run(tmp_path / "part", 10, stop_check=stop_check)
+    summary = json.load(open(tmp_path / "part" / "summary.json"))
+    assert summary["status"] == "interrupted" and "SystemExit" in summary["error"]
+    assert summary["last_checkpoint_step"] == 5
+    resumed = run(tmp_path / "part", 10, resume=True)
+    assert resumed.summary["resumed_from_step"] == 5
+    assert resumed.summary["params_sha256"] == full.summary["params_sha256"]
+
+
 def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):
     """Ctrl-C (KeyboardInterrupt) between checkpoints: the steps done are kept."""
     full = run(tmp_path / "full", 10)

@@ -104,6 +104,7 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     extra_summary: dict[str, Any] | None = None,
+    stop_check: Callable[[], None] | None = None,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
@@ -130,6 +131,11 @@ def fit(
       progress: show a tqdm progress bar.
       desc: the progress bar's label.
       extra_summary: more entries for ``summary.json``.
+      stop_check: called before every step; what it raises stops training there, at a
+        step boundary, handled as below for ``SystemExit``. A signal handler should only
+        record the signal and let this raise: an exception raised from the handler itself
+        can land inside a library call (a TensorBoard writer's queue, a checkpoint) and
+        leave it unable to close.
 
     Returns:
       A :class:`FitResult`.
@@ -141,7 +147,8 @@ def fit(
       CheckpointError: a checkpoint could not be written (e.g. a full disk).
       KeyboardInterrupt, SystemExit: re-raised after saving a checkpoint of the step
         reached (when its metrics are finite) and a ``summary.json`` with status
-        ``"interrupted"``; Ctrl-C in Jupyter and ``experiments.run`` under SIGTERM land here.
+        ``"interrupted"``; Ctrl-C in Jupyter and ``experiments.run`` under SIGTERM (through
+        ``stop_check``) land here.
     """
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
@@ -213,6 +220,8 @@ def fit(
     )
     try:
         for step in range(start_step, steps):
+            if stop_check is not None:
+                stop_check()
             batch = sharding_lib.shard_batch(train_batch(step), mesh)
             new_state, step_metrics = train_step(state, batch)
             pending.append(step_metrics)
