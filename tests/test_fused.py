@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 import lstm_jax
 from lstm_jax import functional as F
+from lstm_jax._src import fused as fused_kernel
 
 T, B, I, H = 7, 3, 4, 5  # noqa: E741 (the dimension vocabulary)
 LENGTHS = np.array([7, 2, 5], np.int32)
@@ -95,6 +96,24 @@ def test_fused_layer_equals_scan_values_and_gradients(
 
     got, expected = outputs_and_grads(params, x, state)
     chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [3, 16])
+def test_fused_forward_without_gradients_equals_scan(batch):
+    """Both sides of the batch rule: hoisted projection at batch 3, per step at 16."""
+    assert 3 < fused_kernel._PER_STEP_PROJECTION_MIN_BATCH <= 16
+    params = _layer(jax.random.key(0), proj=2)
+    keys = jax.random.split(jax.random.key(1), 4)
+    x = jax.random.normal(keys[0], (T, batch, I), jnp.float64)
+    state = F.LSTMState(
+        jax.random.normal(keys[1], (batch, 2), jnp.float64),
+        jax.random.normal(keys[2], (batch, H), jnp.float64),
+    )
+    seq = jax.random.randint(keys[3], (batch,), 1, T + 1, jnp.int32)
+    for reverse in (False, True):
+        got = jax.jit(_fused(seq, reverse))(params, x, state)
+        expected = jax.jit(_scan(seq, reverse))(params, x, state)
+        chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("lengths,checkpoint", [(LENGTHS, None), (None, 3)])

@@ -6,7 +6,8 @@ must be sequential inside the loops and moves every other product outside them:
 
 - forward loop: ``h_{t-1} @ W_hh^T`` and the gate math; when training, the input
   projection ``x @ W_ih^T`` for all steps is one product before the loop (a forward
-  pass without gradients projects each step inside the loop and stores nothing);
+  pass without gradients at batch >= 16 projects each step inside the loop and stores
+  nothing);
 - backward loop: the recurrence of the gate gradients, ``dz_t @ W_hh`` and the gate
   derivatives; the input gradient ``dx = dZ @ W_ih`` and the weight gradients
   ``dW_ih = dZ^T x``, ``dW_hh = dZ^T h_{prev}``, ``db = sum dZ`` (and ``dW_hr`` with a
@@ -123,6 +124,9 @@ def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
     return jnp.concatenate([first[:, None], seq[:, :-1]], axis=1)
 
 
+_PER_STEP_PROJECTION_MIN_BATCH = 16
+
+
 def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     """Runs the forward loop over ``x`` ``[D, T, B, I]`` (execution order).
 
@@ -136,14 +140,15 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     w_hh_t, w_ih_t = jnp.swapaxes(w.w_hh, 1, 2), jnp.swapaxes(w.w_ih, 1, 2)
     w_hr_t = None if w.w_hr is None else jnp.swapaxes(w.w_hr, 1, 2)
     # Training hoists the input projection into one large product (projecting inside
-    # the loop measured the same). Without ``save`` the loop projects each step itself:
-    # it keeps no ``[D, T, B, 4H]`` array and was as fast or faster at batch >= 16 (up
-    # to 1.5x at H = 128); at batch 1 the measurements disagreed (RESULTS.md).
+    # the loop measured the same). Without ``save``, at batch >= 16, the loop projects
+    # each step itself: it keeps no ``[D, T, B, 4H]`` array and measured up to 1.35x
+    # faster; at batch <= 8 it was 1.05-1.5x slower than hoisting (RESULTS.md).
     project = functools.partial(_input_projection, w_ih_t, w.bias)
-    inputs = project(x) if save else x
+    per_step = not save and x.shape[2] >= _PER_STEP_PROJECTION_MIN_BATCH
+    inputs = x if per_step else project(x)
 
     def preactivation(h, inputs_t):
-        gx_t = inputs_t if save else project(inputs_t)
+        gx_t = project(inputs_t) if per_step else inputs_t
         return gx_t + _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
 
     def body(carry, inputs):
