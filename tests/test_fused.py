@@ -100,7 +100,7 @@ def test_fused_layer_equals_scan_values_and_gradients(
 
 @pytest.mark.parametrize("batch", [3, 16])
 def test_fused_forward_without_gradients_equals_scan(batch):
-    """Both sides of the batch rule: hoisted projection at batch 3, per step at 16."""
+    """Both sides of the batch rule: the projection hoisted at batch 3, per step at 16."""
     assert 3 < fused_kernel._PER_STEP_PROJECTION_MIN_BATCH <= 16
     params = _layer(jax.random.key(0), proj=2)
     keys = jax.random.split(jax.random.key(1), 4)

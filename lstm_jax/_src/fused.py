@@ -6,7 +6,7 @@ must be sequential inside the loops and moves every other product outside them:
 
 - forward loop: ``h_{t-1} @ W_hh^T`` and the gate math; when training, the input
   projection ``x @ W_ih^T`` for all steps is one product before the loop (a forward
-  pass without gradients at batch >= 16 projects each step inside the loop and stores
+  pass without gradients at batch >= 8 projects each step inside the loop and stores
   nothing);
 - backward loop: the recurrence of the gate gradients, ``dz_t @ W_hh`` and the gate
   derivatives; the input gradient ``dx = dZ @ W_ih`` and the weight gradients
@@ -124,7 +124,7 @@ def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
     return jnp.concatenate([first[:, None], seq[:, :-1]], axis=1)
 
 
-_PER_STEP_PROJECTION_MIN_BATCH = 16
+_PER_STEP_PROJECTION_MIN_BATCH = 8
 
 
 def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
@@ -140,9 +140,10 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     w_hh_t, w_ih_t = jnp.swapaxes(w.w_hh, 1, 2), jnp.swapaxes(w.w_ih, 1, 2)
     w_hr_t = None if w.w_hr is None else jnp.swapaxes(w.w_hr, 1, 2)
     # Training hoists the input projection into one large product (projecting inside
-    # the loop measured the same). Without ``save``, at batch >= 16, the loop projects
-    # each step itself: it keeps no ``[D, T, B, 4H]`` array and measured up to 1.35x
-    # faster; at batch <= 8 it was 1.05-1.5x slower than hoisting (RESULTS.md).
+    # the loop measured the same). Without ``save``, at batch >= 8, the loop projects
+    # each step itself: it keeps no ``[D, T, B, 4H]`` array, and it measured up to 1.35x
+    # faster at batch >= 16 and within noise at 8; at batch <= 4 it was 1.25-1.5x
+    # slower than hoisting (RESULTS.md).
     project = functools.partial(_input_projection, w_ih_t, w.bias)
     per_step = not save and x.shape[2] >= _PER_STEP_PROJECTION_MIN_BATCH
     inputs = x if per_step else project(x)
