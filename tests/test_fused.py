@@ -24,14 +24,14 @@ def _layer(key, proj=0, bias=True, dtype=jnp.float64):
     return F.init_lstm_layer(key, I, H, bias=bias, proj_size=proj, dtype=dtype)
 
 
-def _inputs(proj=0, dtype=jnp.float64):
+def _inputs(proj=0, dtype=jnp.float64, batch=B):
     keys = jax.random.split(jax.random.key(1), 3)
     out = proj or H
-    x = jax.random.normal(keys[0], (T, B, I), dtype)
+    x = jax.random.normal(keys[0], (T, batch, I), dtype)
     state_dtype = jnp.float32 if dtype == jnp.bfloat16 else dtype
     state = F.LSTMState(
-        jax.random.normal(keys[1], (B, out), state_dtype),
-        jax.random.normal(keys[2], (B, H), state_dtype),
+        jax.random.normal(keys[1], (batch, out), state_dtype),
+        jax.random.normal(keys[2], (batch, H), state_dtype),
     )
     return x, state
 
@@ -103,13 +103,8 @@ def test_fused_forward_without_gradients_equals_scan(batch):
     """Both sides of the batch rule: the projection hoisted at batch 3, per step at 16."""
     assert 3 < fused_kernel._PER_STEP_PROJECTION_MIN_BATCH <= 16
     params = _layer(jax.random.key(0), proj=2)
-    keys = jax.random.split(jax.random.key(1), 4)
-    x = jax.random.normal(keys[0], (T, batch, I), jnp.float64)
-    state = F.LSTMState(
-        jax.random.normal(keys[1], (batch, 2), jnp.float64),
-        jax.random.normal(keys[2], (batch, H), jnp.float64),
-    )
-    seq = jax.random.randint(keys[3], (batch,), 1, T + 1, jnp.int32)
+    x, state = _inputs(proj=2, batch=batch)
+    seq = jax.random.randint(jax.random.key(2), (batch,), 1, T + 1, jnp.int32)
     for reverse in (False, True):
         got = jax.jit(_fused(seq, reverse))(params, x, state)
         expected = jax.jit(_scan(seq, reverse))(params, x, state)
