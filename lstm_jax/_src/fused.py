@@ -41,6 +41,7 @@ import numpy as np
 from jax import lax
 
 from lstm_jax._src.cells import accumulation_dtype
+from lstm_jax._src.native import lstm_cpu
 from lstm_jax._src.types import LSTMParams, LSTMState
 
 
@@ -127,6 +128,31 @@ def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
 _PER_STEP_PROJECTION_MIN_BATCH = 8
 
 
+def _native(w: _Weights, x: jax.Array, h0: jax.Array) -> bool:
+    """Whether the loops can run as native CPU code (:mod:`lstm_jax._src.native.lstm_cpu`):
+    float32 throughout, no projection, a hidden size that is a multiple of 32, and the
+    native library built. The choice is made at trace time; on other platforms
+    ``lax.platform_dependent`` lowers the XLA loops."""
+    arrays = (w.w_ih, w.w_hh, x, h0) + (() if w.bias is None else (w.bias,))
+    return (
+        w.w_hr is None
+        and all(a.dtype == jnp.float32 for a in arrays)
+        and w.w_hh.shape[-1] % lstm_cpu.UNITS_MULTIPLE == 0
+        and lstm_cpu.unavailable_reason() is None
+    )
+
+
+def _native_on_cpu(xla_fn, native_fn):
+    """``xla_fn``, run as ``native_fn`` where lowered for CPU.
+
+    The native code has no derivative rules of its own: derivatives of it (a gradient of
+    a gradient, a JVP) are those of ``xla_fn``, which computes the same function.
+    """
+    native = jax.custom_jvp(native_fn)
+    native.defjvp(lambda primals, tangents: jax.jvp(xla_fn, primals, tangents))
+    return functools.partial(lax.platform_dependent, cpu=native, default=xla_fn)
+
+
 def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     """Runs the forward loop over ``x`` ``[D, T, B, I]`` (execution order).
 
@@ -134,6 +160,18 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     is the carried cell state after each step, ``acts`` the gate activations; both are
     ``None`` unless ``save``.
     """
+    loop = functools.partial(_xla_chunk_forward, unroll=unroll, save=save)
+    if _native(w, x, h0):
+        loop = _native_on_cpu(loop, functools.partial(_native_chunk_forward, save=save))
+    return loop(w, x, valid, h0, c0)
+
+
+def _native_chunk_forward(w, x, valid, h0, c0, save):
+    return lstm_cpu.forward(x, w.w_ih, w.bias, w.w_hh, h0, c0, valid, save)
+
+
+def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
+    """:func:`_chunk_forward` as an XLA loop."""
     dtype = w.w_hh.dtype
     # Transposed once, outside the loop: a per-step product with the weight's minor axis
     # as its contracting axis ran up to 1.3x slower on XLA:CPU (measured).
@@ -177,12 +215,15 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     return y, h_t, c_t, acts, cs
 
 
-def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
-    """The backward pass of :func:`_chunk_forward`.
+def _native_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t):
+    dz, dh0, dc0 = lstm_cpu.backward(acts, cs, c0, dy, dh_t, dc_t, w.w_hh, valid)
+    return dz, dh0, dc0, None
 
-    Returns ``(dw: _Weights, dx [D, T, B, I], dh0, dc0)`` with ``dw`` in the accumulation
-    dtype (the caller casts).
-    """
+
+def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
+    """The recurrence of :func:`_chunk_backward` as an XLA loop: returns the gate
+    gradients ``dz`` ``[D, T, B, 4H]``, ``dh0``, ``dc0`` and, with a projection, the
+    gradient of each step's output ``[D, T, B, P]``."""
     dtype = w.w_hh.dtype
     c_prev = _shift(cs, c0)
 
@@ -212,23 +253,44 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
 
     xs = tuple(time_major(a) for a in (dy, acts, cs, c_prev, valid))
     (dh0, dc0), (dz, dh_out) = lax.scan(body, (dh_t, dc_t), xs, reverse=True, unroll=unroll)
-    dz = jnp.moveaxis(dz, 0, 1)  # [D, T, B, 4H]
+    dh_out = None if dh_out is None else jnp.moveaxis(dh_out, 0, 1)
+    return jnp.moveaxis(dz, 0, 1), dh0, dc0, dh_out
 
+
+def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
+    """The backward pass of :func:`_chunk_forward`.
+
+    Returns ``(dw: _Weights, dx [D, T, B, I], dh0, dc0)`` with ``dw`` in the accumulation
+    dtype (the caller casts).
+    """
+    dtype = w.w_hh.dtype
+    loop = functools.partial(_xla_backward_loop, unroll=unroll)
+    weight_gradients = functools.partial(_xla_weight_gradients, dtype=dtype)
+    if _native(w, x, h0):
+        loop = _native_on_cpu(loop, _native_backward_loop)
+        weight_gradients = _native_on_cpu(weight_gradients, lstm_cpu.weight_gradients)
+    dz, dh0, dc0, dh_out = loop(w, valid, c0, acts, cs, dy, dh_t, dc_t)
     # Everything below is one large product over all steps.
     if valid is None:
         h_prev = _shift(y, h0)
     else:  # a padded step keeps the state: before a row's first valid step it is h0
         prev_valid = _shift(valid, jnp.zeros_like(valid[:, 0]))
         h_prev = jnp.where(prev_valid[..., None], _shift(y, h0), h0[:, None])
-    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
-    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
+    dw_ih, dw_hh, dbias = weight_gradients(x, h_prev, dz)
     dx = _mm("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
-    dbias = None if w.bias is None else jnp.sum(dz, axis=(1, 2))
+    dbias = None if w.bias is None else dbias
     dw_hr = None
     if w.w_hr is not None:
         o = jnp.split(acts, 4, axis=-1)[3]
-        dw_hr = _mm("dtbp,dtbh->dph", jnp.moveaxis(dh_out, 0, 1), o * jnp.tanh(cs), dtype)
+        dw_hr = _mm("dtbp,dtbh->dph", dh_out, o * jnp.tanh(cs), dtype)
     return _Weights(dw_ih, dw_hh, dbias, dw_hr), dx, dh0, dc0
+
+
+def _xla_weight_gradients(x, h_prev, dz, dtype):
+    """``(dW_ih, dW_hh, dbias)`` from the gate gradients of all steps, XLA products."""
+    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
+    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
+    return dw_ih, dw_hh, jnp.sum(dz, axis=(1, 2))
 
 
 def _chunked(a, chunks):

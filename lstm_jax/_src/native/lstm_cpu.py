@@ -1,0 +1,197 @@
+"""The fused LSTM layer's time loops as native CPU code (``lstm_cpu.cc``, XLA FFI).
+
+The library is compiled on first use with the host's C++ compiler (``-march=native``)
+and cached under ``$LSTM_JAX_CACHE_DIR`` (default ``~/.cache/lstm_jax``), keyed by the
+source, the jax version and the CPU. It needs Linux on x86-64 with AVX-512 and a C++17
+compiler (``$CXX``, else ``g++`` or ``c++``); without them, or with
+``LSTM_JAX_NATIVE_CPU=0``, :func:`unavailable_reason` says why and the fused layer runs
+its loops in XLA instead, with the same results to float32 rounding.
+
+Only the two loops are native: the input projection and all weight gradients stay
+single XLA products (:mod:`lstm_jax._src.fused`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = Path(__file__).with_name("lstm_cpu.cc")
+_FORWARD, _BACKWARD = "lstm_jax_native_forward", "lstm_jax_native_backward"
+_WEIGHT_GRAD = "lstm_jax_native_weight_grad"
+UNITS_MULTIPLE = 32  # the kernel splits the hidden units into blocks of 32
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(compiler: str, flags: set[str]) -> Path:
+    """Compiles the library into the cache (once per source, jax version and CPU)."""
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256(
+        b"\0".join(
+            [_SOURCE.read_bytes(), jax.__version__.encode(), compiler.encode()]
+            + [f.encode() for f in sorted(flags)]
+        )
+    ).hexdigest()[:16]
+    cache = Path(os.environ.get("LSTM_JAX_CACHE_DIR", Path.home() / ".cache" / "lstm_jax"))
+    library = cache / f"lstm_cpu-{key}.so"
+    if library.exists():
+        return library
+    cache.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed: concurrent first uses (pytest-xdist
+    # workers) never load a half-written file.
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        partial = Path(tmp) / library.name
+        command = [compiler, "-O3", "-march=native", "-pthread", "-shared", "-fPIC"]
+        command += ["-std=c++17", "-w", f"-I{include}", str(_SOURCE), "-o", str(partial)]
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        os.replace(partial, library)
+    return library
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why the native loops cannot run here, or ``None`` once they are built and loaded.
+
+    The first call compiles the library (a few seconds) unless it is cached.
+
+    Example:
+      >>> reason = unavailable_reason()
+      >>> reason is None or isinstance(reason, str)
+      True
+    """
+    if os.environ.get("LSTM_JAX_NATIVE_CPU", "1") == "0":
+        return "turned off by LSTM_JAX_NATIVE_CPU=0"
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return f"needs Linux on x86-64, this is {sys.platform} on {platform.machine()}"
+    flags = _cpu_flags()
+    if "avx512f" not in flags:
+        return "needs a CPU with AVX-512"
+    compiler = _compiler()
+    if compiler is None:
+        return "no C++ compiler found ($CXX, g++ or c++)"
+    try:
+        library = ctypes.cdll.LoadLibrary(str(_build(compiler, flags)))
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", "") or str(error)
+        reason = f"building {_SOURCE.name} failed: {detail.strip()[-2000:]}"
+        warnings.warn(f"lstm_jax runs the fused loops in XLA: {reason}", stacklevel=2)
+        return reason
+    for name, symbol in (
+        (_FORWARD, library.LstmForward),
+        (_BACKWARD, library.LstmBackward),
+        (_WEIGHT_GRAD, library.LstmWeightGrad),
+    ):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
+    return None
+
+
+def max_threads() -> int:
+    """Threads a native loop may use: ``$LSTM_JAX_NATIVE_THREADS``, else the CPUs this
+    process may run on."""
+    return int(os.environ.get("LSTM_JAX_NATIVE_THREADS", 0)) or len(os.sched_getaffinity(0))
+
+
+def _mask(valid: jax.Array | None) -> jax.Array:
+    return jnp.zeros((0,), bool) if valid is None else valid
+
+
+def _require_library() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"the native CPU loops are unavailable: {reason}")
+
+
+def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
+    """The forward loop, input projection included: ``x`` ``[D, T, B, I]``, ``w_ih``
+    ``[D, 4H, I]``, ``bias`` ``[D, 4H]`` or ``None``, ``w_hh`` ``[D, 4H, H]``,
+    ``h0``/``c0`` ``[D, B, H]``, ``valid`` ``[D, T, B]`` or ``None``, all float32.
+
+    Returns ``(y [D, T, B, H], h_T, c_T, acts [D, T, B, 4H], cs [D, T, B, H])``, the last
+    two ``None`` unless ``save``: the contract of ``fused._chunk_forward``.
+    """
+    _require_library()
+    d, t, b, _ = x.shape
+    g, h = w_hh.shape[1:]
+
+    def f32(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+    stored = (f32(d, t, b, g), f32(d, t, b, h)) if save else (f32(0), f32(0))
+    call = jax.ffi.ffi_call(
+        _FORWARD,
+        (f32(d, t, b, h), f32(d, b, h), f32(d, b, h)) + stored,
+        vmap_method="sequential",
+    )
+    bias = jnp.zeros((d, g), jnp.float32) if bias is None else bias
+    threads = np.int64(max_threads())
+    y, h_t, c_t, acts, cs = call(x, w_ih, bias, w_hh, h0, c0, _mask(valid), max_threads=threads)
+    return (y, h_t, c_t, acts, cs) if save else (y, h_t, c_t, None, None)
+
+
+def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, valid):
+    """The backward loop of :func:`forward`: the gate gradients ``dz`` ``[D, T, B, 4H]``
+    of every step and the gradients ``(dh0, dc0)`` of the initial state."""
+    _require_library()
+    call = jax.ffi.ffi_call(
+        _BACKWARD,
+        (
+            jax.ShapeDtypeStruct(acts.shape, jnp.float32),
+            jax.ShapeDtypeStruct(dh_t.shape, jnp.float32),
+            jax.ShapeDtypeStruct(dc_t.shape, jnp.float32),
+        ),
+        vmap_method="sequential",
+    )
+    return call(
+        acts, cs, c0, dy, dh_t, dc_t, w_hh, _mask(valid), max_threads=np.int64(max_threads())
+    )
+
+
+def weight_gradients(x, h_prev, dz):
+    """The weight gradients from the gate gradients ``dz`` ``[D, T, B, 4H]``, the
+    inputs ``x`` ``[D, T, B, I]`` and the previous outputs ``h_prev`` ``[D, T, B, H]``:
+    ``(dW_ih [D, 4H, I], dW_hh [D, 4H, H], dbias [D, 4H])``, each one product over all
+    steps."""
+    _require_library()
+    d, _, _, g = dz.shape
+    i, h = x.shape[-1], h_prev.shape[-1]
+    call = jax.ffi.ffi_call(
+        _WEIGHT_GRAD,
+        (
+            jax.ShapeDtypeStruct((d, i + h, g), jnp.float32),
+            jax.ShapeDtypeStruct((d, g), jnp.float32),
+        ),
+        vmap_method="sequential",
+    )
+    dw_t, dbias = call(x, h_prev, dz, max_threads=np.int64(max_threads()))
+    dw = jnp.swapaxes(dw_t, 1, 2)
+    return dw[..., :i], dw[..., i:], dbias

@@ -1,0 +1,159 @@
+"""The fused layer's native CPU loops (``lstm_jax/_src/native/lstm_cpu.cc``).
+
+The reference is autodiff of the plain scan (:func:`lstm_jax.functional.run_layer`) run
+in float64 on the same float32 parameters and inputs: it shares no code with the C++
+loops, and its rounding error is far below float32's.
+"""
+
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lstm_jax import functional as F
+from lstm_jax._src.native import lstm_cpu
+
+T, B, I, H = 9, 11, 6, 64  # B = 11 leaves a partial tile of rows
+LENGTHS = np.array([9, 2, 5, 1, 9, 7, 3, 8, 9, 4, 6], np.int32)
+
+_REASON = lstm_cpu.unavailable_reason()
+if _REASON is not None and os.environ.get("CI"):
+    # CI runs on a machine like the developers' (x86-64, AVX-512, g++): there the native
+    # loops must build, or the fused kernel's speed would silently fall back.
+    raise RuntimeError(f"the native CPU loops did not build in CI: {_REASON}")
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+
+
+def _problem(key, scale=1.0):
+    keys = jax.random.split(key, 4)
+    params = F.init_lstm_layer(keys[0], I, H)
+    f32 = jnp.float32
+    x = scale * jax.random.normal(keys[1], (T, B, I), f32)
+    state = F.LSTMState(
+        jax.random.normal(keys[2], (B, H), f32), jax.random.normal(keys[3], (B, H), f32)
+    )
+    return params, x, state
+
+
+def _loss(run):
+    def loss(params, x, state):
+        y, final = run(params, x, state)
+        return jnp.sum(y * jnp.cos(y)) + jnp.sum(final.h * final.h) + jnp.sum(jnp.sin(final.c))
+
+    return loss
+
+
+def _values_and_grads(run, params, x, state):
+    grads = jax.grad(_loss(run), argnums=(0, 1, 2))(params, x, state)
+    return run(params, x, state), grads
+
+
+def _float64(tree):
+    return jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
+
+
+@pytest.mark.parametrize(
+    "reverse,lengths,checkpoint,scale",
+    [
+        (False, None, None, 1.0),
+        (True, LENGTHS, None, 1.0),
+        (False, LENGTHS, 4, 1.0),
+        (True, None, None, 30.0),  # saturated gates: exp and tanh at their extremes
+    ],
+)
+def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale):
+    params, x, state = _problem(jax.random.key(0), scale)
+    seq = None if lengths is None else jnp.asarray(lengths)
+
+    def fused(params, x, state):
+        return F.run_fused_layer(
+            params, x, state, seq_lengths=seq, reverse=reverse, checkpoint=checkpoint
+        )
+
+    def scan(params, x, state):
+        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq, reverse=reverse)
+
+    lowered = jax.jit(lambda *a: _values_and_grads(fused, *a)).lower(params, x, state)
+    assert "lstm_jax_native_forward" in lowered.as_text()
+    assert "lstm_jax_native_backward" in lowered.as_text()
+    assert "lstm_jax_native_weight_grad" in lowered.as_text()
+    got = lowered.compile()(params, x, state)
+    expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(*_float64((params, x, state)))
+    chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_native_bidirectional_equals_float64_scans():
+    keys = jax.random.split(jax.random.key(3))
+    (pf, x, state), (pb, _, _) = _problem(keys[0]), _problem(keys[1])
+    seq = jnp.asarray(LENGTHS)
+
+    def fused(params, x, state):
+        y, (sf, sb) = F.run_fused_bidirectional(params, x, (state, state), seq_lengths=seq)
+        return y, F.LSTMState(sf.h + sb.h, sf.c - sb.c)
+
+    def scans(params, x, state):
+        yf, sf = F.run_layer(F.LSTM_CELL, params[0], x, state, seq_lengths=seq)
+        yb, sb = F.run_layer(F.LSTM_CELL, params[1], x, state, seq_lengths=seq, reverse=True)
+        return jnp.concatenate([yf, yb], -1), F.LSTMState(sf.h + sb.h, sf.c - sb.c)
+
+    got = jax.jit(lambda *a: _values_and_grads(fused, *a))((pf, pb), x, state)
+    expected = jax.jit(lambda *a: _values_and_grads(scans, *a))(*_float64(((pf, pb), x, state)))
+    chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_native_forward_without_gradients_equals_float64_scan():
+    params, x, state = _problem(jax.random.key(4))
+    for batch in (1, B):  # one thread for a small step, all threads for a larger one
+        args = (params, x[:, :batch], jax.tree.map(lambda a, n=batch: a[:n], state))
+        fused = jax.jit(F.run_fused_layer).lower(*args)
+        assert "lstm_jax_native_forward" in fused.as_text()
+        expected = jax.jit(lambda *a: F.run_layer(F.LSTM_CELL, *a))(*_float64(args))
+        chex.assert_trees_all_close(
+            _float64(fused.compile()(*args)), expected, rtol=2e-5, atol=2e-5
+        )
+
+
+def test_unsupported_configurations_run_the_xla_loops():
+    """float64, a projection, or a hidden size that is not a multiple of 32."""
+    for dtype, proj, hidden in ((jnp.float64, 0, 64), (jnp.float32, 16, 64), (jnp.float32, 0, 48)):
+        params = F.init_lstm_layer(jax.random.key(0), I, hidden, proj_size=proj, dtype=dtype)
+        out = proj or hidden
+        state = F.LSTMState(jnp.zeros((B, out), dtype), jnp.zeros((B, hidden), dtype))
+        x = jnp.ones((T, B, I), dtype)
+        text = jax.jit(F.run_fused_layer).lower(params, x, state).as_text()
+        assert "lstm_jax_native" not in text and "while" in text
+
+
+def test_native_second_order_gradients_and_vmap_equal_the_scan():
+    """The native calls take their derivatives from the XLA loops (a gradient of a
+    gradient), and ``vmap`` runs them once per mapped element."""
+    params, x, state = _problem(jax.random.key(5))
+    seq = jnp.asarray(LENGTHS)
+
+    def fused(params, x, state):
+        return F.run_fused_layer(params, x, state, seq_lengths=seq)
+
+    def scan(params, x, state):
+        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq)
+
+    def curvature(run):
+        def grad_norm(params, x, state):
+            grads = jax.grad(_loss(run))(params, x, state)
+            return sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))
+
+        return jax.jit(jax.grad(grad_norm))
+
+    args = (params, x, state)
+    chex.assert_trees_all_close(
+        _float64(curvature(fused)(*args)), curvature(scan)(*_float64(args)), rtol=1e-4, atol=1e-4
+    )
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
+    mapped = jax.jit(jax.vmap(lambda p: _values_and_grads(fused, p, x, state)))(stacked)
+    for k in range(2):
+        p = _float64(jax.tree.map(lambda a, k=k: a[k], stacked))
+        expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(p, *_float64((x, state)))
+        got = jax.tree.map(lambda a, k=k: a[k], mapped)
+        chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
