@@ -157,3 +157,24 @@ def test_native_second_order_gradients_and_vmap_equal_the_scan():
         expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(p, *_float64((x, state)))
         got = jax.tree.map(lambda a, k=k: a[k], mapped)
         chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_native_gate_functions_are_accurate_to_float32_rounding():
+    """Sigmoid and tanh of the C++ vector math against float64 NumPy over [-80, 80]:
+    with ``W_ih = 1`` and a zero state, one step's stored activations are the gate
+    functions of the input itself."""
+    h = 512
+    z = np.concatenate([np.linspace(-80, 80, h // 2), np.geomspace(1e-30, 20, h // 4)])
+    z = np.concatenate([z, -z[h // 2 :]]).astype(np.float32)  # [H]: -80..80, tiny, negative
+    x = jnp.asarray(np.tile(z, 4)).reshape(1, 1, 1, 4 * h)  # the same values for every gate
+    zeros = jnp.zeros((1, 1, h), jnp.float32)
+    eye = jnp.eye(4 * h, dtype=jnp.float32)[None]
+    w_hh = jnp.zeros((1, 4 * h, h), jnp.float32)
+    _, _, _, acts, _ = jax.jit(lambda *a: lstm_cpu.forward(*a, None, True))(
+        x, eye, None, w_hh, zeros, zeros
+    )
+    i, f, g, o = np.split(np.asarray(acts, np.float64).reshape(4 * h), 4)
+    z64 = z.astype(np.float64)
+    sigmoid, tanh = 1 / (1 + np.exp(-z64)), np.tanh(z64)
+    for got, expected in ((i, sigmoid), (f, sigmoid), (g, tanh), (o, sigmoid)):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-37)

@@ -23,6 +23,13 @@ Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
 bidirectional layer) are stacked on a leading axis and the reverse direction's input is
 flipped in time, so one loop advances both directions at once with batched products.
 
+On CPU, for float32 without a projection and a hidden size that is a multiple of 32,
+the loops run as native code (:mod:`lstm_jax._src.native.lstm_cpu`, XLA FFI calls
+compiled on first use): the forward loop computes each step's input projection and
+recurrent product as one register-blocked product with the gate math applied to it in
+cache, and the weight gradients are one native product. Elsewhere, and for derivatives
+of the loops themselves (second-order gradients), the XLA loops below run.
+
 Semantics are those of :func:`~lstm_jax._src.scan.run_layer`, ``seq_lengths`` included:
 padded steps keep the state and output zeros, and the reverse direction runs over each
 row's valid prefix. Precision follows :mod:`~lstm_jax._src.cells`: products run in the

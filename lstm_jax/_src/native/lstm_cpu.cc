@@ -1,24 +1,26 @@
-// The two time loops of the fused LSTM layer (lstm_jax/_src/fused.py) as XLA FFI
-// handlers for x86-64 CPUs with AVX-512, float32.
+// The time loops and the weight gradients of the fused LSTM layer
+// (lstm_jax/_src/fused.py) as XLA FFI handlers for x86-64 CPUs with AVX-512, float32.
 //
 // Why native: inside an XLA while loop every step pays a dispatch per kernel, and
-// XLA's per-step product h @ W_hh^T ran at ~125 GFLOP/s on our 2-core benchmark machine.
-// Here each call packs W_hh once for a register-blocked AVX-512 product (~200 GFLOP/s
-// there) and applies the gate math to each product tile while it is still in L1.
+// XLA's per-step product ran at ~125 GFLOP/s on our 2-core benchmark machine. Here each
+// call packs its weights once for a register-blocked AVX-512 product (~180-200 GFLOP/s
+// there) and applies the gate math to each product tile while it is still in cache.
 //
-// Shapes (row-major; D directions, T steps, B batch, H hidden; gates in torch order
-// i, f, g, o, each a block of H columns):
-//   lstm_forward(x [D,T,B,I], w_ih [D,4H,I], bias [D,4H], w_hh [D,4H,H], h0 [D,B,H],
-//                c0 [D,B,H], valid [D,T,B] or [0]) -> y [D,T,B,H], h_T [D,B,H], c_T [D,B,H],
-//                           acts [D,T,B,4H] or [0], cs [D,T,B,H] or [0]
-//   lstm_backward(acts, cs, c0, dy, dh_T, dc_T, w_hh, valid) -> dz [D,T,B,4H], dh0, dc0
-// The semantics, masking included, are those of _chunk_forward / _chunk_backward.
+// Shapes (row-major; D directions, T steps, B batch, I input, H hidden; gates in torch
+// order i, f, g, o, each a block of H columns):
+//   LstmForward(x [D,T,B,I], w_ih [D,4H,I], bias [D,4H], w_hh [D,4H,H], h0 [D,B,H],
+//               c0 [D,B,H], valid [D,T,B] or [0])
+//     -> y [D,T,B,H], h_T [D,B,H], c_T [D,B,H], acts [D,T,B,4H] or [0], cs [D,T,B,H] or [0]
+//   LstmBackward(acts, cs, c0, dy, dh_T, dc_T, w_hh, valid) -> dz [D,T,B,4H], dh0, dc0
+//   LstmWeightGrad(x, h_prev [D,T,B,H], dz) -> [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H]
+// The semantics, masking included, are those of fused.py's XLA loops.
 //
-// Work split: the hidden units of all directions are cut into blocks of 32 units; each
-// thread owns a range of blocks for the whole call, so it reads only its own part of
-// the packed weight and keeps its own part of the cell state. The threads are started
-// per call (max_threads, an attribute, bounds them) and joined before it returns. One barrier per step
-// publishes the new h (forward) or dz (backward) that every block's product reads.
+// Work split in the loops: the hidden units of all directions are cut into blocks of 32
+// units; each thread owns a range of blocks for the whole call, so it reads only its own
+// part of the packed weights and keeps its own part of the cell state. One barrier per
+// step publishes the new h (forward) or dz (backward) that every block's product reads.
+// Threads are started per call (the max_threads attribute bounds them) and joined before
+// it returns, so none is left spinning beside XLA's or torch's own threads.
 
 #include <immintrin.h>
 
@@ -26,10 +28,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <atomic>
+#include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -103,7 +104,30 @@ inline void Tile(const float* a, int64_t a_row, int64_t a_k, const float* b, int
     acc0[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
     acc1[r] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
   }
-  for (int64_t k = 0; k < k_size; ++k) {
+  int64_t k = 0;
+  if constexpr (R <= 2) {
+    // Few rows: a second set of accumulators for odd k, so that more than 2R
+    // dependent chains of FMAs (4 cycles each) are in flight.
+    __m512 odd0[R], odd1[R];
+    for (int r = 0; r < R; ++r) odd0[r] = odd1[r] = _mm512_setzero_ps();
+    for (; k + 1 < k_size; k += 2) {
+      __m512 b0 = _mm512_loadu_ps(b + k * ldb), b1 = _mm512_loadu_ps(b + k * ldb + 16);
+      __m512 c0 = _mm512_loadu_ps(b + (k + 1) * ldb), c1 = _mm512_loadu_ps(b + (k + 1) * ldb + 16);
+      for (int r = 0; r < R; ++r) {
+        __m512 v = _mm512_set1_ps(a[r * a_row + k * a_k]);
+        __m512 w = _mm512_set1_ps(a[r * a_row + (k + 1) * a_k]);
+        acc0[r] = _mm512_fmadd_ps(v, b0, acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(v, b1, acc1[r]);
+        odd0[r] = _mm512_fmadd_ps(w, c0, odd0[r]);
+        odd1[r] = _mm512_fmadd_ps(w, c1, odd1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm512_add_ps(acc0[r], odd0[r]);
+      acc1[r] = _mm512_add_ps(acc1[r], odd1[r]);
+    }
+  }
+  for (; k < k_size; ++k) {
     __m512 b0 = _mm512_loadu_ps(b + k * ldb);
     __m512 b1 = _mm512_loadu_ps(b + k * ldb + 16);
     for (int r = 0; r < R; ++r) {
@@ -143,8 +167,7 @@ struct Dims {
 
 // Threads for a call: one when a step's product is too small to repay a barrier per
 // step, otherwise up to `max_threads`, at most one per block.
-int ThreadCount(int64_t blocks, const Dims& n, int64_t max_threads) {
-  const double flops_per_step = 2.0 * n.d * n.b * n.h * 4 * n.h;
+int ThreadCount(int64_t blocks, double flops_per_step, int64_t max_threads) {
   if (flops_per_step < 2.0e6) return 1;
   return static_cast<int>(std::max<int64_t>(1, std::min(max_threads, blocks)));
 }
@@ -173,8 +196,7 @@ class SpinBarrier {
   std::atomic<int> arrived_{0}, generation_{0};
 };
 
-// Runs body(thread, threads, barrier) on `threads` threads (the caller's included).
-// The threads live for one call only: none is left spinning to slow XLA or torch.
+// Runs body(thread, threads, barrier) on `threads` threads, the caller's included.
 template <class Body>
 void RunParallel(int threads, Body&& body) {
   SpinBarrier barrier(threads);
@@ -252,7 +274,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   // Carried state, double-buffered by step parity: [2, D, B, H].
   float* h_carry = Scratch(kStateH, 2 * n.d * B * H);
   float* c_carry = Scratch(kStateC, 2 * n.d * B * H);
-  const int threads = ThreadCount(blocks, n, max_threads);
+  const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * K, max_threads);
   RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     alignas(64) float tile[kRows * 2 * kBlock];
@@ -364,7 +386,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   // The carry of step t lives at parity t & 1; the incoming gradients are step T's.
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
   std::memcpy(dc_carry + (T & 1) * state, dc_last.typed_data(), state * sizeof(float));
-  const int threads = ThreadCount(blocks, n, max_threads);
+  const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * H, max_threads);
   RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     for (int64_t blk = first; blk < last; ++blk) {
@@ -453,7 +475,11 @@ ffi::Error WeightGrad(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> h_in,
   const float* h = h_in.typed_data();
   const float* dz = dz_in.typed_data();
   float* out = dw_t->typed_data();
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min(max_threads, panels)));
+  // A thread per ~20 MFLOP at least: below that, starting threads and the barriers of
+  // the passes cost more than they save.
+  const double flops = 2.0 * D * K * M * G;
+  const int threads = static_cast<int>(
+      std::max<int64_t>(1, std::min({max_threads, panels, static_cast<int64_t>(flops / 2e7)})));
   std::lock_guard<std::mutex> lock(CallMutex());
   float* a_packed = Scratch(kWeights, row_tiles * kRows * kc);
   float* b_scratch = Scratch(kPerThread, threads * kc * kBlock);
