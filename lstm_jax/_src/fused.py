@@ -222,11 +222,6 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
     return y, h_t, c_t, acts, cs
 
 
-def _native_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t):
-    dz, dh0, dc0 = lstm_cpu.backward(acts, cs, c0, dy, dh_t, dc_t, w.w_hh, valid)
-    return dz, dh0, dc0, None
-
-
 def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
     """The recurrence of :func:`_chunk_backward` as an XLA loop: returns the gate
     gradients ``dz`` ``[D, T, B, 4H]``, ``dh0``, ``dc0`` and, with a projection, the
@@ -270,34 +265,39 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
     Returns ``(dw: _Weights, dx [D, T, B, I], dh0, dc0)`` with ``dw`` in the accumulation
     dtype (the caller casts).
     """
-    dtype = w.w_hh.dtype
-    loop = functools.partial(_xla_backward_loop, unroll=unroll)
-    weight_gradients = functools.partial(_xla_weight_gradients, dtype=dtype)
-    if _native(w, x, h0):
-        loop = _native_on_cpu(loop, _native_backward_loop)
-        weight_gradients = _native_on_cpu(weight_gradients, lstm_cpu.weight_gradients)
-    dz, dh0, dc0, dh_out = loop(w, valid, c0, acts, cs, dy, dh_t, dc_t)
-    # Everything below is one large product over all steps.
     if valid is None:
         h_prev = _shift(y, h0)
     else:  # a padded step keeps the state: before a row's first valid step it is h0
         prev_valid = _shift(valid, jnp.zeros_like(valid[:, 0]))
         h_prev = jnp.where(prev_valid[..., None], _shift(y, h0), h0[:, None])
-    dw_ih, dw_hh, dbias = weight_gradients(x, h_prev, dz)
-    dx = _mm("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
+    run = functools.partial(_xla_chunk_backward, unroll=unroll)
+    if _native(w, x, h0):
+        run = _native_on_cpu(run, _native_chunk_backward)
+    return run(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t)
+
+
+def _native_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t):
+    dx, dw_ih, dw_hh, dbias, dh0, dc0 = lstm_cpu.backward(
+        acts, cs, c0, dy, dh_t, dc_t, w.w_hh, w.w_ih, x, h_prev, valid
+    )
     dbias = None if w.bias is None else dbias
+    return _Weights(dw_ih, dw_hh, dbias, None), dx, dh0, dc0
+
+
+def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unroll):
+    """:func:`_chunk_backward` as an XLA loop and, after it, one large product per
+    gradient over all steps."""
+    dtype = w.w_hh.dtype
+    dz, dh0, dc0, dh_out = _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll)
+    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
+    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
+    dx = _mm("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
+    dbias = None if w.bias is None else jnp.sum(dz, axis=(1, 2))
     dw_hr = None
     if w.w_hr is not None:
         o = jnp.split(acts, 4, axis=-1)[3]
         dw_hr = _mm("dtbp,dtbh->dph", dh_out, o * jnp.tanh(cs), dtype)
     return _Weights(dw_ih, dw_hh, dbias, dw_hr), dx, dh0, dc0
-
-
-def _xla_weight_gradients(x, h_prev, dz, dtype):
-    """``(dW_ih, dW_hh, dbias)`` from the gate gradients of all steps, XLA products."""
-    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
-    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
-    return dw_ih, dw_hh, jnp.sum(dz, axis=(1, 2))
 
 
 def _chunked(a, chunks):

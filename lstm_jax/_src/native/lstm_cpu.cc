@@ -217,7 +217,7 @@ std::mutex& CallMutex() {
 // Working memory kept from call to call, one grow-only 64-byte-aligned buffer per slot:
 // mapping fresh megabytes on every call cost more in page faults than the arithmetic
 // of a short sequence (measured with perf). Only a holder of CallMutex may use it.
-enum Slot { kWeights, kStateH, kStateC, kPerThread, kSlots };
+enum Slot { kWeights, kStateH, kStateC, kRing, kPerThread, kSlots };
 float* Scratch(Slot slot, int64_t n) {
   struct Free {
     void operator()(float* p) const { std::free(p); }
@@ -360,181 +360,210 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
 ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                     ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dy,
                     ffi::Buffer<ffi::F32> dh_last, ffi::Buffer<ffi::F32> dc_last,
-                    ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::PRED> valid,
-                    ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> dh0,
-                    ffi::ResultBuffer<ffi::F32> dc0, int64_t max_threads) {
-  auto dims = cs.dimensions();
-  if (dims.size() != 4) return ffi::Error::InvalidArgument("cs must be [D, T, B, H]");
+                    ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> w_ih,
+                    ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> h_prev_in,
+                    ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> dx,
+                    ffi::ResultBuffer<ffi::F32> dw_t, ffi::ResultBuffer<ffi::F32> dbias,
+                    ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
+                    int64_t max_threads) {
+  auto dims = cs.dimensions(), xd = x_in.dimensions();
+  if (dims.size() != 4 || xd.size() != 4)
+    return ffi::Error::InvalidArgument("cs must be [D, T, B, H] and x [D, T, B, I]");
   const Dims n{dims[0], dims[1], dims[2], dims[3]};
   if (auto e = CheckDims(n, w_hh.dimensions(), valid.element_count()); !e.success()) return e;
-  const int64_t H = n.h, G = 4 * n.h, B = n.b, T = n.t;
-  const int64_t blocks_per_dir = H / kBlock, blocks = n.d * blocks_per_dir;
+  const int64_t I = xd[3], H = n.h, G = 4 * n.h, B = n.b, T = n.t, D = n.d, M = I + H;
+  if (w_ih.element_count() != D * G * I || h_prev_in.element_count() != D * T * B * H)
+    return ffi::Error::InvalidArgument("w_ih must be [D, 4H, I] and h_prev [D, T, B, H]");
+  const int64_t blocks_per_dir = H / kBlock, blocks = D * blocks_per_dir;
+  const int64_t in_panels = (I + kBlock - 1) / kBlock, row_tiles = (M + kRows - 1) / kRows;
+  // Steps per chunk: the weight gradients of a chunk are one product over its
+  // C * B ~ 256 rows of gate gradients, taken while they are in cache.
+  const int64_t C = std::max<int64_t>(2, (256 + B - 1) / B);
   const float* a_in = acts.typed_data();
   const float* c_in = cs.typed_data();
   const float* dy_in = dy.typed_data();
-  const float* w = w_hh.typed_data();
+  const float* x = x_in.typed_data();
+  const float* h_prev = h_prev_in.typed_data();
   const bool* mask = valid.element_count() ? valid.typed_data() : nullptr;
-  float* dz_out = dz->typed_data();
+  float* dx_out = dx->typed_data();
+  float* dw_out = dw_t->typed_data();
+  float* db_out = dbias->typed_data();
 
-  // Panel (d, block) holds W_hh[d][:, block * 32 .. + 32] as 4H rows of 32: the
-  // product dz_t @ W_hh gives dh_{t-1} for the block's units.
   std::lock_guard<std::mutex> lock(CallMutex());
-  float* packed = Scratch(kWeights, n.d * G * H);
-  float* dh_carry = Scratch(kStateH, 2 * n.d * B * H);
-  float* dc_carry = Scratch(kStateC, 2 * n.d * B * H);
-  const int64_t state = n.d * B * H;
+  // Panels of 32 columns, 4H rows each: W_hh's for dh_{t-1} = dz_t @ W_hh (one per
+  // block of units), then W_ih's for dx_t = dz_t @ W_ih (the last one zero-padded).
+  float* packed = Scratch(kWeights, D * (blocks_per_dir + in_panels) * G * kBlock);
+  float* ih_packed = packed + D * blocks_per_dir * G * kBlock;
+  float* dh_carry = Scratch(kStateH, 2 * D * B * H);
+  float* dc_carry = Scratch(kStateC, 2 * D * B * H);
+  // Gate gradients of a chunk, [2 halves][D][C * B][4H]: chunks alternate halves, so a
+  // thread may start the next chunk while another still reads this one.
+  float* ring = Scratch(kRing, 2 * D * C * B * G);
+  const int threads = ThreadCount(blocks, 8.0 * D * B * H * (H + I), max_threads);
+  const int64_t per_thread = row_tiles * kRows * C * B + C * B * kBlock + kRows * kBlock;
+  float* thread_scratch = Scratch(kPerThread, threads * per_thread);
+  const int64_t state = D * B * H;
   // The carry of step t lives at parity t & 1; the incoming gradients are step T's.
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
   std::memcpy(dc_carry + (T & 1) * state, dc_last.typed_data(), state * sizeof(float));
-  const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * H, max_threads);
   RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
+    const int64_t in_first = D * in_panels * tid / nt, in_last = D * in_panels * (tid + 1) / nt;
+    float* a_packed = thread_scratch + tid * per_thread;
+    float* b_packed = a_packed + row_tiles * kRows * C * B;
+    float* tile = b_packed + C * B * kBlock;
     for (int64_t blk = first; blk < last; ++blk) {
       const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
       float* panel = packed + blk * G * kBlock;
       for (int64_t k = 0; k < G; ++k)
-        std::memcpy(panel + k * kBlock, w + (d * G + k) * H + u0, kBlock * sizeof(float));
+        std::memcpy(panel + k * kBlock, w_hh.typed_data() + (d * G + k) * H + u0,
+                    kBlock * sizeof(float));
     }
+    for (int64_t item = in_first; item < in_last; ++item) {
+      const int64_t d = item / in_panels, c0_ = (item % in_panels) * kBlock;
+      float* panel = ih_packed + item * G * kBlock;
+      for (int64_t k = 0; k < G; ++k)
+        for (int j = 0; j < kBlock; ++j)
+          panel[k * kBlock + j] =
+              c0_ + j < I ? w_ih.typed_data()[(d * G + k) * I + c0_ + j] : 0.0f;
+    }
+    barrier.Wait();  // every thread's products read every W_ih panel's rows of dz
     const __m512 one = _mm512_set1_ps(1.0f);
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t in = (t + 1) & 1, out = t & 1;
-      // Phase 1: the gate gradients of this thread's units.
-      for (int64_t blk = first; blk < last; ++blk) {
-        const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-        const int64_t step = d * T + t;
-        const float* dh = dh_carry + (in * n.d + d) * B * H;
-        const float* dc = dc_carry + (in * n.d + d) * B * H;
-        float* dc_prev = dc_carry + (out * n.d + d) * B * H;
-        const float* c_before = t ? c_in + (step - 1) * B * H : c0.typed_data() + d * B * H;
-        for (int64_t b = 0; b < B; ++b) {
-          const bool live = !mask || mask[step * B + b];
-          for (int64_t u = u0; u < u0 + kBlock; u += 16) {
-            const float* ar = a_in + (step * B + b) * G + u;
-            __m512 gi = _mm512_loadu_ps(ar), gf = _mm512_loadu_ps(ar + H);
-            __m512 gg = _mm512_loadu_ps(ar + 2 * H), go = _mm512_loadu_ps(ar + 3 * H);
-            __m512 dh_in = _mm512_loadu_ps(dh + b * H + u);
-            __m512 dc_in = _mm512_loadu_ps(dc + b * H + u);
-            __m512 dm = _mm512_add_ps(dh_in, _mm512_loadu_ps(dy_in + (step * B + b) * H + u));
-            __m512 dcn = dc_in;
-            if (!live) dm = dcn = _mm512_setzero_ps();
-            __m512 tc = Tanh(_mm512_loadu_ps(c_in + (step * B + b) * H + u));
-            __m512 dtot = _mm512_fmadd_ps(_mm512_mul_ps(dm, go), _mm512_fnmadd_ps(tc, tc, one), dcn);
-            __m512 cp = _mm512_loadu_ps(c_before + b * H + u);
-            float* zr = dz_out + (step * B + b) * G + u;
-            auto sig_grad = [&](__m512 s) { return _mm512_mul_ps(s, _mm512_sub_ps(one, s)); };
-            _mm512_storeu_ps(zr, _mm512_mul_ps(_mm512_mul_ps(dtot, gg), sig_grad(gi)));
-            _mm512_storeu_ps(zr + H, _mm512_mul_ps(_mm512_mul_ps(dtot, cp), sig_grad(gf)));
-            _mm512_storeu_ps(zr + 2 * H, _mm512_mul_ps(_mm512_mul_ps(dtot, gi), _mm512_fnmadd_ps(gg, gg, one)));
-            _mm512_storeu_ps(zr + 3 * H, _mm512_mul_ps(_mm512_mul_ps(dm, tc), sig_grad(go)));
-            _mm512_storeu_ps(dc_prev + b * H + u, live ? _mm512_mul_ps(dtot, gf) : dc_in);
-          }
-        }
-      }
-      barrier.Wait();
-      // Phase 2: dh_{t-1} of this thread's units = dz_t @ W_hh[:, units].
-      for (int64_t blk = first; blk < last; ++blk) {
-        const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-        const int64_t step = d * T + t;
-        const float* dh = dh_carry + (in * n.d + d) * B * H;
-        float* dh_prev = dh_carry + (out * n.d + d) * B * H;
-        const float* panel = packed + blk * G * kBlock;
-        for (int64_t m = 0; m < B; m += kRows) {
-          const int rows = static_cast<int>(std::min<int64_t>(kRows, B - m));
-          TileRows(rows, dz_out + (step * B + m) * G, G, 1, panel, kBlock, G, dh_prev + m * H + u0,
-                   H);
-        }
-        if (mask)
-          for (int64_t b = 0; b < B; ++b)
-            if (!mask[step * B + b])
-              std::memcpy(dh_prev + b * H + u0, dh + b * H + u0, kBlock * sizeof(float));
-      }
-    }
-  });
-  std::memcpy(dh0->typed_data(), dh_carry, state * sizeof(float));
-  std::memcpy(dc0->typed_data(), dc_carry, state * sizeof(float));
-  return ffi::Error::Success();
-}
-
-// ---------------------------------------------------------------- weight gradients
-// The products over all steps after the backward loop, K = T * B:
-//   dw_t[d] = [x[d], h_prev[d]]^T @ dz[d]  ([I + H, 4H]: dW_ih^T over dW_hh^T)
-//   dbias[d] = sum over steps and rows of dz[d]
-// Blocked over K: each pass packs kc steps' rows of [x, h_prev]^T (shared, in tiles of
-// 8 rows) and, per thread, each of its 32-column panels of dz, so that every product
-// tile reads contiguous memory.
-ffi::Error WeightGrad(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> h_in,
-                      ffi::Buffer<ffi::F32> dz_in, ffi::ResultBuffer<ffi::F32> dw_t,
-                      ffi::ResultBuffer<ffi::F32> dbias, int64_t max_threads) {
-  auto xd = x_in.dimensions(), hd = h_in.dimensions(), zd = dz_in.dimensions();
-  if (xd.size() != 4 || hd.size() != 4 || zd.size() != 4 || zd[3] % kBlock != 0)
-    return ffi::Error::InvalidArgument("x, h_prev and dz must be [D, T, B, *], 4H % 32 == 0");
-  const int64_t D = zd[0], K = zd[1] * zd[2], I = xd[3], H = hd[3], G = zd[3], M = I + H;
-  const int64_t row_tiles = (M + kRows - 1) / kRows, panels = G / kBlock;
-  constexpr int64_t kc = 256;
-  const float* x = x_in.typed_data();
-  const float* h = h_in.typed_data();
-  const float* dz = dz_in.typed_data();
-  float* out = dw_t->typed_data();
-  // A thread per ~20 MFLOP at least: below that, starting threads and the barriers of
-  // the passes cost more than they save.
-  const double flops = 2.0 * D * K * M * G;
-  const int threads = static_cast<int>(
-      std::max<int64_t>(1, std::min({max_threads, panels, static_cast<int64_t>(flops / 2e7)})));
-  std::lock_guard<std::mutex> lock(CallMutex());
-  float* a_packed = Scratch(kWeights, row_tiles * kRows * kc);
-  float* b_scratch = Scratch(kPerThread, threads * kc * kBlock);
-  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
-    float* b_packed = b_scratch + tid * kc * kBlock;
-    const int64_t first = panels * tid / nt, last = panels * (tid + 1) / nt;
-    for (int64_t d = 0; d < D; ++d) {
-      std::vector<float> bias_sum((last - first) * kBlock, 0.0f);
-      for (int64_t k0 = 0; k0 < K; k0 += kc) {
-        const int64_t kk = std::min(kc, K - k0);
-        // Pack A: tile t holds rows t*8 .. t*8+7 of [x, h_prev]^T as kk columns of 8.
-        for (int64_t t = row_tiles * tid / nt; t < row_tiles * (tid + 1) / nt; ++t) {
-          float* a = a_packed + t * kRows * kc;
-          const int64_t m0 = t * kRows;
-          for (int64_t k = 0; k < kk; ++k) {
-            const int64_t step = d * K + k0 + k;
-            if (m0 + kRows <= I) {  // eight rows of x^T: eight consecutive features
-              _mm256_storeu_ps(a + k * kRows, _mm256_loadu_ps(x + step * I + m0));
-            } else if (m0 >= I && m0 + kRows <= M) {
-              _mm256_storeu_ps(a + k * kRows, _mm256_loadu_ps(h + step * H + m0 - I));
-            } else {
-              for (int r = 0; r < kRows; ++r) {
-                const int64_t m = m0 + r;
-                a[k * kRows + r] = m < I ? x[step * I + m] : m < M ? h[step * H + m - I] : 0.0f;
-              }
+    int64_t chunk = 0;
+    for (int64_t hi = T - 1; hi >= 0; ++chunk) {
+      const int64_t lo = std::max<int64_t>(0, hi - C + 1);
+      float* half = ring + (chunk & 1) * D * C * B * G;
+      for (int64_t t = hi; t >= lo; --t) {
+        const int64_t in = (t + 1) & 1, out = t & 1, slot = t - lo;
+        // Phase 1: the gate gradients of this thread's units.
+        for (int64_t blk = first; blk < last; ++blk) {
+          const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+          const int64_t step = d * T + t;
+          const float* dh = dh_carry + (in * D + d) * B * H;
+          const float* dc = dc_carry + (in * D + d) * B * H;
+          float* dc_prev = dc_carry + (out * D + d) * B * H;
+          const float* c_before = t ? c_in + (step - 1) * B * H : c0.typed_data() + d * B * H;
+          float* dz_t = half + (d * C + slot) * B * G;
+          for (int64_t b = 0; b < B; ++b) {
+            const bool live = !mask || mask[step * B + b];
+            for (int64_t u = u0; u < u0 + kBlock; u += 16) {
+              const float* ar = a_in + (step * B + b) * G + u;
+              __m512 gi = _mm512_loadu_ps(ar), gf = _mm512_loadu_ps(ar + H);
+              __m512 gg = _mm512_loadu_ps(ar + 2 * H), go = _mm512_loadu_ps(ar + 3 * H);
+              __m512 dh_in = _mm512_loadu_ps(dh + b * H + u);
+              __m512 dc_in = _mm512_loadu_ps(dc + b * H + u);
+              __m512 dm = _mm512_add_ps(dh_in, _mm512_loadu_ps(dy_in + (step * B + b) * H + u));
+              __m512 dcn = dc_in;
+              if (!live) dm = dcn = _mm512_setzero_ps();
+              __m512 tc = Tanh(_mm512_loadu_ps(c_in + (step * B + b) * H + u));
+              __m512 dtot =
+                  _mm512_fmadd_ps(_mm512_mul_ps(dm, go), _mm512_fnmadd_ps(tc, tc, one), dcn);
+              __m512 cp = _mm512_loadu_ps(c_before + b * H + u);
+              float* zr = dz_t + b * G + u;
+              auto sig_grad = [&](__m512 s) { return _mm512_mul_ps(s, _mm512_sub_ps(one, s)); };
+              _mm512_storeu_ps(zr, _mm512_mul_ps(_mm512_mul_ps(dtot, gg), sig_grad(gi)));
+              _mm512_storeu_ps(zr + H, _mm512_mul_ps(_mm512_mul_ps(dtot, cp), sig_grad(gf)));
+              _mm512_storeu_ps(zr + 2 * H, _mm512_mul_ps(_mm512_mul_ps(dtot, gi),
+                                                         _mm512_fnmadd_ps(gg, gg, one)));
+              _mm512_storeu_ps(zr + 3 * H, _mm512_mul_ps(_mm512_mul_ps(dm, tc), sig_grad(go)));
+              _mm512_storeu_ps(dc_prev + b * H + u, live ? _mm512_mul_ps(dtot, gf) : dc_in);
             }
           }
         }
         barrier.Wait();
-        for (int64_t p = first; p < last; ++p) {
-          const float* b = dz + (d * K + k0) * G + p * kBlock;
-          float* sum = bias_sum.data() + (p - first) * kBlock;
-          __m512 s0 = _mm512_loadu_ps(sum), s1 = _mm512_loadu_ps(sum + 16);
-          for (int64_t k = 0; k < kk; ++k) {
-            __m512 b0 = _mm512_loadu_ps(b + k * G), b1 = _mm512_loadu_ps(b + k * G + 16);
-            _mm512_store_ps(b_packed + k * kBlock, b0);
-            _mm512_store_ps(b_packed + k * kBlock + 16, b1);
+        // Phase 2: dh_{t-1} of this thread's units = dz_t @ W_hh[:, units], and its
+        // columns of dx_t = dz_t @ W_ih.
+        for (int64_t blk = first; blk < last; ++blk) {
+          const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+          const int64_t step = d * T + t;
+          const float* dh = dh_carry + (in * D + d) * B * H;
+          float* dh_prev = dh_carry + (out * D + d) * B * H;
+          const float* dz_t = half + (d * C + slot) * B * G;
+          for (int64_t m = 0; m < B; m += kRows)
+            TileRows(static_cast<int>(std::min<int64_t>(kRows, B - m)), dz_t + m * G, G, 1,
+                     packed + blk * G * kBlock, kBlock, G, dh_prev + m * H + u0, H);
+          if (mask)
+            for (int64_t b = 0; b < B; ++b)
+              if (!mask[step * B + b])
+                std::memcpy(dh_prev + b * H + u0, dh + b * H + u0, kBlock * sizeof(float));
+        }
+        for (int64_t item = in_first; item < in_last; ++item) {
+          const int64_t d = item / in_panels, col = (item % in_panels) * kBlock;
+          const int64_t cols = std::min<int64_t>(kBlock, I - col);
+          const float* dz_t = half + (d * C + slot) * B * G;
+          float* dx_t = dx_out + (d * T + t) * B * I;
+          for (int64_t m = 0; m < B; m += kRows) {
+            const int rows = static_cast<int>(std::min<int64_t>(kRows, B - m));
+            if (cols == kBlock) {
+              TileRows(rows, dz_t + m * G, G, 1, ih_packed + item * G * kBlock, kBlock, G,
+                       dx_t + m * I + col, I);
+              continue;
+            }
+            TileRows(rows, dz_t + m * G, G, 1, ih_packed + item * G * kBlock, kBlock, G, tile,
+                     kBlock);  // the zero-padded last panel
+            for (int r = 0; r < rows; ++r)
+              std::memcpy(dx_t + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
+          }
+        }
+      }
+      // The chunk's weight gradients for this thread's units, accumulated over chunks:
+      // dw_t[d][:, gate * H + units] += [x, h_prev]^T @ dz, dbias likewise.
+      const int64_t rows_k = (hi - lo + 1) * B;
+      int64_t packed_d = -1;
+      for (int64_t blk = first; blk < last; ++blk) {
+        const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+        if (d != packed_d) {  // [x, h_prev]^T of the chunk in tiles of 8 rows
+          for (int64_t tl = 0; tl < row_tiles; ++tl)
+            for (int64_t k = 0; k < rows_k; ++k) {
+              const int64_t row = (d * T + lo) * B + k, m0 = tl * kRows;
+              float* a = a_packed + (tl * rows_k + k) * kRows;
+              if (m0 + kRows <= I) {
+                _mm256_storeu_ps(a, _mm256_loadu_ps(x + row * I + m0));
+              } else if (m0 >= I && m0 + kRows <= M) {
+                _mm256_storeu_ps(a, _mm256_loadu_ps(h_prev + row * H + m0 - I));
+              } else {
+                for (int r = 0; r < kRows; ++r) {
+                  const int64_t m = m0 + r;
+                  a[r] = m < I ? x[row * I + m] : m < M ? h_prev[row * H + m - I] : 0.0f;
+                }
+              }
+            }
+          packed_d = d;
+        }
+        for (int gate = 0; gate < 4; ++gate) {
+          const int64_t col = gate * H + u0;
+          const float* src = half + d * C * B * G + col;
+          __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+          for (int64_t k = 0; k < rows_k; ++k) {
+            __m512 b0 = _mm512_loadu_ps(src + k * G), b1 = _mm512_loadu_ps(src + k * G + 16);
+            _mm512_storeu_ps(b_packed + k * kBlock, b0);
+            _mm512_storeu_ps(b_packed + k * kBlock + 16, b1);
             s0 = _mm512_add_ps(s0, b0);
             s1 = _mm512_add_ps(s1, b1);
           }
-          _mm512_storeu_ps(sum, s0);
-          _mm512_storeu_ps(sum + 16, s1);
-          for (int64_t t = 0; t < row_tiles; ++t) {
-            const int rows = static_cast<int>(std::min<int64_t>(kRows, M - t * kRows));
-            TileRows(rows, a_packed + t * kRows * kc, 1, kRows, b_packed, kBlock, kk,
-                     out + (d * M + t * kRows) * G + p * kBlock, G, k0 > 0);
+          float* db = db_out + d * G + col;
+          const bool accumulate = chunk > 0;
+          if (accumulate) {
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(db));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(db + 16));
           }
+          _mm512_storeu_ps(db, s0);
+          _mm512_storeu_ps(db + 16, s1);
+          for (int64_t tl = 0; tl < row_tiles; ++tl)
+            TileRows(static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows)),
+                     a_packed + tl * rows_k * kRows, 1, kRows, b_packed, kBlock, rows_k,
+                     dw_out + (d * M + tl * kRows) * G + col, G, accumulate);
         }
-        barrier.Wait();  // the next pass repacks A
       }
-      for (int64_t p = first; p < last; ++p)
-        std::memcpy(dbias->typed_data() + d * G + p * kBlock, bias_sum.data() + (p - first) * kBlock,
-                    kBlock * sizeof(float));
+      hi = lo - 1;
     }
   });
+  if (T == 0) {  // no step: the gradients of the weights are zero
+    std::memset(dw_out, 0, D * M * G * sizeof(float));
+    std::memset(db_out, 0, D * G * sizeof(float));
+  }
+  std::memcpy(dh0->typed_data(), dh_carry, state * sizeof(float));
+  std::memcpy(dc0->typed_data(), dc_carry, state * sizeof(float));
   return ffi::Error::Success();
 }
 
@@ -565,17 +594,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmWeightGrad, WeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("max_threads"));

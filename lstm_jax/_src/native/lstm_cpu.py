@@ -31,7 +31,6 @@ import numpy as np
 
 _SOURCE = Path(__file__).with_name("lstm_cpu.cc")
 _FORWARD, _BACKWARD = "lstm_jax_native_forward", "lstm_jax_native_backward"
-_WEIGHT_GRAD = "lstm_jax_native_weight_grad"
 UNITS_MULTIPLE = 32  # the kernel splits the hidden units into blocks of 32
 
 
@@ -106,11 +105,7 @@ def unavailable_reason() -> str | None:
         reason = f"building {_SOURCE.name} failed: {detail.strip()[-2000:]}"
         warnings.warn(f"lstm_jax runs the fused loops in XLA: {reason}", stacklevel=2)
         return reason
-    for name, symbol in (
-        (_FORWARD, library.LstmForward),
-        (_BACKWARD, library.LstmBackward),
-        (_WEIGHT_GRAD, library.LstmWeightGrad),
-    ):
+    for name, symbol in ((_FORWARD, library.LstmForward), (_BACKWARD, library.LstmBackward)):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
     return None
 
@@ -158,40 +153,41 @@ def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
     return (y, h_t, c_t, acts, cs) if save else (y, h_t, c_t, None, None)
 
 
-def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, valid):
-    """The backward loop of :func:`forward`: the gate gradients ``dz`` ``[D, T, B, 4H]``
-    of every step and the gradients ``(dh0, dc0)`` of the initial state."""
+def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
+    """The backward pass of :func:`forward`, weight gradients included.
+
+    Takes the stored ``acts`` ``[D, T, B, 4H]`` and ``cs`` ``[D, T, B, H]``, ``c0``, the
+    output gradients ``dy`` ``[D, T, B, H]``, ``dh_T``/``dc_T`` ``[D, B, H]``, the
+    weights, the inputs ``x`` ``[D, T, B, I]`` and each step's previous output
+    ``h_prev`` ``[D, T, B, H]``. Returns ``(dx, dW_ih, dW_hh, dbias, dh0, dc0)``; the gate
+    gradients are never stored whole: each chunk of steps' weight gradients is taken
+    while they are in cache.
+    """
     _require_library()
+    d, t, b, g = acts.shape
+    i, h = x.shape[-1], cs.shape[-1]
+
+    def f32(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+
     call = jax.ffi.ffi_call(
         _BACKWARD,
-        (
-            jax.ShapeDtypeStruct(acts.shape, jnp.float32),
-            jax.ShapeDtypeStruct(dh_t.shape, jnp.float32),
-            jax.ShapeDtypeStruct(dc_t.shape, jnp.float32),
-        ),
+        (f32(d, t, b, i), f32(d, i + h, g), f32(d, g), f32(d, b, h), f32(d, b, h)),
         vmap_method="sequential",
     )
-    return call(
-        acts, cs, c0, dy, dh_t, dc_t, w_hh, _mask(valid), max_threads=np.int64(max_threads())
+    dx, dw_t, dbias, dh0, dc0 = call(
+        acts,
+        cs,
+        c0,
+        dy,
+        dh_t,
+        dc_t,
+        w_hh,
+        w_ih,
+        x,
+        h_prev,
+        _mask(valid),
+        max_threads=np.int64(max_threads()),
     )
-
-
-def weight_gradients(x, h_prev, dz):
-    """The weight gradients from the gate gradients ``dz`` ``[D, T, B, 4H]``, the
-    inputs ``x`` ``[D, T, B, I]`` and the previous outputs ``h_prev`` ``[D, T, B, H]``:
-    ``(dW_ih [D, 4H, I], dW_hh [D, 4H, H], dbias [D, 4H])``, each one product over all
-    steps."""
-    _require_library()
-    d, _, _, g = dz.shape
-    i, h = x.shape[-1], h_prev.shape[-1]
-    call = jax.ffi.ffi_call(
-        _WEIGHT_GRAD,
-        (
-            jax.ShapeDtypeStruct((d, i + h, g), jnp.float32),
-            jax.ShapeDtypeStruct((d, g), jnp.float32),
-        ),
-        vmap_method="sequential",
-    )
-    dw_t, dbias = call(x, h_prev, dz, max_threads=np.int64(max_threads()))
     dw = jnp.swapaxes(dw_t, 1, 2)
-    return dw[..., :i], dw[..., i:], dbias
+    return dx, dw[..., :i], dw[..., i:], dbias, dh0, dc0
