@@ -24,11 +24,12 @@ bidirectional layer) are stacked on a leading axis and the reverse direction's i
 flipped in time, so one loop advances both directions at once with batched products.
 
 On CPU, for float32 without a projection and a hidden size that is a multiple of 32,
-the loops run as native code (:mod:`lstm_jax._src.native.lstm_cpu`, XLA FFI calls
-compiled on first use): the forward loop computes each step's input projection and
-recurrent product as one register-blocked product with the gate math applied to it in
-cache, and the weight gradients are one native product. Elsewhere, and for derivatives
-of the loops themselves (second-order gradients), the XLA loops below run.
+the forward and backward passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`,
+XLA FFI calls compiled on first use): the forward loop computes each step's input
+projection and recurrent product as one register-blocked product with the gate math
+applied to it in cache, and the backward call computes the input gradient per step and
+the weight gradients per chunk of steps. Elsewhere, and for derivatives of the native
+calls themselves (second-order gradients), the XLA loops below run.
 
 Semantics are those of :func:`~lstm_jax._src.scan.run_layer`, ``seq_lengths`` included:
 padded steps keep the state and output zeros, and the reverse direction runs over each

@@ -1,5 +1,5 @@
-// The time loops and the weight gradients of the fused LSTM layer
-// (lstm_jax/_src/fused.py) as XLA FFI handlers for x86-64 CPUs with AVX-512, float32.
+// The forward and backward passes of the fused LSTM layer (lstm_jax/_src/fused.py) as
+// XLA FFI handlers for x86-64 CPUs with AVX-512, float32.
 //
 // Why native: inside an XLA while loop every step pays a dispatch per kernel, and
 // XLA's per-step product ran at ~125 GFLOP/s on our 2-core benchmark machine. Here each
@@ -11,14 +11,16 @@
 //   LstmForward(x [D,T,B,I], w_ih [D,4H,I], bias [D,4H], w_hh [D,4H,H], h0 [D,B,H],
 //               c0 [D,B,H], valid [D,T,B] or [0])
 //     -> y [D,T,B,H], h_T [D,B,H], c_T [D,B,H], acts [D,T,B,4H] or [0], cs [D,T,B,H] or [0]
-//   LstmBackward(acts, cs, c0, dy, dh_T, dc_T, w_hh, valid) -> dz [D,T,B,4H], dh0, dc0
-//   LstmWeightGrad(x, h_prev [D,T,B,H], dz) -> [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H]
+//   LstmBackward(acts, cs, c0, dy [D,T,B,H], dh_T, dc_T, w_hh, w_ih, x, h_prev [D,T,B,H],
+//                valid) -> dx [D,T,B,I], [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H], dh0, dc0
 // The semantics, masking included, are those of fused.py's XLA loops.
 //
 // Work split in the loops: the hidden units of all directions are cut into blocks of 32
 // units; each thread owns a range of blocks for the whole call, so it reads only its own
 // part of the packed weights and keeps its own part of the cell state. One barrier per
-// step publishes the new h (forward) or dz (backward) that every block's product reads.
+// step publishes the new h (forward) or dz (backward) that every block's product reads;
+// the backward call also splits the input-gradient columns between threads, and each
+// thread takes the weight gradients of its own units.
 // Threads are started per call (the max_threads attribute bounds them) and joined before
 // it returns, so none is left spinning beside XLA's or torch's own threads.
 

@@ -1,4 +1,5 @@
-"""The fused LSTM layer's time loops as native CPU code (``lstm_cpu.cc``, XLA FFI).
+"""The fused LSTM layer's forward and backward passes as native CPU code
+(``lstm_cpu.cc``, XLA FFI).
 
 The library is compiled on first use with the host's C++ compiler (``-march=native``)
 and cached under ``$LSTM_JAX_CACHE_DIR`` (default ``~/.cache/lstm_jax``), keyed by the
@@ -7,8 +8,9 @@ compiler (``$CXX``, else ``g++`` or ``c++``); without them, or with
 ``LSTM_JAX_NATIVE_CPU=0``, :func:`unavailable_reason` says why and the fused layer runs
 its loops in XLA instead, with the same results to float32 rounding.
 
-Only the two loops are native: the input projection and all weight gradients stay
-single XLA products (:mod:`lstm_jax._src.fused`).
+:mod:`lstm_jax._src.fused` calls :func:`forward` and :func:`backward` from its custom VJP
+where :func:`unavailable_reason` is ``None`` and the layer is float32, without a
+projection, with a hidden size that is a multiple of :data:`UNITS_MULTIPLE`.
 """
 
 from __future__ import annotations
