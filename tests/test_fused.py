@@ -173,7 +173,11 @@ def test_checkpoint_reduces_compiled_memory():
         return compiled.memory_analysis().temp_size_in_bytes
 
     full, chunked = temp_bytes(None), temp_bytes(50)
-    assert chunked < full / 3, (full, chunked)
+    # Without checkpointing the backward pass keeps every step's gate activations and
+    # cell state, 5H floats per row; chunks of 50 keep 1/50 of the states and one
+    # chunk's activations. At least 80% of those bytes must be gone.
+    stored = 1000 * 4 * 5 * 32 * 4
+    assert full - chunked > 0.8 * stored, (full, chunked, stored)
 
 
 def test_fused_jit_equals_eager_and_does_not_retrace():

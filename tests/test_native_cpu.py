@@ -6,6 +6,8 @@ loops, and its rounding error is far below float32's.
 """
 
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -195,3 +197,24 @@ def test_native_gate_functions_are_accurate_to_float32_rounding():
     sigmoid, tanh = 1 / (1 + np.exp(-z64)), np.tanh(z64)
     for got, expected in ((i, sigmoid), (f, sigmoid), (g, tanh), (o, sigmoid)):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-37)
+
+
+@pytest.mark.skipif(
+    _REASON is None and not {"avx512f"} <= lstm_cpu._cpu_flags(),
+    reason="the native build is already the AVX2 one on this CPU",
+)
+def test_avx2_build_passes_the_same_checks(tmp_path):
+    """The AVX2 version of the kernel (what CPUs without AVX-512 build), built with
+    ``LSTM_JAX_NATIVE_ISA=avx2`` and run through this file's checks in a subprocess."""
+    env = dict(os.environ, LSTM_JAX_NATIVE_ISA="avx2")
+    checks = "equals_float64_scan or several_chunks or gate_functions"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", __file__, "-k", checks],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]

@@ -1,9 +1,9 @@
 // The forward and backward passes of the fused LSTM layer (lstm_jax/_src/fused.py) as
-// XLA FFI handlers for x86-64 CPUs with AVX-512, float32.
+// XLA FFI handlers for x86-64 CPUs with AVX-512 or AVX2 and FMA, float32.
 //
 // Why native: inside an XLA while loop every step pays a dispatch per kernel, and
 // XLA's per-step product ran at ~125 GFLOP/s on our 2-core benchmark machine. Here each
-// call packs its weights once for a register-blocked AVX-512 product (~180-200 GFLOP/s
+// call packs its weights once for a register-blocked SIMD product (~180-200 GFLOP/s
 // there) and applies the gate math to each product tile while it is still in cache.
 //
 // Shapes (row-major; D directions, T steps, B batch, I input, H hidden; gates in torch
@@ -42,105 +42,160 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kBlock = 32;  // hidden units per work block (two 16-lane vectors)
-constexpr int kRows = 8;    // batch rows per product tile
+constexpr int kBlock = 32;  // hidden units per work block, columns per product tile
 
-// ---------------------------------------------------------------- vector math
-inline __m512 Exp(__m512 x) {
-  // e^x = 2^n * e^r, |r| <= ln2/2, e^r by its Taylor series to r^7 (error < 1e-8).
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(89.0f));
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+// ---------------------------------------------------------------- vector layer
+// The kernels are written once against Vec, a register of kLanes floats: AVX-512 (16)
+// where the compiler targets it, else AVX2 with FMA (8).
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int kLanes = 16;
+constexpr int kRows = 8;  // batch rows per product tile: 16 accumulators of 32 registers
+inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline Vec Set1(float x) { return _mm512_set1_ps(x); }
+inline Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
+inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+inline Vec Div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
+inline Vec Min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
+inline Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+inline Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
+inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+inline Vec Round(Vec x) {
+  return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+inline Vec Abs(Vec x) { return _mm512_abs_ps(x); }
+inline __m512i Bits(Vec x) { return _mm512_castps_si512(x); }
+inline Vec Pow2(Vec n) {  // 2^n for integral n in [-126, 127]
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
+inline Vec CopySign(Vec magnitude, Vec sign) {
+  return _mm512_castsi512_ps(_mm512_or_si512(
+      Bits(magnitude), _mm512_and_si512(Bits(sign), _mm512_set1_epi32(INT32_MIN))));
+}
+inline Vec SelectLess(Vec a, float limit, Vec if_less, Vec otherwise) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, Set1(limit), _CMP_LT_OQ), otherwise,
+                              if_less);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+using Vec = __m256;
+constexpr int kLanes = 8;
+constexpr int kRows = 6;  // batch rows per product tile: 12 accumulators of 16 registers
+inline Vec Load(const float* p) { return _mm256_loadu_ps(p); }
+inline void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline Vec Set1(float x) { return _mm256_set1_ps(x); }
+inline Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec Sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+inline Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+inline Vec Div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
+inline Vec Min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
+inline Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+inline Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }    // a * b + c
+inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a * b
+inline Vec Round(Vec x) {
+  return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+inline Vec Abs(Vec x) { return _mm256_andnot_ps(Set1(-0.0f), x); }
+inline Vec Pow2(Vec n) {  // 2^n for integral n in [-126, 127]
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+inline Vec CopySign(Vec magnitude, Vec sign) {
+  return _mm256_or_ps(magnitude, _mm256_and_ps(sign, Set1(-0.0f)));
+}
+inline Vec SelectLess(Vec a, float limit, Vec if_less, Vec otherwise) {
+  return _mm256_blendv_ps(otherwise, if_less, _mm256_cmp_ps(a, Set1(limit), _CMP_LT_OQ));
+}
+#else
+#error "lstm_cpu.cc needs AVX-512, or AVX2 with FMA"
+#endif
+inline Vec Zero() { return Set1(0.0f); }
+constexpr int kVecs = kBlock / kLanes;  // registers per row of a block
+
+// ---------------------------------------------------------------- gate functions
+inline Vec Exp(Vec x) {
+  // e^x = 2^n * e^r, |r| <= ln2/2, e^r by its Taylor series to r^7 (error < 1e-8). The
+  // clamp keeps 2^n a normal float; sigmoid and tanh saturate well inside it.
+  x = Min(Max(x, Set1(-87.3f)), Set1(88.3f));
+  Vec n = Round(Mul(x, Set1(1.44269504088896341f)));
+  Vec r = Fnma(n, Set1(0.693145751953125f), x);
+  r = Fnma(n, Set1(1.428606765330187045e-06f), r);
+  Vec p = Set1(1.0f / 5040);
+  for (float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = Fma(p, r, Set1(c));
+  return Mul(p, Pow2(n));
 }
 
-inline __m512 Sigmoid(__m512 x) {
-  const __m512 one = _mm512_set1_ps(1.0f);
-  return _mm512_div_ps(one, _mm512_add_ps(one, Exp(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+inline Vec Sigmoid(Vec x) {
+  const Vec one = Set1(1.0f);
+  return Div(one, Add(one, Exp(Sub(Zero(), x))));
 }
 
-inline __m512 Tanh(__m512 x) {
+inline Vec Tanh(Vec x) {
   // |x| < 0.55: odd Taylor series to x^19 (no cancellation near 0); otherwise
   // 1 - 2 / (e^{2|x|} + 1). The sign is restored at the end.
-  const __m512 one = _mm512_set1_ps(1.0f);
-  __m512 a = _mm512_abs_ps(x);
-  __m512 a2 = _mm512_mul_ps(a, a);
-  __m512 p = _mm512_set1_ps(-443861162.0f / 1856156927625.0f);
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(6404582.0f / 10854718875.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(-929569.0f / 638512875.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(21844.0f / 6081075.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(-1382.0f / 155925.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(62.0f / 2835.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(-17.0f / 315.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(2.0f / 15.0f));
-  p = _mm512_fmadd_ps(p, a2, _mm512_set1_ps(-1.0f / 3.0f));
-  __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, a2), a, a);
-  __m512 e = Exp(_mm512_add_ps(a, a));
-  __m512 large = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
-  __mmask16 is_small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(0.55f), _CMP_LT_OQ);
-  __m512 t = _mm512_mask_blend_ps(is_small, large, small);
-  const __m512i sign = _mm512_set1_epi32(0x80000000);
-  return _mm512_castsi512_ps(_mm512_or_si512(
-      _mm512_castps_si512(t), _mm512_and_si512(_mm512_castps_si512(x), sign)));
+  const Vec one = Set1(1.0f);
+  Vec a = Abs(x), a2 = Mul(a, a);
+  Vec p = Set1(-443861162.0f / 1856156927625.0f);
+  for (float c : {6404582.0f / 10854718875.0f, -929569.0f / 638512875.0f,
+                  21844.0f / 6081075.0f, -1382.0f / 155925.0f, 62.0f / 2835.0f,
+                  -17.0f / 315.0f, 2.0f / 15.0f, -1.0f / 3.0f})
+    p = Fma(p, a2, Set1(c));
+  Vec small = Fma(Mul(p, a2), a, a);
+  Vec large = Sub(one, Div(Set1(2.0f), Add(Exp(Add(a, a)), one)));
+  return CopySign(SelectLess(a, 0.55f, small, large), x);
 }
 
 // ---------------------------------------------------------------- the product
 // C[rows, 32] (+)= A[rows, K] @ B[K, 32]: A's element (r, k) at a[r * a_row + k * a_k],
 // B's row k at b + k * ldb (a packed panel has ldb = 32), C's row r at c + r * ldc.
+// Columns go in passes of two registers (one pass with AVX-512, two with AVX2).
 template <int R>
 inline void Tile(const float* a, int64_t a_row, int64_t a_k, const float* b, int64_t ldb,
                  int64_t k_size, float* c, int64_t ldc, bool accumulate) {
-  __m512 acc0[R], acc1[R];
-  for (int r = 0; r < R; ++r) {
-    acc0[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
-    acc1[r] = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();
-  }
-  int64_t k = 0;
-  if constexpr (R <= 2) {
-    // Few rows: a second set of accumulators for odd k, so that more than 2R
-    // dependent chains of FMAs (4 cycles each) are in flight.
-    __m512 odd0[R], odd1[R];
-    for (int r = 0; r < R; ++r) odd0[r] = odd1[r] = _mm512_setzero_ps();
-    for (; k + 1 < k_size; k += 2) {
-      __m512 b0 = _mm512_loadu_ps(b + k * ldb), b1 = _mm512_loadu_ps(b + k * ldb + 16);
-      __m512 c0 = _mm512_loadu_ps(b + (k + 1) * ldb), c1 = _mm512_loadu_ps(b + (k + 1) * ldb + 16);
+  for (int col = 0; col < kBlock; col += 2 * kLanes) {
+    const float* bc = b + col;
+    float* cc = c + col;
+    Vec acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = accumulate ? Load(cc + r * ldc) : Zero();
+      acc1[r] = accumulate ? Load(cc + r * ldc + kLanes) : Zero();
+    }
+    int64_t k = 0;
+    if constexpr (R <= 2) {
+      // Few rows: a second set of accumulators for odd k, so that more than 2R
+      // dependent chains of FMAs (4 cycles each) are in flight.
+      Vec odd0[R], odd1[R];
+      for (int r = 0; r < R; ++r) odd0[r] = odd1[r] = Zero();
+      for (; k + 1 < k_size; k += 2) {
+        Vec b0 = Load(bc + k * ldb), b1 = Load(bc + k * ldb + kLanes);
+        Vec c0 = Load(bc + (k + 1) * ldb), c1 = Load(bc + (k + 1) * ldb + kLanes);
+        for (int r = 0; r < R; ++r) {
+          Vec v = Set1(a[r * a_row + k * a_k]), w = Set1(a[r * a_row + (k + 1) * a_k]);
+          acc0[r] = Fma(v, b0, acc0[r]);
+          acc1[r] = Fma(v, b1, acc1[r]);
+          odd0[r] = Fma(w, c0, odd0[r]);
+          odd1[r] = Fma(w, c1, odd1[r]);
+        }
+      }
       for (int r = 0; r < R; ++r) {
-        __m512 v = _mm512_set1_ps(a[r * a_row + k * a_k]);
-        __m512 w = _mm512_set1_ps(a[r * a_row + (k + 1) * a_k]);
-        acc0[r] = _mm512_fmadd_ps(v, b0, acc0[r]);
-        acc1[r] = _mm512_fmadd_ps(v, b1, acc1[r]);
-        odd0[r] = _mm512_fmadd_ps(w, c0, odd0[r]);
-        odd1[r] = _mm512_fmadd_ps(w, c1, odd1[r]);
+        acc0[r] = Add(acc0[r], odd0[r]);
+        acc1[r] = Add(acc1[r], odd1[r]);
+      }
+    }
+    for (; k < k_size; ++k) {
+      Vec b0 = Load(bc + k * ldb), b1 = Load(bc + k * ldb + kLanes);
+      for (int r = 0; r < R; ++r) {
+        Vec v = Set1(a[r * a_row + k * a_k]);
+        acc0[r] = Fma(v, b0, acc0[r]);
+        acc1[r] = Fma(v, b1, acc1[r]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      acc0[r] = _mm512_add_ps(acc0[r], odd0[r]);
-      acc1[r] = _mm512_add_ps(acc1[r], odd1[r]);
+      Store(cc + r * ldc, acc0[r]);
+      Store(cc + r * ldc + kLanes, acc1[r]);
     }
-  }
-  for (; k < k_size; ++k) {
-    __m512 b0 = _mm512_loadu_ps(b + k * ldb);
-    __m512 b1 = _mm512_loadu_ps(b + k * ldb + 16);
-    for (int r = 0; r < R; ++r) {
-      __m512 v = _mm512_set1_ps(a[r * a_row + k * a_k]);
-      acc0[r] = _mm512_fmadd_ps(v, b0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(v, b1, acc1[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    _mm512_storeu_ps(c + r * ldc, acc0[r]);
-    _mm512_storeu_ps(c + r * ldc + 16, acc1[r]);
   }
 }
 
@@ -313,34 +368,36 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
               TileRows(rows, h_prev + m * H, H, 1, panel + I * kBlock, kBlock, H, out, 2 * kBlock,
                        true);
             }
-            const int64_t u = u0 + q * 16;
-            const float* br = bias + d * G + u;
-            for (int r = 0; r < rows; ++r) {
-              const int64_t b = m + r;
-              const float* zr = tile + r * 2 * kBlock;
-              __m512 gi = Sigmoid(_mm512_add_ps(_mm512_load_ps(zr), _mm512_loadu_ps(br)));
-              __m512 gf = Sigmoid(_mm512_add_ps(_mm512_load_ps(zr + 16), _mm512_loadu_ps(br + H)));
-              __m512 gg = Tanh(_mm512_add_ps(_mm512_load_ps(zr + 32), _mm512_loadu_ps(br + 2 * H)));
-              __m512 go = Sigmoid(_mm512_add_ps(_mm512_load_ps(zr + 48), _mm512_loadu_ps(br + 3 * H)));
-              __m512 cp = _mm512_loadu_ps(c_prev + b * H + u);
-              __m512 c = _mm512_fmadd_ps(gf, cp, _mm512_mul_ps(gi, gg));
-              __m512 h = _mm512_mul_ps(go, Tanh(c));
-              __m512 out = h;
-              if (mask && !mask[step * B + b]) {
-                h = _mm512_loadu_ps(h_prev + b * H + u);
-                c = cp;
-                out = _mm512_setzero_ps();
-              }
-              _mm512_storeu_ps(h_new + b * H + u, h);
-              _mm512_storeu_ps(c_new + b * H + u, c);
-              _mm512_storeu_ps(y_out + (step * B + b) * H + u, out);
-              if (save) {
-                float* ar = acts_out + (step * B + b) * G + u;
-                _mm512_storeu_ps(ar, gi);
-                _mm512_storeu_ps(ar + H, gf);
-                _mm512_storeu_ps(ar + 2 * H, gg);
-                _mm512_storeu_ps(ar + 3 * H, go);
-                _mm512_storeu_ps(cs_out + (step * B + b) * H + u, c);
+            for (int j = 0; j < 16; j += kLanes) {
+              const int64_t u = u0 + q * 16 + j;
+              const float* br = bias + d * G + u;
+              for (int r = 0; r < rows; ++r) {
+                const int64_t b = m + r;
+                const float* zr = tile + r * 2 * kBlock + j;
+                Vec gi = Sigmoid(Add(Load(zr), Load(br)));
+                Vec gf = Sigmoid(Add(Load(zr + 16), Load(br + H)));
+                Vec gg = Tanh(Add(Load(zr + 32), Load(br + 2 * H)));
+                Vec go = Sigmoid(Add(Load(zr + 48), Load(br + 3 * H)));
+                Vec cp = Load(c_prev + b * H + u);
+                Vec c = Fma(gf, cp, Mul(gi, gg));
+                Vec h = Mul(go, Tanh(c));
+                Vec out = h;
+                if (mask && !mask[step * B + b]) {
+                  h = Load(h_prev + b * H + u);
+                  c = cp;
+                  out = Zero();
+                }
+                Store(h_new + b * H + u, h);
+                Store(c_new + b * H + u, c);
+                Store(y_out + (step * B + b) * H + u, out);
+                if (save) {
+                  float* ar = acts_out + (step * B + b) * G + u;
+                  Store(ar, gi);
+                  Store(ar + H, gf);
+                  Store(ar + 2 * H, gg);
+                  Store(ar + 3 * H, go);
+                  Store(cs_out + (step * B + b) * H + u, c);
+                }
               }
             }
           }
@@ -430,7 +487,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
               c0_ + j < I ? w_ih.typed_data()[(d * G + k) * I + c0_ + j] : 0.0f;
     }
     barrier.Wait();  // every thread's products read every W_ih panel's rows of dz
-    const __m512 one = _mm512_set1_ps(1.0f);
+    const Vec one = Set1(1.0f);
     int64_t chunk = 0;
     for (int64_t hi = T - 1; hi >= 0; ++chunk) {
       const int64_t lo = std::max<int64_t>(0, hi - C + 1);
@@ -448,27 +505,23 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
           float* dz_t = half + (d * C + slot) * B * G;
           for (int64_t b = 0; b < B; ++b) {
             const bool live = !mask || mask[step * B + b];
-            for (int64_t u = u0; u < u0 + kBlock; u += 16) {
+            for (int64_t u = u0; u < u0 + kBlock; u += kLanes) {
               const float* ar = a_in + (step * B + b) * G + u;
-              __m512 gi = _mm512_loadu_ps(ar), gf = _mm512_loadu_ps(ar + H);
-              __m512 gg = _mm512_loadu_ps(ar + 2 * H), go = _mm512_loadu_ps(ar + 3 * H);
-              __m512 dh_in = _mm512_loadu_ps(dh + b * H + u);
-              __m512 dc_in = _mm512_loadu_ps(dc + b * H + u);
-              __m512 dm = _mm512_add_ps(dh_in, _mm512_loadu_ps(dy_in + (step * B + b) * H + u));
-              __m512 dcn = dc_in;
-              if (!live) dm = dcn = _mm512_setzero_ps();
-              __m512 tc = Tanh(_mm512_loadu_ps(c_in + (step * B + b) * H + u));
-              __m512 dtot =
-                  _mm512_fmadd_ps(_mm512_mul_ps(dm, go), _mm512_fnmadd_ps(tc, tc, one), dcn);
-              __m512 cp = _mm512_loadu_ps(c_before + b * H + u);
+              Vec gi = Load(ar), gf = Load(ar + H), gg = Load(ar + 2 * H), go = Load(ar + 3 * H);
+              Vec dc_in = Load(dc + b * H + u);
+              Vec dm = Add(Load(dh + b * H + u), Load(dy_in + (step * B + b) * H + u));
+              Vec dcn = dc_in;
+              if (!live) dm = dcn = Zero();
+              Vec tc = Tanh(Load(c_in + (step * B + b) * H + u));
+              Vec dtot = Fma(Mul(dm, go), Fnma(tc, tc, one), dcn);
+              Vec cp = Load(c_before + b * H + u);
               float* zr = dz_t + b * G + u;
-              auto sig_grad = [&](__m512 s) { return _mm512_mul_ps(s, _mm512_sub_ps(one, s)); };
-              _mm512_storeu_ps(zr, _mm512_mul_ps(_mm512_mul_ps(dtot, gg), sig_grad(gi)));
-              _mm512_storeu_ps(zr + H, _mm512_mul_ps(_mm512_mul_ps(dtot, cp), sig_grad(gf)));
-              _mm512_storeu_ps(zr + 2 * H, _mm512_mul_ps(_mm512_mul_ps(dtot, gi),
-                                                         _mm512_fnmadd_ps(gg, gg, one)));
-              _mm512_storeu_ps(zr + 3 * H, _mm512_mul_ps(_mm512_mul_ps(dm, tc), sig_grad(go)));
-              _mm512_storeu_ps(dc_prev + b * H + u, live ? _mm512_mul_ps(dtot, gf) : dc_in);
+              auto sig_grad = [&](Vec s) { return Mul(s, Sub(one, s)); };
+              Store(zr, Mul(Mul(dtot, gg), sig_grad(gi)));
+              Store(zr + H, Mul(Mul(dtot, cp), sig_grad(gf)));
+              Store(zr + 2 * H, Mul(Mul(dtot, gi), Fnma(gg, gg, one)));
+              Store(zr + 3 * H, Mul(Mul(dm, tc), sig_grad(go)));
+              Store(dc_prev + b * H + u, live ? Mul(dtot, gf) : dc_in);
             }
           }
         }
@@ -520,9 +573,9 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
               const int64_t row = (d * T + lo) * B + k, m0 = tl * kRows;
               float* a = a_packed + (tl * rows_k + k) * kRows;
               if (m0 + kRows <= I) {
-                _mm256_storeu_ps(a, _mm256_loadu_ps(x + row * I + m0));
+                std::memcpy(a, x + row * I + m0, kRows * sizeof(float));
               } else if (m0 >= I && m0 + kRows <= M) {
-                _mm256_storeu_ps(a, _mm256_loadu_ps(h_prev + row * H + m0 - I));
+                std::memcpy(a, h_prev + row * H + m0 - I, kRows * sizeof(float));
               } else {
                 for (int r = 0; r < kRows; ++r) {
                   const int64_t m = m0 + r;
@@ -535,22 +588,17 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
         for (int gate = 0; gate < 4; ++gate) {
           const int64_t col = gate * H + u0;
           const float* src = half + d * C * B * G + col;
-          __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-          for (int64_t k = 0; k < rows_k; ++k) {
-            __m512 b0 = _mm512_loadu_ps(src + k * G), b1 = _mm512_loadu_ps(src + k * G + 16);
-            _mm512_storeu_ps(b_packed + k * kBlock, b0);
-            _mm512_storeu_ps(b_packed + k * kBlock + 16, b1);
-            s0 = _mm512_add_ps(s0, b0);
-            s1 = _mm512_add_ps(s1, b1);
-          }
           float* db = db_out + d * G + col;
           const bool accumulate = chunk > 0;
-          if (accumulate) {
-            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(db));
-            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(db + 16));
-          }
-          _mm512_storeu_ps(db, s0);
-          _mm512_storeu_ps(db + 16, s1);
+          Vec sums[kVecs];
+          for (int v = 0; v < kVecs; ++v) sums[v] = accumulate ? Load(db + v * kLanes) : Zero();
+          for (int64_t k = 0; k < rows_k; ++k)
+            for (int v = 0; v < kVecs; ++v) {
+              Vec z = Load(src + k * G + v * kLanes);
+              Store(b_packed + k * kBlock + v * kLanes, z);
+              sums[v] = Add(sums[v], z);
+            }
+          for (int v = 0; v < kVecs; ++v) Store(db + v * kLanes, sums[v]);
           for (int64_t tl = 0; tl < row_tiles; ++tl)
             TileRows(static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows)),
                      a_packed + tl * rows_k * kRows, 1, kRows, b_packed, kBlock, rows_k,

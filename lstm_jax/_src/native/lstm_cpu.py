@@ -3,10 +3,12 @@
 
 The library is compiled on first use with the host's C++ compiler (``-march=native``)
 and cached under ``$LSTM_JAX_CACHE_DIR`` (default ``~/.cache/lstm_jax``), keyed by the
-source, the jax version and the CPU. It needs Linux on x86-64 with AVX-512 and a C++17
-compiler (``$CXX``, else ``g++`` or ``c++``); without them, or with
-``LSTM_JAX_NATIVE_CPU=0``, :func:`unavailable_reason` says why and the fused layer runs
-its loops in XLA instead, with the same results to float32 rounding.
+source, the jax version and the CPU. It needs Linux on x86-64 with AVX2 and FMA (it
+uses AVX-512 where the CPU has it) and a C++17 compiler (``$CXX``, else ``g++`` or
+``c++``); without them, or with ``LSTM_JAX_NATIVE_CPU=0``, :func:`unavailable_reason`
+says why and the fused layer runs its loops in XLA instead, with the same results to
+float32 rounding. ``LSTM_JAX_NATIVE_ISA=avx2`` builds the AVX2 version on an AVX-512
+machine (the tests use it to check that version).
 
 :mod:`lstm_jax._src.fused` calls :func:`forward` and :func:`backward` from its custom VJP
 where :func:`unavailable_reason` is ``None`` and the layer is float32, without a
@@ -54,12 +56,22 @@ def _compiler() -> str | None:
     return None
 
 
+def _isa_options() -> list[str]:
+    """Compiler options beyond ``-march=native`` that choose the instruction set."""
+    isa = os.environ.get("LSTM_JAX_NATIVE_ISA", "native")
+    if isa not in ("native", "avx2"):
+        raise ValueError(f"LSTM_JAX_NATIVE_ISA must be 'native' or 'avx2', got {isa!r}")
+    return ["-mno-avx512f"] if isa == "avx2" else []
+
+
 def _build(compiler: str, flags: set[str]) -> Path:
-    """Compiles the library into the cache (once per source, jax version and CPU)."""
+    """Compiles the library into the cache (once per source, jax version, CPU and ISA)."""
     include = jax.ffi.include_dir()
+    options = ["-O3", "-march=native", *_isa_options(), "-pthread", "-shared", "-fPIC"]
     key = hashlib.sha256(
         b"\0".join(
             [_SOURCE.read_bytes(), jax.__version__.encode(), compiler.encode()]
+            + [o.encode() for o in options]
             + [f.encode() for f in sorted(flags)]
         )
     ).hexdigest()[:16]
@@ -72,8 +84,8 @@ def _build(compiler: str, flags: set[str]) -> Path:
     # workers) never load a half-written file.
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         partial = Path(tmp) / library.name
-        command = [compiler, "-O3", "-march=native", "-pthread", "-shared", "-fPIC"]
-        command += ["-std=c++17", "-w", f"-I{include}", str(_SOURCE), "-o", str(partial)]
+        command = [compiler, *options, "-std=c++17", "-w", f"-I{include}", str(_SOURCE)]
+        command += ["-o", str(partial)]
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, library)
     return library
@@ -95,8 +107,8 @@ def unavailable_reason() -> str | None:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return f"needs Linux on x86-64, this is {sys.platform} on {platform.machine()}"
     flags = _cpu_flags()
-    if "avx512f" not in flags:
-        return "needs a CPU with AVX-512"
+    if not {"avx2", "fma"} <= flags:
+        return "needs a CPU with AVX2 and FMA"
     compiler = _compiler()
     if compiler is None:
         return "no C++ compiler found ($CXX, g++ or c++)"
