@@ -273,7 +273,8 @@ std::mutex& CallMutex() {
 
 // Working memory kept from call to call, one grow-only 64-byte-aligned buffer per slot:
 // mapping fresh megabytes on every call cost more in page faults than the arithmetic
-// of a short sequence (measured with perf). Only a holder of CallMutex may use it.
+// of a short sequence (measured with perf). Only a holder of CallMutex may use it;
+// nullptr when memory runs out.
 enum Slot { kWeights, kStateH, kStateC, kRing, kPerThread, kSlots };
 float* Scratch(Slot slot, int64_t n) {
   struct Free {
@@ -284,9 +285,13 @@ float* Scratch(Slot slot, int64_t n) {
   if (sizes[slot] < n) {
     size_t bytes = ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64;
     buffers[slot].reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    sizes[slot] = n;
+    sizes[slot] = buffers[slot] ? n : 0;
   }
   return buffers[slot].get();
+}
+
+ffi::Error OutOfMemory() {
+  return ffi::Error(ffi::ErrorCode::kResourceExhausted, "lstm_cpu: no memory for scratch");
 }
 
 ffi::Error CheckDims(const Dims& n, ffi::Span<const int64_t> w_hh, int64_t valid_size) {
@@ -331,6 +336,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   // Carried state, double-buffered by step parity: [2, D, B, H].
   float* h_carry = Scratch(kStateH, 2 * n.d * B * H);
   float* c_carry = Scratch(kStateC, 2 * n.d * B * H);
+  if (!packed || !h_carry || !c_carry) return OutOfMemory();
   const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * K, max_threads);
   RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
@@ -461,6 +467,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   const int threads = ThreadCount(blocks, 8.0 * D * B * H * (H + I), max_threads);
   const int64_t per_thread = row_tiles * kRows * C * B + C * B * kBlock + kRows * kBlock;
   float* thread_scratch = Scratch(kPerThread, threads * per_thread);
+  if (!packed || !dh_carry || !dc_carry || !ring || !thread_scratch) return OutOfMemory();
   const int64_t state = D * B * H;
   // The carry of step t lives at parity t & 1; the incoming gradients are step T's.
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
