@@ -134,6 +134,10 @@ def _mask(valid: jax.Array | None) -> jax.Array:
     return jnp.zeros((0,), bool) if valid is None else valid
 
 
+def _f32(*shape: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
 def _require_library() -> None:
     reason = unavailable_reason()
     if reason is not None:
@@ -151,14 +155,10 @@ def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
     _require_library()
     d, t, b, _ = x.shape
     g, h = w_hh.shape[1:]
-
-    def f32(*shape):
-        return jax.ShapeDtypeStruct(shape, jnp.float32)
-
-    stored = (f32(d, t, b, g), f32(d, t, b, h)) if save else (f32(0), f32(0))
+    stored = (_f32(d, t, b, g), _f32(d, t, b, h)) if save else (_f32(0), _f32(0))
     call = jax.ffi.ffi_call(
         _FORWARD,
-        (f32(d, t, b, h), f32(d, b, h), f32(d, b, h)) + stored,
+        (_f32(d, t, b, h), _f32(d, b, h), _f32(d, b, h)) + stored,
         vmap_method="sequential",
     )
     bias = jnp.zeros((d, g), jnp.float32) if bias is None else bias
@@ -180,13 +180,9 @@ def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
     _require_library()
     d, t, b, g = acts.shape
     i, h = x.shape[-1], cs.shape[-1]
-
-    def f32(*shape):
-        return jax.ShapeDtypeStruct(shape, jnp.float32)
-
     call = jax.ffi.ffi_call(
         _BACKWARD,
-        (f32(d, t, b, i), f32(d, i + h, g), f32(d, g), f32(d, b, h), f32(d, b, h)),
+        (_f32(d, t, b, i), _f32(d, i + h, g), _f32(d, g), _f32(d, b, h), _f32(d, b, h)),
         vmap_method="sequential",
     )
     dx, dw_t, dbias, dh0, dc0 = call(
