@@ -47,21 +47,25 @@ constexpr int kBlock = 32;  // hidden units per work block, columns per product 
 // ---------------------------------------------------------------- vector layer
 // The kernels are written once against Vec, a register of kLanes floats: AVX-512 (16)
 // where the compiler targets it, else AVX2 with FMA (8).
+// The arithmetic both instruction sets name alike (prefix _mm512 or _mm256).
+#define LSTM_JAX_ARITHMETIC(P)                                                             \
+  inline Vec Load(const float* p) { return P##_loadu_ps(p); }                             \
+  inline void Store(float* p, Vec v) { P##_storeu_ps(p, v); }                             \
+  inline Vec Set1(float x) { return P##_set1_ps(x); }                                     \
+  inline Vec Add(Vec a, Vec b) { return P##_add_ps(a, b); }                               \
+  inline Vec Sub(Vec a, Vec b) { return P##_sub_ps(a, b); }                               \
+  inline Vec Mul(Vec a, Vec b) { return P##_mul_ps(a, b); }                               \
+  inline Vec Div(Vec a, Vec b) { return P##_div_ps(a, b); }                               \
+  inline Vec Min(Vec a, Vec b) { return P##_min_ps(a, b); }                               \
+  inline Vec Max(Vec a, Vec b) { return P##_max_ps(a, b); }                               \
+  inline Vec Fma(Vec a, Vec b, Vec c) { return P##_fmadd_ps(a, b, c); }   /* a * b + c */ \
+  inline Vec Fnma(Vec a, Vec b, Vec c) { return P##_fnmadd_ps(a, b, c); } /* c - a * b */
+
 #if defined(__AVX512F__)
 using Vec = __m512;
 constexpr int kLanes = 16;
 constexpr int kRows = 8;  // batch rows per product tile: 16 accumulators of 32 registers
-inline Vec Load(const float* p) { return _mm512_loadu_ps(p); }
-inline void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-inline Vec Set1(float x) { return _mm512_set1_ps(x); }
-inline Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-inline Vec Sub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-inline Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
-inline Vec Div(Vec a, Vec b) { return _mm512_div_ps(a, b); }
-inline Vec Min(Vec a, Vec b) { return _mm512_min_ps(a, b); }
-inline Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-inline Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }    // a * b + c
-inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+LSTM_JAX_ARITHMETIC(_mm512)
 inline Vec Round(Vec x) {
   return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -83,17 +87,7 @@ inline Vec SelectLess(Vec a, float limit, Vec if_less, Vec otherwise) {
 using Vec = __m256;
 constexpr int kLanes = 8;
 constexpr int kRows = 6;  // batch rows per product tile: 12 accumulators of 16 registers
-inline Vec Load(const float* p) { return _mm256_loadu_ps(p); }
-inline void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-inline Vec Set1(float x) { return _mm256_set1_ps(x); }
-inline Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-inline Vec Sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
-inline Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
-inline Vec Div(Vec a, Vec b) { return _mm256_div_ps(a, b); }
-inline Vec Min(Vec a, Vec b) { return _mm256_min_ps(a, b); }
-inline Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-inline Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }    // a * b + c
-inline Vec Fnma(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a * b
+LSTM_JAX_ARITHMETIC(_mm256)
 inline Vec Round(Vec x) {
   return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
@@ -111,6 +105,7 @@ inline Vec SelectLess(Vec a, float limit, Vec if_less, Vec otherwise) {
 #else
 #error "lstm_cpu.cc needs AVX-512, or AVX2 with FMA"
 #endif
+#undef LSTM_JAX_ARITHMETIC
 inline Vec Zero() { return Set1(0.0f); }
 constexpr int kVecs = kBlock / kLanes;  // registers per row of a block
 
@@ -218,6 +213,11 @@ void TileRows(int rows, const float* a, int64_t a_row, int64_t a_k, const float*
   }
 }
 
+template <class Buffer>
+int64_t Count(const Buffer& buffer) {
+  return static_cast<int64_t>(buffer.element_count());
+}
+
 struct Dims {
   int64_t d, t, b, h;
 };
@@ -318,7 +318,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   if (auto e = CheckDims(n, w_hh.dimensions(), valid.element_count()); !e.success()) return e;
   const bool save = acts->element_count() != 0;
   const int64_t I = dims[3], H = n.h, G = 4 * n.h, B = n.b, T = n.t, K = I + H;
-  if (w_ih.element_count() != n.d * G * I || bias_in.element_count() != n.d * G)
+  if (Count(w_ih) != n.d * G * I || Count(bias_in) != n.d * G)
     return ffi::Error::InvalidArgument("w_ih must be [D, 4H, I] and bias [D, 4H]");
   const int64_t blocks_per_dir = H / kBlock, blocks = n.d * blocks_per_dir;
   const float* x = x_in.typed_data();
@@ -437,7 +437,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   const Dims n{dims[0], dims[1], dims[2], dims[3]};
   if (auto e = CheckDims(n, w_hh.dimensions(), valid.element_count()); !e.success()) return e;
   const int64_t I = xd[3], H = n.h, G = 4 * n.h, B = n.b, T = n.t, D = n.d, M = I + H;
-  if (w_ih.element_count() != D * G * I || h_prev_in.element_count() != D * T * B * H)
+  if (Count(w_ih) != D * G * I || Count(h_prev_in) != D * T * B * H)
     return ffi::Error::InvalidArgument("w_ih must be [D, 4H, I] and h_prev [D, T, B, H]");
   const int64_t blocks_per_dir = H / kBlock, blocks = D * blocks_per_dir;
   const int64_t in_panels = (I + kBlock - 1) / kBlock, row_tiles = (M + kRows - 1) / kRows;
@@ -458,7 +458,6 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   // Panels of 32 columns, 4H rows each: W_hh's for dh_{t-1} = dz_t @ W_hh (one per
   // block of units), then W_ih's for dx_t = dz_t @ W_ih (the last one zero-padded).
   float* packed = Scratch(kWeights, D * (blocks_per_dir + in_panels) * G * kBlock);
-  float* ih_packed = packed + D * blocks_per_dir * G * kBlock;
   float* dh_carry = Scratch(kStateH, 2 * D * B * H);
   float* dc_carry = Scratch(kStateC, 2 * D * B * H);
   // Gate gradients of a chunk, [2 halves][D][C * B][4H]: chunks alternate halves, so a
@@ -468,6 +467,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   const int64_t per_thread = row_tiles * kRows * C * B + C * B * kBlock + kRows * kBlock;
   float* thread_scratch = Scratch(kPerThread, threads * per_thread);
   if (!packed || !dh_carry || !dc_carry || !ring || !thread_scratch) return OutOfMemory();
+  float* ih_packed = packed + D * blocks_per_dir * G * kBlock;
   const int64_t state = D * B * H;
   // The carry of step t lives at parity t & 1; the incoming gradients are step T's.
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
@@ -574,7 +574,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
       int64_t packed_d = -1;
       for (int64_t blk = first; blk < last; ++blk) {
         const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-        if (d != packed_d) {  // [x, h_prev]^T of the chunk in tiles of 8 rows
+        if (d != packed_d) {  // [x, h_prev]^T of the chunk in tiles of kRows rows
           for (int64_t tl = 0; tl < row_tiles; ++tl)
             for (int64_t k = 0; k < rows_k; ++k) {
               const int64_t row = (d * T + lo) * B + k, m0 = tl * kRows;
