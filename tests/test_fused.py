@@ -10,6 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from fused_runs import fused as _fused
+from fused_runs import loss as _loss
+from fused_runs import scan as _scan
 from jax.test_util import check_grads
 
 import lstm_jax
@@ -34,38 +37,6 @@ def _inputs(proj=0, dtype=jnp.float64, batch=B):
         jax.random.normal(keys[2], (batch, H), state_dtype),
     )
     return x, state
-
-
-def _loss(run):
-    """A loss that reads every output, with a different weight per element."""
-
-    def loss(params, x, state):
-        y, final = run(params, x, state)
-        return jnp.sum(y * jnp.cos(y)) + jnp.sum(final.h * final.h) + jnp.sum(jnp.sin(final.c))
-
-    return loss
-
-
-def _scan(seq_lengths, reverse):
-    def run(params, x, state):
-        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq_lengths, reverse=reverse)
-
-    return run
-
-
-def _fused(seq_lengths, reverse, checkpoint=None, unroll=1):
-    def run(params, x, state):
-        return F.run_fused_layer(
-            params,
-            x,
-            state,
-            seq_lengths=seq_lengths,
-            reverse=reverse,
-            checkpoint=checkpoint,
-            unroll=unroll,
-        )
-
-    return run
 
 
 @pytest.mark.parametrize(

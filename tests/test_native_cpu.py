@@ -14,6 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fused_runs import fused as _fused
+from fused_runs import loss as _loss
+from fused_runs import scan as _scan
 
 from lstm_jax import functional as F
 from lstm_jax._src.native import lstm_cpu
@@ -40,14 +43,6 @@ def _problem(key, scale=1.0, time=T, batch=B):
     return params, x, state
 
 
-def _loss(run):
-    def loss(params, x, state):
-        y, final = run(params, x, state)
-        return jnp.sum(y * jnp.cos(y)) + jnp.sum(final.h * final.h) + jnp.sum(jnp.sin(final.c))
-
-    return loss
-
-
 def _values_and_grads(run, params, x, state):
     grads = jax.grad(_loss(run), argnums=(0, 1, 2))(params, x, state)
     return run(params, x, state), grads
@@ -55,6 +50,17 @@ def _values_and_grads(run, params, x, state):
 
 def _float64(tree):
     return jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
+
+
+def _assert_native_equals_float64(fused, scan, args):
+    """``fused``'s outputs and gradients, through the native calls, against ``scan``'s in
+    float64 on the same inputs."""
+    lowered = jax.jit(lambda *a: _values_and_grads(fused, *a)).lower(*args)
+    assert "lstm_jax_native_forward" in lowered.as_text()
+    assert "lstm_jax_native_backward" in lowered.as_text()
+    expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(*_float64(args))
+    got = _float64(lowered.compile()(*args))
+    chex.assert_trees_all_close(got, expected, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize(
@@ -69,21 +75,9 @@ def _float64(tree):
 def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale):
     params, x, state = _problem(jax.random.key(0), scale)
     seq = None if lengths is None else jnp.asarray(lengths)
-
-    def fused(params, x, state):
-        return F.run_fused_layer(
-            params, x, state, seq_lengths=seq, reverse=reverse, checkpoint=checkpoint
-        )
-
-    def scan(params, x, state):
-        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq, reverse=reverse)
-
-    lowered = jax.jit(lambda *a: _values_and_grads(fused, *a)).lower(params, x, state)
-    assert "lstm_jax_native_forward" in lowered.as_text()
-    assert "lstm_jax_native_backward" in lowered.as_text()
-    got = lowered.compile()(params, x, state)
-    expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(*_float64((params, x, state)))
-    chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+    _assert_native_equals_float64(
+        _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
+    )
 
 
 @pytest.mark.parametrize("time,batch", [(60, 11), (7, 130)])
@@ -92,16 +86,7 @@ def test_native_backward_over_several_chunks_equals_float64_scan(time, batch):
     at B = 11 in chunks of 24 steps (24, 24, 12), at B = 130 of 2 (2, 2, 2, 1)."""
     params, x, state = _problem(jax.random.key(6), time=time, batch=batch)
     seq = jax.random.randint(jax.random.key(7), (batch,), 1, time + 1, jnp.int32)
-
-    def fused(params, x, state):
-        return F.run_fused_layer(params, x, state, seq_lengths=seq)
-
-    def scan(params, x, state):
-        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq)
-
-    got = jax.jit(lambda *a: _values_and_grads(fused, *a))(params, x, state)
-    expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(*_float64((params, x, state)))
-    chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+    _assert_native_equals_float64(_fused(seq), _scan(seq), (params, x, state))
 
 
 def test_native_bidirectional_equals_float64_scans():
@@ -118,9 +103,7 @@ def test_native_bidirectional_equals_float64_scans():
         yb, sb = F.run_layer(F.LSTM_CELL, params[1], x, state, seq_lengths=seq, reverse=True)
         return jnp.concatenate([yf, yb], -1), F.LSTMState(sf.h + sb.h, sf.c - sb.c)
 
-    got = jax.jit(lambda *a: _values_and_grads(fused, *a))((pf, pb), x, state)
-    expected = jax.jit(lambda *a: _values_and_grads(scans, *a))(*_float64(((pf, pb), x, state)))
-    chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+    _assert_native_equals_float64(fused, scans, ((pf, pb), x, state))
 
 
 def test_native_forward_without_gradients_equals_float64_scan():
@@ -151,12 +134,7 @@ def test_native_second_order_gradients_and_vmap_equal_the_scan():
     gradient), and ``vmap`` runs them once per mapped element."""
     params, x, state = _problem(jax.random.key(5))
     seq = jnp.asarray(LENGTHS)
-
-    def fused(params, x, state):
-        return F.run_fused_layer(params, x, state, seq_lengths=seq)
-
-    def scan(params, x, state):
-        return F.run_layer(F.LSTM_CELL, params, x, state, seq_lengths=seq)
+    fused, scan = _fused(seq), _scan(seq)
 
     def curvature(run):
         def grad_norm(params, x, state):
