@@ -4,12 +4,15 @@ The NNX modules are the primary API; pure functions live in :mod:`lstm_jax.funct
 and Linen modules in :mod:`lstm_jax.linen`.
 """
 
+from lstm_jax._src.backends import BackendChoice as BackendChoice
+from lstm_jax._src.fused import portable_kernels as portable_kernels
 from lstm_jax._src.nnx_modules import GRU as GRU
 from lstm_jax._src.nnx_modules import LSTM as LSTM
 from lstm_jax._src.nnx_modules import RNN as RNN
 from lstm_jax._src.nnx_modules import GRUCell as GRUCell
 from lstm_jax._src.nnx_modules import LSTMCell as LSTMCell
 from lstm_jax._src.nnx_modules import RNNCell as RNNCell
+from lstm_jax._src.nnx_modules import explain_backend as explain_backend
 from lstm_jax._src.types import GRUParams as GRUParams
 from lstm_jax._src.types import GRUState as GRUState
 from lstm_jax._src.types import LSTMParams as LSTMParams
@@ -20,6 +23,7 @@ from lstm_jax._src.types import RNNState as RNNState
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendChoice",
     "GRU",
     "LSTM",
     "RNN",
@@ -33,4 +37,6 @@ __all__ = [
     "RNNParams",
     "RNNState",
     "__version__",
+    "explain_backend",
+    "portable_kernels",
 ]

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lstm_jax._src import custom_calls
 from lstm_jax._src.cells import accumulation_dtype
 from lstm_jax._src.native import lstm_cpu
 from lstm_jax._src.types import LSTMParams, LSTMState
@@ -136,18 +137,62 @@ def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
 _PER_STEP_PROJECTION_MIN_BATCH = 8
 
 
+# Part of jit's cache key: a function traced with the native calls is traced again
+# inside ``portable_kernels``.
+_PORTABLE = jax.make_user_context(default_value=False)
+
+
+def portable_kernels():
+    """A context in which the fused layer is traced with its XLA loops only, never the
+    native CPU calls.
+
+    The native loops are custom calls that ``jax.export`` cannot serialize for CPU
+    ("custom calls whose targets have no compatibility guarantees":
+    ``lstm_jax_native_forward``). Programs traced inside this context contain only XLA
+    operations, so they export for every platform and run wherever they are loaded,
+    with the same results to float32 rounding. Exports for ``cuda`` and ``tpu`` never
+    contain the native calls and need no context.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 32)
+      >>> zeros = jnp.zeros((2, 32), jnp.float32)
+      >>> def f(x):
+      ...     return run_fused_layer(p, x, LSTMState(zeros, zeros))[0]
+      >>> with portable_kernels():
+      ...     exported = jax.export.export(jax.jit(f), platforms=["cpu"])(jnp.ones((4, 2, 3)))
+      >>> exported.call(jnp.ones((4, 2, 3))).shape
+      (4, 2, 32)
+    """
+    return _PORTABLE(True)
+
+
+def native_unsupported_reason(w_hh: jax.Array, dtypes, projection: bool) -> str | None:
+    """Why a layer's loops cannot run as native CPU code, or ``None`` when they can.
+
+    They run for float32 throughout, no projection, a hidden size that is a multiple
+    of 32 and the native library built (:mod:`lstm_jax._src.native.lstm_cpu`), outside
+    :func:`portable_kernels`. The choice is made at trace time; on other platforms
+    ``lax.platform_dependent`` lowers the XLA loops.
+    """
+    if _PORTABLE.value:
+        return "traced inside portable_kernels(): XLA loops only"
+    if projection:
+        return "the native loops have no projection (proj_size > 0)"
+    wrong = sorted({str(jnp.dtype(d)) for d in dtypes} - {"float32"})
+    if wrong:
+        return f"the native loops run float32 only, got {', '.join(wrong)}"
+    hidden = w_hh.shape[-1]
+    if hidden % lstm_cpu.UNITS_MULTIPLE:
+        return f"the native loops need a hidden size that is a multiple of 32, got {hidden}"
+    reason = lstm_cpu.unavailable_reason()
+    return None if reason is None else f"the native library is unavailable: {reason}"
+
+
 def _native(w: _Weights, x: jax.Array, h0: jax.Array) -> bool:
-    """Whether the loops can run as native CPU code (:mod:`lstm_jax._src.native.lstm_cpu`):
-    float32 throughout, no projection, a hidden size that is a multiple of 32, and the
-    native library built. The choice is made at trace time; on other platforms
-    ``lax.platform_dependent`` lowers the XLA loops."""
     arrays = (w.w_ih, w.w_hh, x, h0) + (() if w.bias is None else (w.bias,))
-    return (
-        w.w_hr is None
-        and all(a.dtype == jnp.float32 for a in arrays)
-        and w.w_hh.shape[-1] % lstm_cpu.UNITS_MULTIPLE == 0
-        and lstm_cpu.unavailable_reason() is None
-    )
+    reason = native_unsupported_reason(w.w_hh, [a.dtype for a in arrays], w.w_hr is not None)
+    return reason is None
 
 
 def _native_on_cpu(xla_fn, native_fn):
@@ -174,8 +219,27 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     return loop(w, x, valid, h0, c0)
 
 
+def _native_forward_rows(x, w_ih, bias, w_hh, h0, c0, valid, *, save):
+    outs = lstm_cpu.forward(x, w_ih, bias, w_hh, h0, c0, valid, save)
+    return outs if save else outs[:3]
+
+
+# Batch axes of the native calls' arguments and results (``None``: shared weights, or
+# weight gradients summed over rows), for ``custom_calls.batch_parallel``.
+_FORWARD_IN_AXES = (2, None, None, None, 1, 1, 2)  # x, w_ih, bias, w_hh, h0, c0, valid
+_FORWARD_OUT_AXES = (2, 1, 1, 2, 2)  # y, h_T, c_T, acts, cs
+# acts, cs, c0, dy, dh_T, dc_T, w_hh, w_ih, x, h_prev, valid
+_BACKWARD_IN_AXES = (2, 2, 1, 2, 1, 1, None, None, 2, 2, 2)
+_BACKWARD_OUT_AXES = (2, None, None, None, 1, 1)  # dx, dW_ih, dW_hh, dbias, dh0, dc0
+
+
 def _native_chunk_forward(w, x, valid, h0, c0, save):
-    return lstm_cpu.forward(x, w.w_ih, w.bias, w.w_hh, h0, c0, valid, save)
+    out_axes = _FORWARD_OUT_AXES if save else _FORWARD_OUT_AXES[:3]
+    run = custom_calls.batch_parallel(
+        functools.partial(_native_forward_rows, save=save), _FORWARD_IN_AXES, out_axes
+    )
+    outs = run(x, w.w_ih, w.bias, w.w_hh, h0, c0, valid)
+    return outs if save else (*outs, None, None)
 
 
 def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
@@ -278,7 +342,8 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
 
 
 def _native_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t):
-    dx, dw_ih, dw_hh, dbias, dh0, dc0 = lstm_cpu.backward(
+    run = custom_calls.batch_parallel(lstm_cpu.backward, _BACKWARD_IN_AXES, _BACKWARD_OUT_AXES)
+    dx, dw_ih, dw_hh, dbias, dh0, dc0 = run(
         acts, cs, c0, dy, dh_t, dc_t, w.w_hh, w.w_ih, x, h_prev, valid
     )
     dbias = None if w.bias is None else dbias
@@ -369,8 +434,12 @@ def _fused_bwd(unroll, checkpoint, residuals, cotangents):
         )
         (dw, dh0, dc0), dx = lax.scan(chunk, (dw0, dh_t, dc_t), xs, reverse=True)
         dx = _unchunked(dx)
-    dw = jax.tree.map(lambda g, p: g.astype(p.dtype), dw, w)
-    return dw, dx.astype(x.dtype), None, dh0.astype(h0.dtype), dc0.astype(c0.dtype)
+
+    def cotangent(g, p):  # the primal's dtype, and its variance inside shard_map
+        return custom_calls.sum_to_vma(g.astype(p.dtype), p)
+
+    dw = jax.tree.map(cotangent, dw, w)
+    return dw, cotangent(dx, x), None, cotangent(dh0, h0), cotangent(dc0, c0)
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -446,6 +515,8 @@ def _run(params, x, initial_states, reverse, seq_lengths, unroll, checkpoint):
             valid = jnp.pad(valid, ((0, 0), (0, pad), (0, 0)))
     h0 = jnp.stack([s.h for s in initial_states])
     c0 = jnp.stack([s.c for s in initial_states])
+    # Inside shard_map a zero state must vary over the mesh axes the inputs vary over.
+    h0, c0 = custom_calls.match_vma((h0, c0), w, x_exec, valid)
     y, h_t, c_t = _fused(unroll, checkpoint, w, x_exec, valid, h0, c0)
     y = y[:, :time]
     y = [jnp.flip(y[d], 0) if r else y[d] for d, r in enumerate(reverse)]

@@ -16,7 +16,7 @@ from flax import nnx
 
 from lstm_jax._src import validation
 from lstm_jax._src.apply import gru, lstm, rnn
-from lstm_jax._src.backends import BACKENDS
+from lstm_jax._src.backends import BACKENDS, BackendChoice, recording_choices
 from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
 from lstm_jax._src.init import (
     RecurrentInit,
@@ -869,3 +869,37 @@ class RNNCell(_RecurrentCell):
           'relu'
         """
         return cls._from_torch(module, rngs, kwargs, nonlinearity=module.nonlinearity)
+
+
+def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
+    """Which kernel each recurrent stack in ``fn(*args, **kwargs)`` runs, and why.
+
+    Traces the call abstractly (nothing is computed, the model's state is not touched)
+    and reports, in call order, what ``backend`` resolved to for every LSTM, GRU or RNN
+    stack: the kernel (``"scan"``, ``"fused"``, ``"cudnn"``), whether the fused layer's
+    loops run as native CPU code, and why each other kernel does not run.
+
+    Args:
+      fn: an NNX model (in train or eval mode), a pure function of
+        :mod:`lstm_jax.functional`, or any function that calls them (jitted or not).
+      *args: its arguments (arrays, or ``jax.ShapeDtypeStruct``).
+      **kwargs: its keyword arguments.
+
+    Returns:
+      One :class:`BackendChoice` per stack call.
+
+    Example:
+      >>> import lstm_jax
+      >>> model = lstm_jax.LSTM(8, 20, rngs=nnx.Rngs(0))
+      >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 8)))
+      >>> choice.backend, choice.native_cpu
+      ('fused', False)
+      >>> choice.reasons["native_cpu"]
+      'the native loops need a hidden size that is a multiple of 32, got 20'
+    """
+    with recording_choices() as choices:
+        if isinstance(fn, nnx.Module):  # the model's state (dropout's RNG) is not advanced
+            nnx.eval_shape(lambda model: model(*args, **kwargs), fn)
+        else:
+            jax.eval_shape(lambda: fn(*args, **kwargs))
+    return choices

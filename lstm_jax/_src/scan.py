@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lstm_jax._src.cells import CellDef
+from lstm_jax._src.custom_calls import match_vma
 
 
 def run_layer(
@@ -71,6 +72,8 @@ def run_layer(
       ((7, 2, 5), True)
     """
     time = x.shape[0]
+    # Inside shard_map a zero state must vary over the mesh axes the inputs vary over.
+    initial_state = match_vma(initial_state, params, x, seq_lengths, recurrent_mask, zoneout)
     if checkpoint is not None and seq_lengths is None and time % checkpoint:
         # the padded steps must leave the state alone: mask them like a short sequence
         seq_lengths = jnp.full(x.shape[1:2], time, jnp.int32)

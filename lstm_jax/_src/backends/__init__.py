@@ -13,5 +13,7 @@
 
 from lstm_jax._src.backends.cudnn import run_cudnn_stack as run_cudnn_stack
 from lstm_jax._src.backends.selection import BACKENDS as BACKENDS
+from lstm_jax._src.backends.selection import BackendChoice as BackendChoice
 from lstm_jax._src.backends.selection import layer_function as layer_function
+from lstm_jax._src.backends.selection import recording_choices as recording_choices
 from lstm_jax._src.backends.selection import resolve_backend as resolve_backend

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from lstm_jax._src import fused
 from lstm_jax._src.backends import cudnn
@@ -13,6 +16,54 @@ from lstm_jax._src.cells import LSTM_CELL, CellDef
 from lstm_jax._src.scan import run_layer
 
 BACKENDS = ("auto", "scan", "fused", "cudnn")
+
+
+class BackendChoice(NamedTuple):
+    """Which kernel runs one recurrent stack, and why the others do not.
+
+    Attributes:
+      backend: ``"scan"``, ``"fused"`` or ``"cudnn"``.
+      native_cpu: whether the fused layer's loops run as native CPU code where the
+        program is lowered for CPU (always ``False`` for the other kernels).
+      reasons: for each kernel that does not run (``"fused"``, ``"cudnn"``,
+        ``"native_cpu"``), why; ``"scan"`` is never ruled out.
+    """
+
+    backend: str
+    native_cpu: bool
+    reasons: dict[str, str]
+
+
+# While explain_backend traces: a fresh value per call (part of jit's cache key, so
+# cached traces are traced again) and the choices recorded under it.
+_EXPLAINING = jax.make_user_context(default_value=None)
+_RECORDS: dict[int, list[BackendChoice]] = {}
+_EXPLAIN_IDS = itertools.count()
+
+
+@contextlib.contextmanager
+def recording_choices():
+    """A context that collects the :class:`BackendChoice` of every recurrent stack traced
+    inside it, in call order; see ``lstm_jax.explain_backend``.
+
+    It is part of jit's cache key, so functions already traced are traced again.
+
+    Example:
+      >>> from lstm_jax._src.apply import lstm
+      >>> from lstm_jax._src.init import init_lstm_params
+      >>> p = init_lstm_params(jax.random.key(0), 3, 4)
+      >>> with recording_choices() as choices:
+      ...     _ = jax.eval_shape(lambda x: lstm(p, x, backend="scan"), jnp.ones((5, 2, 3)))
+      >>> choices[0].backend, choices[0].reasons["fused"]
+      ('scan', "backend='scan' was asked for")
+    """
+    explain_id = next(_EXPLAIN_IDS)
+    _RECORDS[explain_id] = choices = []
+    try:
+        with _EXPLAINING(explain_id):
+            yield choices
+    finally:
+        del _RECORDS[explain_id]
 
 
 def _fused_unsupported_reason(cell: CellDef, params: Sequence[Sequence[Any]]) -> str | None:
@@ -68,14 +119,40 @@ def resolve_backend(
         fused_reason = "recurrent dropout and zoneout act inside the loop: use the scan"
     if backend == "auto":
         if cudnn_reason is None:
-            return "cudnn"
-        if jax.default_backend() == "cpu" and fused_reason is None:
-            return "fused"
-        return "scan"
-    reason = {"cudnn": cudnn_reason, "fused": fused_reason}.get(backend)
-    if reason is not None:
-        raise ValueError(f"backend={backend!r} cannot run this configuration: {reason}")
-    return backend
+            chosen = "cudnn"
+        elif jax.default_backend() == "cpu" and fused_reason is None:
+            chosen = "fused"
+        else:
+            chosen = "scan"
+            if fused_reason is None:
+                fused_reason = (
+                    f"'auto' takes the scan on {jax.default_backend()!r}: the fused kernel's "
+                    "XLA loops were measured faster on CPU only"
+                )
+    else:
+        reason = {"cudnn": cudnn_reason, "fused": fused_reason}.get(backend)
+        if reason is not None:
+            raise ValueError(f"backend={backend!r} cannot run this configuration: {reason}")
+        chosen = backend
+        fused_reason = fused_reason or f"backend={backend!r} was asked for"
+        cudnn_reason = cudnn_reason or f"backend={backend!r} was asked for"
+    records = _RECORDS.get(_EXPLAINING.value)
+    if records is not None:
+        records.append(_choice(chosen, params, dtype, fused_reason, cudnn_reason))
+    return chosen
+
+
+def _choice(chosen, params, dtype, fused_reason, cudnn_reason) -> BackendChoice:
+    reasons = {"fused": fused_reason, "cudnn": cudnn_reason}
+    if chosen == "fused":
+        first = params[0][0]
+        reasons["native_cpu"] = fused.native_unsupported_reason(
+            first.weight_hh, [jnp.dtype(dtype)], first.weight_hr is not None
+        )
+    else:
+        reasons["native_cpu"] = "the native loops run inside the fused kernel only"
+    reasons = {k: v for k, v in reasons.items() if k != chosen and v is not None}
+    return BackendChoice(chosen, "native_cpu" not in reasons, reasons)
 
 
 def _fused_layer(

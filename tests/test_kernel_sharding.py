@@ -1,0 +1,201 @@
+"""The kernels under data parallelism: sharded inputs under ``jit`` and ``jax.shard_map``.
+
+Each device count runs in a subprocess with forced host CPU devices. The reference for
+every value is the same computation on one device with the scan backend.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, re, sys
+    import numpy as np
+    import jax, jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from flax import nnx
+    import lstm_jax
+    from lstm_jax import data, functional as F, train
+
+    n = jax.device_count()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    rows = NamedSharding(mesh, P(None, "data"))  # [T, B, ...] and [L * D, B, H]
+    shared = NamedSharding(mesh, P())
+    B, T, I, H = 4 * n, 6, 8, 32
+    result = {}
+
+    def native_calls(compiled_text):
+        # the operand shapes of each native call: its per-device batch
+        return [
+            (name, re.search(r"f32\\[([0-9,]+)\\]", line).group(1))
+            for line in compiled_text.splitlines()
+            for name in re.findall(r'custom_call_target="(lstm_jax_native_[a-z]+)"', line)
+        ]
+
+    def close(a, b):
+        return max(
+            float(np.max(np.abs(np.asarray(u) - np.asarray(v)) / (1e-3 + np.abs(np.asarray(v)))))
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+
+    # -- jit with batch-sharded inputs: each device runs its own rows ---------------------
+    params = F.init_lstm_params(jax.random.key(0), I, H, num_layers=2, bidirectional=True)
+    x = jax.random.normal(jax.random.key(1), (T, B, I))
+    lengths = jnp.asarray(np.arange(B) % T + 1, jnp.int32)
+
+    def loss(p, x, lengths, backend):
+        out, (h, c) = F.lstm(p, x, seq_lengths=lengths, backend=backend)
+        return jnp.sum(out**2) + jnp.sum(h * c)
+
+    grad = jax.jit(jax.value_and_grad(loss), static_argnums=3)
+    forward = jax.jit(lambda p, x, l: F.lstm(p, x, seq_lengths=l)[0])
+    ref = grad(params, x, lengths, "scan")
+    args = (jax.device_put(params, shared), jax.device_put(x, rows),
+            jax.device_put(lengths, NamedSharding(mesh, P("data"))))
+    sharded = grad(*args, "fused")
+    text = grad.lower(*args, "fused").compile().as_text()
+    result["jit"] = {
+        "error": close(sharded, ref),
+        "calls": native_calls(text),
+        "forward_calls": native_calls(forward.lower(*args).compile().as_text()),
+        "all_gather": "all-gather" in text,
+        "all_reduce": "all-reduce" in text,
+        "grad_replicated": sharded[1][0][0].weight_ih.sharding.is_fully_replicated,
+    }
+
+    # -- the training step of the library ------------------------------------------------
+    task = data.SyntheticTask("adding", batch_size=B, length=T)
+
+    def train_losses(devices):
+        mesh = train.make_mesh(devices)
+        model = train.SequenceRegressor("lstm", 2, H, rngs=nnx.Rngs(0))
+        opt = train.make_optimizer("adam", 1e-2)
+        graphdef, state = train.create_train_state(model, opt, None)
+        state = train.place_state(state, mesh)
+        step = train.make_train_step(graphdef, opt, train.regression_loss, state, mesh)
+        losses = []
+        for i in range(3):
+            batch = train.shard_batch(task.batch(i), mesh)
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+        return losses, native_calls(step.lower(state, batch).compile().as_text())
+
+    one, _ = train_losses(jax.devices()[:1])
+    many, calls = train_losses(None)
+    result["train_step"] = {"one": one, "many": many, "calls": calls}
+
+    if sys.argv[1] == "jit":
+        print("RESULT" + json.dumps(result))
+        sys.exit(0)
+
+    # -- shard_map with its default checks, on every backend -----------------------------
+    lstm_params = F.init_lstm_params(jax.random.key(2), I, H)
+    h0 = jax.random.normal(jax.random.key(3), (1, B, H))
+    cases = {}
+    for backend in ("scan", "fused", "auto"):
+        for with_hx in (False, True):
+            def body(p, x, h, backend=backend, with_hx=with_hx):
+                out, (h_n, c_n) = F.lstm(p, x, (h, h) if with_hx else None, backend=backend)
+                return out, h_n
+
+            mapped = jax.shard_map(
+                body, mesh=mesh, in_specs=(P(), P(None, "data"), P(None, "data")),
+                out_specs=(P(None, "data"), P(None, "data")),
+            )
+            hx = (h0, h0) if with_hx else None
+            want = F.lstm(lstm_params, x, hx, backend="scan")
+            want = (want[0], want[1][0])
+            got = jax.jit(mapped)(jax.device_put(lstm_params, shared), jax.device_put(x, rows),
+                                  jax.device_put(h0, rows))
+            g = jax.jit(jax.grad(lambda p, x: jnp.sum(mapped(p, x, h0)[0] ** 2)))(lstm_params, x)
+            g_ref = jax.grad(
+                lambda p, x: jnp.sum(F.lstm(p, x, hx, backend="scan")[0] ** 2))(lstm_params, x)
+            cases[f"lstm-{backend}-{'hx' if with_hx else 'zeros'}"] = max(
+                close(got, want), close(g, g_ref))
+    for kind, module in (("gru", lstm_jax.GRU), ("rnn", lstm_jax.RNN)):
+        model = module(I, H, num_layers=2, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split(model)
+        mapped = jax.shard_map(lambda s, x: nnx.merge(graphdef, s)(x)[0], mesh=mesh,
+                               in_specs=(P(), P(None, "data")), out_specs=P(None, "data"))
+        cases[f"{kind}-module"] = close(jax.jit(mapped)(state, x), model(x)[0])
+    model = lstm_jax.LSTM(I, H, bidirectional=True, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    mapped = jax.shard_map(lambda s, x: nnx.merge(graphdef, s)(x)[0], mesh=mesh,
+                           in_specs=(P(), P(None, "data")), out_specs=P(None, "data"))
+    cases["lstm-module-bidirectional"] = close(jax.jit(mapped)(state, x), model(x)[0])
+    result["shard_map"] = cases
+    print("RESULT" + json.dumps(result))
+    """
+)
+
+
+@pytest.fixture(scope="module", params=[4, 8])
+def run(request, tmp_path_factory):
+    """4 devices: every check; 8 devices: sharded ``jit`` and the training step only."""
+    devices = request.param
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, "all" if devices == 4 else "jit"],
+        env=env,
+        cwd=tmp_path_factory.mktemp("sharding"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return devices, json.loads(line[len("RESULT") :])
+
+
+def _native_available() -> bool:
+    from lstm_jax._src.native import lstm_cpu
+
+    return lstm_cpu.unavailable_reason() is None
+
+
+def test_sharded_jit_runs_each_devices_rows(run):
+    devices, result = run
+    r = result["jit"]
+    assert r["error"] < 5e-4, r  # values and all gradients equal one device's scan
+    assert not r["all_gather"], "the batch was gathered onto every device"
+    assert r["all_reduce"]  # the weight gradients are summed over the devices
+    assert r["grad_replicated"]  # weights and their gradients replicated
+    if not _native_available():
+        pytest.skip("the native CPU loops are unavailable here")
+    per_device = 4  # rows: B = 4 * devices
+    # two layers, two directions per call: forward calls see x [D, T, B / n, I]
+    assert r["forward_calls"] and all(
+        shape.split(",")[2] == str(per_device) for _, shape in r["forward_calls"]
+    ), r["forward_calls"]
+    names = {name for name, _ in r["calls"]}
+    assert names == {"lstm_jax_native_forward", "lstm_jax_native_backward"}
+    assert all(shape.split(",")[2] == str(per_device) for _, shape in r["calls"]), r["calls"]
+
+
+def test_train_step_on_many_devices_matches_one(run):
+    devices, result = run
+    r = result["train_step"]
+    for a, b in zip(r["one"], r["many"], strict=True):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), r
+    if _native_available():
+        # SequenceRegressor's LSTM: x [1, T, B / n, 2] per device
+        assert r["calls"] and all(s.split(",")[2] == "4" for _, s in r["calls"]), r["calls"]
+
+
+def test_shard_map_with_default_checks_on_every_backend(run):
+    devices, result = run
+    if devices != 4:
+        pytest.skip("shard_map runs on 4 devices")
+    cases = result["shard_map"]
+    assert len(cases) == 9
+    for name, error in cases.items():
+        assert error < 5e-4, (name, error)
