@@ -104,7 +104,7 @@ MULTIHOST = textwrap.dedent(
 
     distributed = train.initialize_distributed("auto")
     task = data.SyntheticTask("adding", batch_size=8, length=6)
-    model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
+    model = train.SequenceRegressor("lstm", 2, 32, rngs=nnx.Rngs(0))
     result = train.fit(model, train.regression_loss, train.make_optimizer("adam", 1e-2),
                        task.batch, steps=4, log_every=2, checkpoint_every=2,
                        run_dir=sys.argv[1], progress=False)
@@ -116,7 +116,9 @@ MULTIHOST = textwrap.dedent(
 
 
 def test_two_processes_with_jax_distributed(tmp_path):
-    """Two "hosts" of two CPU devices each, started by jax.distributed: same loss as one."""
+    """Two "hosts" of two CPU devices each, started by jax.distributed: same loss as one.
+
+    The LSTM runs the fused kernel's native loops, partitioned over the four devices."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
@@ -149,7 +151,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
     assert results[0]["loss"] == results[1]["loss"]
     # The same run on this process's single device.
     task = data.SyntheticTask("adding", batch_size=8, length=6)
-    model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
+    model = train.SequenceRegressor("lstm", 2, 32, rngs=nnx.Rngs(0))
     reference = train.fit(
         model,
         train.regression_loss,
