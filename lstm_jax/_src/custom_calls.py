@@ -22,6 +22,8 @@ carry.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections.abc import Callable, Sequence
 
@@ -84,6 +86,42 @@ def sum_to_vma(cotangent: jax.Array, primal) -> jax.Array:
     """
     extra = tuple(sorted(_vma(cotangent) - _vma(primal)))
     return lax.psum(cotangent, extra) if extra else cotangent
+
+
+class _ContextVarContext:
+    """``jax.make_user_context``'s interface on a ``contextvars`` variable, for jax
+    versions without it (where a function already traced is not traced again)."""
+
+    def __init__(self, default_value):
+        self._var = contextvars.ContextVar("lstm_jax_trace_context", default=default_value)
+
+    @property
+    def value(self):
+        return self._var.get()
+
+    @contextlib.contextmanager
+    def __call__(self, value):
+        token = self._var.set(value)
+        try:
+            yield
+        finally:
+            self._var.reset(token)
+
+
+def trace_context(default_value):
+    """A context whose value decides how functions are traced: ``with ctx(v): ...`` sets
+    it, ``ctx.value`` reads it, and it is part of jit's cache key, so a function traced
+    under one value is traced again under another.
+
+    Example:
+      >>> flag = trace_context(False)
+      >>> with flag(True):
+      ...     inside = flag.value
+      >>> inside, flag.value
+      (True, False)
+    """
+    make = getattr(jax, "make_user_context", None)
+    return _ContextVarContext(default_value) if make is None else make(default_value)
 
 
 def _spec_axes(spec_entry) -> tuple[str, ...]:

@@ -139,7 +139,7 @@ _PER_STEP_PROJECTION_MIN_BATCH = 8
 
 # Part of jit's cache key: a function traced with the native calls is traced again
 # inside ``portable_kernels``.
-_PORTABLE = jax.make_user_context(default_value=False)
+_PORTABLE = custom_calls.trace_context(False)
 
 
 def portable_kernels():

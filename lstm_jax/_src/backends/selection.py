@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src import fused
+from lstm_jax._src import custom_calls, fused
 from lstm_jax._src.backends import cudnn
 from lstm_jax._src.cells import LSTM_CELL, CellDef
 from lstm_jax._src.scan import run_layer
@@ -36,7 +36,7 @@ class BackendChoice(NamedTuple):
 
 # While explain_backend traces: a fresh value per call (part of jit's cache key, so
 # cached traces are traced again) and the choices recorded under it.
-_EXPLAINING = jax.make_user_context(default_value=None)
+_EXPLAINING = custom_calls.trace_context(None)
 _RECORDS: dict[int, list[BackendChoice]] = {}
 _EXPLAIN_IDS = itertools.count()
 
