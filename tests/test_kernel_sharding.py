@@ -117,6 +117,14 @@ SCRIPT = textwrap.dedent(
                 lambda p, x: jnp.sum(F.lstm(p, x, hx, backend="scan")[0] ** 2))(lstm_params, x)
             cases[f"lstm-{backend}-{'hx' if with_hx else 'zeros'}"] = max(
                 close(got, want), close(g, g_ref))
+    for backend in ("scan", "fused"):  # activation checkpointing: loops over chunks
+        mapped = jax.shard_map(
+            lambda p, x, backend=backend: F.lstm(p, x, backend=backend, checkpoint=4)[0],
+            mesh=mesh, in_specs=(P(), P(None, "data")), out_specs=P(None, "data"))
+        g = jax.jit(jax.grad(lambda p, x: jnp.sum(mapped(p, x) ** 2)))(lstm_params, x)
+        g_ref = jax.grad(
+            lambda p, x: jnp.sum(F.lstm(p, x, backend="scan")[0] ** 2))(lstm_params, x)
+        cases[f"lstm-{backend}-checkpoint"] = close(g, g_ref)
     for kind, module in (("gru", lstm_jax.GRU), ("rnn", lstm_jax.RNN)):
         model = module(I, H, num_layers=2, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
@@ -196,6 +204,6 @@ def test_shard_map_with_default_checks_on_every_backend(run):
     if devices != 4:
         pytest.skip("shard_map runs on 4 devices")
     cases = result["shard_map"]
-    assert len(cases) == 9
+    assert len(cases) == 11
     for name, error in cases.items():
         assert error < 5e-4, (name, error)

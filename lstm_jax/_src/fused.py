@@ -29,7 +29,10 @@ XLA FFI calls compiled on first use): the forward loop computes each step's inpu
 projection and recurrent product as one register-blocked product with the gate math
 applied to it in cache, and the backward call computes the input gradient per step and
 the weight gradients per chunk of steps. Elsewhere, and for derivatives of the native
-calls themselves (second-order gradients), the XLA loops below run.
+calls themselves (second-order gradients), the XLA loops below run. Each native call
+is wrapped by :func:`~lstm_jax._src.custom_calls.batch_parallel`: sharded along the
+batch under ``jit`` (each device its own rows, weight gradients all-reduced), folded
+into one call under ``vmap``, and typed for ``jax.shard_map``.
 
 Semantics are those of :func:`~lstm_jax._src.scan.run_layer`, ``seq_lengths`` included:
 padded steps keep the state and output zeros, and the reverse direction runs over each
@@ -425,6 +428,8 @@ def _fused_bwd(unroll, checkpoint, residuals, cotangents):
 
         acc = accumulation_dtype(w.w_hh.dtype)
         dw0 = jax.tree.map(lambda p: jnp.zeros(p.shape, acc), w)
+        # summed over this shard's rows inside shard_map: varying like the inputs
+        dw0 = custom_calls.match_vma(dw0, w, x, h0, dy)
         xs = (
             _chunked(x, chunks),
             _chunked(valid, chunks),
