@@ -6,6 +6,8 @@ and Linen modules in :mod:`lstm_jax.linen`.
 
 from lstm_jax._src.backends import BackendChoice as BackendChoice
 from lstm_jax._src.fused import portable_kernels as portable_kernels
+from lstm_jax._src.native.lstm_cpu import NativeStatus as NativeStatus
+from lstm_jax._src.native.lstm_cpu import native_status as native_status
 from lstm_jax._src.nnx_modules import GRU as GRU
 from lstm_jax._src.nnx_modules import LSTM as LSTM
 from lstm_jax._src.nnx_modules import RNN as RNN
@@ -33,10 +35,12 @@ __all__ = [
     "LSTMCell",
     "LSTMParams",
     "LSTMState",
+    "NativeStatus",
     "RNNCell",
     "RNNParams",
     "RNNState",
     "__version__",
     "explain_backend",
+    "native_status",
     "portable_kernels",
 ]

@@ -314,8 +314,10 @@ def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
         dh_prev = _mm("dbg,dgp->dbp", dz, w.w_hh, dtype)
         dc_prev = dc_tot * f
         if valid_t is not None:
-            dh_prev = jnp.where(v, dh_prev, dh)
-            dc_prev = jnp.where(v, dc_prev, dc)
+            # A padded step keeps the state: it passes the gradient through and adds its
+            # own, zero unless its activations are NaN (as autodiff of the scan's select).
+            dh_prev = jnp.where(v, dh_prev, dh + dh_prev)
+            dc_prev = jnp.where(v, dc_prev, dc + dc_prev)
         return (dh_prev, dc_prev), (dz, dh_new if w.w_hr is not None else None)
 
     def time_major(a):

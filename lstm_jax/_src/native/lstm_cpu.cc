@@ -13,7 +13,10 @@
 //     -> y [D,T,B,H], h_T [D,B,H], c_T [D,B,H], acts [D,T,B,4H] or [0], cs [D,T,B,H] or [0]
 //   LstmBackward(acts, cs, c0, dy [D,T,B,H], dh_T, dc_T, w_hh, w_ih, x, h_prev [D,T,B,H],
 //                valid) -> dx [D,T,B,I], [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H], dh0, dc0
-// The semantics, masking included, are those of fused.py's XLA loops.
+// The semantics, masking included, are those of fused.py's XLA loops for finite values;
+// NaN and inf propagate as through autodiff of the plain scan (scan.py): no clamp or
+// select drops a NaN, and a padded step, which keeps the state, still adds its own
+// gradient (zero unless its activations are NaN) to the one it passes back.
 //
 // Work split in the loops: the hidden units of all directions are cut into blocks of 32
 // units; each thread owns a range of blocks for the whole call, so it reads only its own
@@ -112,8 +115,11 @@ constexpr int kVecs = kBlock / kLanes;  // registers per row of a block
 // ---------------------------------------------------------------- gate functions
 inline Vec Exp(Vec x) {
   // e^x = 2^n * e^r, |r| <= ln2/2, e^r by its Taylor series to r^7 (error < 1e-8). The
-  // clamp keeps 2^n a normal float; sigmoid and tanh saturate well inside it.
-  x = Min(Max(x, Set1(-87.3f)), Set1(88.3f));
+  // clamp keeps 2^n a normal float below x ~ 88.4 and makes it 2^128 = inf above, so
+  // that e^inf = inf and sigmoid(-inf) = 0 exactly (sigmoid and tanh saturate well
+  // inside it). Min and max return their second operand when either is NaN: x goes
+  // second, so NaN passes through.
+  x = Min(Set1(89.0f), Max(Set1(-87.3f), x));
   Vec n = Round(Mul(x, Set1(1.44269504088896341f)));
   Vec r = Fnma(n, Set1(0.693145751953125f), x);
   r = Fnma(n, Set1(1.428606765330187045e-06f), r);
@@ -528,7 +534,10 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
               Store(zr + H, Mul(Mul(dtot, cp), sig_grad(gf)));
               Store(zr + 2 * H, Mul(Mul(dtot, gi), Fnma(gg, gg, one)));
               Store(zr + 3 * H, Mul(Mul(dm, tc), sig_grad(go)));
-              Store(dc_prev + b * H + u, live ? Mul(dtot, gf) : dc_in);
+              // A padded step passes the gradient through and adds its own, zero unless
+              // its activations are NaN: autodiff of the scan's select does the same.
+              Vec dc_step = Mul(dtot, gf);
+              Store(dc_prev + b * H + u, live ? dc_step : Add(dc_in, dc_step));
             }
           }
         }
@@ -544,10 +553,11 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
           for (int64_t m = 0; m < B; m += kRows)
             TileRows(static_cast<int>(std::min<int64_t>(kRows, B - m)), dz_t + m * G, G, 1,
                      packed + blk * G * kBlock, kBlock, G, dh_prev + m * H + u0, H);
-          if (mask)
+          if (mask)  // a padded step adds the gradient it passes through, as in Phase 1
             for (int64_t b = 0; b < B; ++b)
               if (!mask[step * B + b])
-                std::memcpy(dh_prev + b * H + u0, dh + b * H + u0, kBlock * sizeof(float));
+                for (int64_t u = b * H + u0; u < b * H + u0 + kBlock; u += kLanes)
+                  Store(dh_prev + u, Add(Load(dh + u), Load(dh_prev + u)));
         }
         for (int64_t item = in_first; item < in_last; ++item) {
           const int64_t d = item / in_panels, col = (item % in_panels) * kBlock;

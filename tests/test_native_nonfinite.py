@@ -1,0 +1,160 @@
+"""NaN and inf through the fused kernel: its native CPU loops
+(``lstm_jax/_src/native/lstm_cpu.cc``) and its XLA loops (``portable_kernels``).
+
+The reference is the plain scan (``backend="scan"``: ``lax.scan`` of the cell,
+differentiated by autodiff), which shares no code with the C++ loops. With one NaN or
+inf planted in an input, the state or a weight, the native run (``backend="fused"`` on
+CPU) must give NaN, +inf and -inf in exactly the same entries of the outputs, the final
+states and every gradient, and close values everywhere else. With ``seq_lengths`` the
+scan keeps a padded step's NaN out of the state (a select), but autodiff of that select
+still passes the step's NaN gradient back to the earlier steps: so must the native loops.
+"""
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lstm_jax
+from lstm_jax import functional as F
+from lstm_jax._src.native import lstm_cpu
+
+T, B, I, H = 6, 4, 5, 32
+LENGTHS = np.array([6, 2, 4, 1], np.int32)  # row 1 is padded at steps 2..5
+
+_REASON = lstm_cpu.unavailable_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
+
+nan, inf = float("nan"), float("inf")
+# name: (what, index, value); a direction index of -1 is the reverse one when there is one.
+# Every case but the last gives some non-finite result; -inf in the output gate's bias
+# closes that gate exactly (sigmoid(-inf) = 0, its derivative 0), and all stays finite.
+CASES = {
+    "x_nan": ("x", (2, 1, 3), nan),
+    "x_posinf": ("x", (2, 1, 3), inf),
+    "x_neginf": ("x", (1, 2, 0), -inf),
+    "x_nan_at_a_padded_step": ("x", (4, 1, 3), nan),
+    "x_posinf_at_a_padded_step": ("x", (4, 1, 3), inf),
+    "h0_nan": ("h0", (-1, 1, 5), nan),
+    "c0_nan": ("c0", (0, 2, 7), nan),
+    "c0_posinf": ("c0", (-1, 2, 7), inf),
+    "weight_ih_nan": ("weight_ih", (-1, 40, 2), nan),
+    "weight_hh_nan": ("weight_hh", (0, 70, 9), nan),
+    "bias_hh_neginf": ("bias_hh", (0, 3 * H + 4), -inf),
+}
+
+
+def _problem(bidirectional):
+    keys = jax.random.split(jax.random.key(0), 4)
+    params = F.init_lstm_params(keys[0], I, H, bidirectional=bidirectional)
+    d = 2 if bidirectional else 1
+    x = jax.random.normal(keys[1], (T, B, I), jnp.float32)
+    h0 = jax.random.normal(keys[2], (d, B, H), jnp.float32)
+    c0 = jax.random.normal(keys[3], (d, B, H), jnp.float32)
+    return params, x, h0, c0
+
+
+def _plant(case, params, x, h0, c0):
+    what, index, value = CASES[case]
+    if what == "x":
+        return params, x.at[index].set(value), h0, c0
+    if what in ("h0", "c0"):
+        state = {"h0": h0, "c0": c0}
+        state[what] = state[what].at[index].set(value)
+        return params, x, state["h0"], state["c0"]
+    direction, entry = index[0] % len(params[0]), index[1:]
+    layer = list(params[0])
+    weight = getattr(layer[direction], what)
+    layer[direction] = layer[direction]._replace(**{what: weight.at[entry].set(value)})
+    return (tuple(layer),), x, h0, c0
+
+
+@functools.cache
+def _compiled(backend, bidirectional, padded):
+    """Outputs, final states and the gradients of every argument, jitted once per grid
+    point (every case has the same shapes)."""
+    seq = jnp.asarray(LENGTHS) if padded else None
+
+    def run(params, x, h0, c0):
+        kernel = "scan" if backend == "scan" else "fused"
+        y, (h_n, c_n) = F.lstm(params, x, (h0, c0), seq_lengths=seq, backend=kernel)
+        return y, h_n, c_n
+
+    def loss(*args):
+        y, h_n, c_n = run(*args)
+        return jnp.sum(y * jnp.cos(y)) + jnp.sum(h_n * h_n) + jnp.sum(jnp.sin(c_n))
+
+    def values_and_grads(*args):
+        return run(*args), jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+
+    if backend == "fused-xla":
+        with lstm_jax.portable_kernels():
+            lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional))
+        assert "lstm_jax_native" not in lowered.as_text()
+        return lowered.compile()
+    lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional))
+    if backend == "fused":
+        assert "lstm_jax_native_forward" in lowered.as_text()
+        assert "lstm_jax_native_backward" in lowered.as_text()
+    return lowered.compile()
+
+
+def _assert_same_nonfinite_pattern(got, expected):
+    leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+    for (path, e), g in zip(leaves, jax.tree.leaves(got), strict=True):
+        e, g = np.asarray(e), np.asarray(g)
+        name = jax.tree_util.keystr(path)
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(g), test(e), err_msg=f"{test.__name__} {name}")
+        finite = np.isfinite(e)
+        np.testing.assert_allclose(g[finite], e[finite], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "fused-xla"], ids=["native", "xla-loops"])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "seq_lengths"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, kernel):
+    args = _plant(case, *_problem(bidirectional))
+    expected = _compiled("scan", bidirectional, padded)(*args)
+    got = _compiled(kernel, bidirectional, padded)(*args)
+    nonfinite = any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
+    assert nonfinite == (case != "bias_hh_neginf")
+    _assert_same_nonfinite_pattern(got, expected)
+
+
+def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients():
+    """What the scan does, and so the native loops, for a NaN at a padded step."""
+    args = _plant("x_nan_at_a_padded_step", *_problem(False))
+    (y, h_n, c_n), (_, dx, dh0, dc0) = _compiled("fused", False, True)(*args)
+    assert np.isfinite(y).all() and np.isfinite(h_n).all() and np.isfinite(c_n).all()
+    # row 1: NaN at its padded step 4 and at its valid steps 0 and 1, zero in between
+    assert np.isnan(dx[:, 1]).all(axis=-1).tolist() == [True, True, False, False, True, False]
+    assert np.isnan(dh0[0, 1]).all() and np.isnan(dc0[0, 1]).all()
+    assert np.isfinite(dx[:, [0, 2, 3]]).all() and np.isfinite(dh0[0, [0, 2, 3]]).all()
+
+
+@pytest.mark.skipif(
+    _REASON is None
+    and (not {"avx512f"} <= lstm_cpu._cpu_flags() or os.environ.get("LSTM_JAX_NATIVE_ISA")),
+    reason="the native build is already the AVX2 one on this CPU",
+)
+def test_avx2_build_propagates_nonfinite_values_alike(tmp_path):
+    """The AVX2 version of the kernel, built with ``LSTM_JAX_NATIVE_ISA=avx2``, through
+    this file's checks in a subprocess."""
+    env = dict(os.environ, LSTM_JAX_NATIVE_ISA="avx2")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", __file__, "-k", "not avx2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
