@@ -137,3 +137,39 @@ def test_per_step_regularizers_pick_the_scan_or_refuse_the_fused_kernel():
         chex.assert_trees_all_equal(auto, scan)
     # Recurrent dropout without a key (evaluation) is off, so the fused kernel may run.
     F.lstm(params, x, backend="fused", recurrent_dropout=0.2, deterministic=True)
+
+
+# --- The real cuDNN kernel where the wrapper steps in: traced zero lengths, vmap, and
+# second order (on CPU, tests/test_cudnn_safety.py checks the wrapper around a fake). ---
+
+
+@pytest.mark.gpu
+@on_gpu
+def test_cudnn_traced_zero_lengths_vmap_and_second_order_on_gpu():
+    params = _params(num_layers=2, bidirectional=True)
+    n = 4
+    xs = jax.random.normal(jax.random.key(1), (n, T, B, IN), jnp.float32)
+    lengths = jnp.array([[T, 0, 2], [0, 0, 1], [3, T, 0], [1, 2, 3]], jnp.int32)
+
+    def loss(params, x, lengths, backend):
+        y, (h, c) = F.lstm(params, x, seq_lengths=lengths, backend=backend)
+        return jnp.sum(y * y) + jnp.sum(h) + jnp.sum(c * c), (y, h, c)
+
+    def checks(backend):
+        def grad(params, x, lengths):
+            return jax.grad(loss, argnums=(0, 1), has_aux=True)(params, x, lengths, backend)
+
+        return (
+            jax.jit(grad)(params, xs[0], lengths[0]),  # traced lengths: the 0 reaches cuDNN
+            jax.jit(jax.vmap(grad, (None, 0, 0)))(params, xs, lengths),  # per example
+            jax.jit(jax.vmap(lambda x, n: loss(params, x, n, backend)[1]))(xs, lengths),
+        )
+
+    with jax.default_matmul_precision("highest"):
+        got = checks("cudnn")
+        chex.assert_trees_all_close(got, checks("scan"), atol=1e-4, rtol=1e-4)
+    y, h, _ = got[2]
+    np.testing.assert_array_equal(y[1][:, :2], 0.0)  # rows of length 0: zero outputs
+    np.testing.assert_array_equal(h[1][:, :2], 0.0)  # and the (zero) initial state
+    with pytest.raises(NotImplementedError, match="backend='fused' or 'scan'"):
+        jax.grad(lambda x: jnp.sum(jax.grad(lambda x: loss(params, x, None, "cudnn")[0])(x)))(xs[0])

@@ -1,13 +1,18 @@
 """Checkpoints: exact round trip, corrupt and half-written ones skipped, a full disk."""
 
 import errno
+import gc
+import logging
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+import tensorstore
 from flax import nnx
 
 from lstm_jax import train
@@ -71,20 +76,122 @@ def test_corrupt_and_half_written_checkpoints_fall_back(tmp_path, caplog):
     assert resumed.latest_step() == 2
 
 
-def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+# What tensorstore raises when a write hits a full disk (its text holds strerror), and
+# what a plain Python write raises.
+TENSORSTORE_FULL = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "leaf_00000/0" in OCDBT database at local file '
+    '"/ckpt/20.orbax-checkpoint-tmp/": Failed to write 4096 bytes to file 14: '
+    "No space left on device [os_error_code='28']"
+)
+OS_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fail_array_writes(monkeypatch, error):
+    """Makes every array write of orbax fail with ``error``, inside orbax's writer threads."""
+    real_open = tensorstore.open
+
+    def open_(spec, *args, create=False, **kwargs):
+        if create:  # orbax creates each array's store before writing it
+            raise error
+        return real_open(spec, *args, create=create, **kwargs)
+
+    monkeypatch.setattr(tensorstore, "open", open_)
+
+
+def save_fails_cleanly(ckpt, state, step, capfd, caplog, monkeypatch):
+    """Saves ``state`` expecting a full disk: returns the error, after checking that nothing
+    of the step is left and nothing was printed, logged or reported as unraisable."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING), pytest.raises(train.CheckpointError) as info:
+        ckpt.save(state, step=step)
+    gc.collect()  # anything left for the garbage collector to report would be reported now
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert not unraisable
+    assert not [n for n in os.listdir(ckpt.directory) if n.startswith(str(step))]
+    return info.value
+
+
+@pytest.mark.parametrize("error", [TENSORSTORE_FULL, OS_FULL], ids=["tensorstore", "oserror"])
+def test_full_disk_raises_checkpoint_error_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, capfd, caplog, error
+):
     ckpt = train.Checkpointer(tmp_path)
     good = make_state(seed=7)
     ckpt.save(good, step=10)
-
-    def full_disk(self, step, *args, **kwargs):
-        os.makedirs(os.path.join(tmp_path, f"{step}.orbax-checkpoint-tmp-1"))  # partial write
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
-    with pytest.raises(train.CheckpointError, match="no space left on device.*step 10"):
-        ckpt.save(make_state(seed=8), step=20)
+    fail_array_writes(monkeypatch, error)
+    e = save_fails_cleanly(ckpt, make_state(seed=8), 20, capfd, caplog, monkeypatch)
+    assert str(e) == (
+        f"no space left on device writing checkpoint step 20 to {tmp_path}: free space, then "
+        "rerun with --resume (step 10, the newest checkpoint, is intact)"
+    )
+    assert e.__cause__ is not None  # the original error, for whoever wants the details
     assert sorted(os.listdir(tmp_path)) == ["10"]
     monkeypatch.undo()
     step, restored = train.Checkpointer(tmp_path).restore_latest(make_state())
     assert step == 10
     assert_same(restored, good)
+    ckpt.save(good, step=20)  # once there is space again, the same checkpointer goes on
+    assert ckpt.latest_step() == 20
+
+
+def test_full_disk_before_any_checkpoint_says_the_run_starts_over(
+    tmp_path, monkeypatch, capfd, caplog
+):
+    ckpt = train.Checkpointer(tmp_path)
+    fail_array_writes(monkeypatch, TENSORSTORE_FULL)
+    e = save_fails_cleanly(ckpt, make_state(), 5, capfd, caplog, monkeypatch)
+    assert "rerun with --resume (there is no earlier checkpoint" in str(e)
+
+
+def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch, caplog):
+    ckpt = train.Checkpointer(tmp_path)
+    ckpt.save(make_state(), step=1)
+    fail_array_writes(monkeypatch, ValueError("PERMISSION_DENIED: cannot write"))
+    with caplog.at_level(logging.WARNING), pytest.raises(train.CheckpointError) as info:
+        ckpt.save(make_state(), step=2)
+    assert "could not write checkpoint step 2" in str(info.value)
+    assert "PERMISSION_DENIED" in str(info.value) and "step 1" in str(info.value)
+    assert "PERMISSION_DENIED" in caplog.text  # orbax's own report is passed on
+    assert sorted(os.listdir(tmp_path)) == ["1"]
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 256 KiB tmpfs at ``tmp_path/fs``; skips where mounting is not permitted."""
+    mount = shutil.which("mount")
+    path = tmp_path / "fs"
+    path.mkdir()
+    if mount is None or sys.platform != "linux":
+        pytest.skip("needs Linux and mount(8)")
+    made = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)  # lazy: even if a file is open
+
+
+def test_a_really_full_disk(tiny_filesystem, monkeypatch, capfd, caplog):
+    ckpt = train.Checkpointer(tiny_filesystem / "ckpt")
+    good = make_state(seed=3)
+    ckpt.save(good, step=1)
+    # 200 arrays of random floats (which do not compress), 1.6 MB in all: many writes in
+    # flight when the first one fails.
+    big = {f"w{i}": jax.random.normal(jax.random.key(i), (2000,), jnp.float32) for i in range(200)}
+    e = save_fails_cleanly(ckpt, big, 2, capfd, caplog, monkeypatch)
+    assert str(e).startswith("no space left on device writing checkpoint step 2 to ")
+    assert "(step 1, the newest checkpoint, is intact)" in str(e)
+    assert os.listdir(ckpt.directory) == ["1"]
+    step, restored = ckpt.restore_latest(make_state())
+    assert step == 1
+    assert_same(restored, good)
+    ckpt.close()

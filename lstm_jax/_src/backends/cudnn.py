@@ -8,12 +8,14 @@ gates in torch's order (i, f, g, o). :func:`pack_weights` builds that vector fro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src import fused
+from lstm_jax._src import custom_calls, fused
 from lstm_jax._src.cells import LSTM_CELL, CellDef
 from lstm_jax._src.types import LSTMParams, LSTMState
 
@@ -76,6 +78,138 @@ def pack_weights(params: Sequence[Sequence[LSTMParams]]) -> jax.Array:
     return jnp.concatenate([a.reshape(-1) for a in weights + biases])
 
 
+class CudnnConfig(NamedTuple):
+    """The static sizes of one cuDNN LSTM call."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+
+
+def _cudnn_forward(x, h_0, c_0, weights, seq_lengths, config: CudnnConfig):
+    """cuDNN's forward, ``rnn.lstm_fwd``: ``((y, h_n, c_n), residuals)``.
+
+    This and :func:`_cudnn_backward` are the only calls into cuDNN (tests without a GPU
+    substitute a reference of the same contract). ``x`` is batch-first
+    ``[batch, time, input_size]``, ``h_0`` and ``c_0`` ``[layers * directions, batch, H]``,
+    ``seq_lengths`` int32 ``[batch]`` in ``1..time``; ``y`` is ``[batch, time, D * H]``.
+    """
+    from jax.experimental import rnn
+
+    return rnn.lstm_fwd(
+        x, h_0, c_0, weights, seq_lengths, **config._asdict(), dropout=0.0, precision=None
+    )
+
+
+def _cudnn_backward(residuals, cotangents, config: CudnnConfig):
+    """cuDNN's backward, ``rnn.lstm_bwd``: ``(dx, dh_0, dc_0, dweights)``."""
+    from jax.experimental import rnn
+
+    c = config
+    dx, dh_0, dc_0, dw, _ = rnn.lstm_bwd(
+        c.input_size,
+        c.hidden_size,
+        c.num_layers,
+        0.0,
+        c.bidirectional,
+        None,
+        residuals,
+        cotangents,
+    )
+    return dx, dh_0, dc_0, dw
+
+
+SECOND_ORDER_ERROR = (
+    "cuDNN's LSTM backward has no derivative: use backend='fused' or 'scan' for "
+    "higher-order gradients (grad of grad, hessian, forward mode over a gradient)"
+)
+
+
+@jax.custom_jvp
+def _first_order_only(tree):
+    """The identity, whose derivative is an error: cuDNN's kernels have no derivative rule."""
+    return tree
+
+
+@_first_order_only.defjvp
+def _first_order_only_jvp(primals, tangents):
+    raise NotImplementedError(SECOND_ORDER_ERROR)
+
+
+# Batch axes of the forward's arguments and outputs (``None``: the shared weights), for
+# ``custom_calls.batch_parallel``.
+_FORWARD_IN_AXES = (0, 1, 1, None, 0)  # x, h_0, c_0, weights, seq_lengths
+_FORWARD_OUT_AXES = (0, 1, 1)  # y, h_n, c_n
+
+
+@functools.cache
+def _cudnn_lstm(config: CudnnConfig):
+    """``f(x, h_0, c_0, weights, seq_lengths) -> (y, h_n, c_n)`` on cuDNN, made to compose.
+
+    * ``vmap``: cuDNN's primitives have no batching rule. Without a derivative the rows
+      are independent, so a vmapped batch whose weights are shared is folded into
+      cuDNN's batch (one call on ``n * batch`` rows), and vmapped weights run one call
+      per example (:func:`~lstm_jax._src.custom_calls.batch_parallel`, which also splits
+      the batch over devices under ``jit``). Differentiated under ``vmap``, forward and
+      backward run one call per example: cuDNN's weight gradient is a sum over its
+      batch, and each example needs its own.
+    * ``grad``: cuDNN's own backward, on the forward's saved reserve space. Where there
+      are several devices, forward and backward are each split along the batch instead
+      (``batch_parallel``: each device its own rows, the weight gradient all-reduced),
+      and the backward recomputes the forward on its rows: the reserve space is opaque
+      and sized for the batch of its call, so it cannot be a residual split over
+      devices. That costs one more forward pass per step.
+    * Second order: cuDNN's backward has no derivative; differentiating it (or the
+      forward inside a gradient) raises ``NotImplementedError`` saying so.
+    """
+
+    def forward(x, h_0, c_0, weights, seq_lengths):
+        return _cudnn_forward(x, h_0, c_0, weights, seq_lengths, config)[0]
+
+    primal = custom_calls.batch_parallel(forward, _FORWARD_IN_AXES, _FORWARD_OUT_AXES)
+    # The residuals hold cuDNN's reserve space, opaque and sized for the whole batch: no
+    # batch axis to fold or split along.
+    forward_with_residuals = jax.custom_batching.sequential_vmap(
+        lambda *args: _cudnn_forward(*args, config)
+    )
+    backward = jax.custom_batching.sequential_vmap(
+        lambda residuals, cotangents: _cudnn_backward(residuals, cotangents, config)
+    )
+
+    def backward_rows(x, h_0, c_0, weights, seq_lengths, dy, dh_n, dc_n):
+        _, residuals = _cudnn_forward(x, h_0, c_0, weights, seq_lengths, config)
+        return _cudnn_backward(residuals, (dy, dh_n, dc_n), config)
+
+    recomputing_backward = custom_calls.batch_parallel(
+        backward_rows, _FORWARD_IN_AXES + _FORWARD_OUT_AXES, (0, 1, 1, None)
+    )
+
+    @jax.custom_vjp
+    def lstm(x, h_0, c_0, weights, seq_lengths):
+        return primal(x, h_0, c_0, weights, seq_lengths)
+
+    def lstm_fwd(x, h_0, c_0, weights, seq_lengths):
+        x, h_0, c_0, weights = _first_order_only((x, h_0, c_0, weights))
+        inputs = (x, h_0, c_0, weights, seq_lengths)
+        if jax.device_count() > 1:
+            return primal(*inputs), (inputs, None)
+        out, reserved = forward_with_residuals(*inputs)
+        return out, (inputs, reserved)
+
+    def lstm_bwd(residuals, cotangents):
+        (inputs, reserved), cotangents = _first_order_only((residuals, cotangents))
+        if reserved is None:
+            grads = recomputing_backward(*inputs, *cotangents)
+        else:
+            grads = backward(reserved, cotangents)
+        # inside shard_map: the weights' gradient is summed over the shards
+        return (*map(custom_calls.sum_to_vma, grads, inputs[:4]), None)
+
+    lstm.defvjp(lstm_fwd, lstm_bwd)
+    return lstm
+
+
 def run_cudnn_stack(
     params: Sequence[Sequence[LSTMParams]],
     x: jax.Array,
@@ -89,29 +223,33 @@ def run_cudnn_stack(
       params: ``params[layer][direction]`` of the plain LSTM, float32, no projection.
       x: ``[time, batch, input_size]``.
       initial_states: :class:`LSTMState` with fields ``[layers * directions, batch, H]``.
-      seq_lengths: optional int32 ``[batch]``.
+      seq_lengths: optional int32 ``[batch]``. Checked to lie in ``1..time`` only where
+        concrete; cuDNN is given them clamped to ``1..time`` and a row of length ``<= 0``
+        then comes out as the scan makes it: zero outputs, final state = initial state.
 
     Returns:
       ``(outputs [time, batch, directions * H], final LSTMState)``.
-    """
-    from jax.experimental import rnn
 
+    Under ``vmap`` and ``grad`` it behaves as described in :func:`_cudnn_lstm`; a second
+    derivative raises ``NotImplementedError`` (use ``backend="fused"`` or ``"scan"``).
+    """
     num_layers, directions = len(params), len(params[0])
     first = params[0][0]
-    hidden_size = first.weight_hh.shape[1]
     time, batch, input_size = x.shape
+    config = CudnnConfig(input_size, first.weight_hh.shape[1], num_layers, directions == 2)
+    h_0, c_0 = initial_states.h, initial_states.c
     if seq_lengths is None:
-        seq_lengths = jnp.full((batch,), time, jnp.int32)
-    y, h_n, c_n = rnn.lstm(
-        jnp.swapaxes(x, 0, 1),
-        initial_states.h,
-        initial_states.c,
-        pack_weights(params),
-        seq_lengths.astype(jnp.int32),
-        input_size=input_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        dropout=0.0,
-        bidirectional=directions == 2,
+        lengths = jnp.full((batch,), time, jnp.int32)
+    else:  # cuDNN must never see a length outside 1..time: a traced 0 crashes it
+        seq_lengths = jnp.asarray(seq_lengths)
+        lengths = jnp.clip(seq_lengths, 1, time).astype(jnp.int32)
+    y, h_n, c_n = _cudnn_lstm(config)(
+        jnp.swapaxes(x, 0, 1), h_0, c_0, pack_weights(params), lengths
     )
-    return jnp.swapaxes(y, 0, 1), LSTMState(h_n, c_n)
+    y = jnp.swapaxes(y, 0, 1)
+    if seq_lengths is not None:  # as the scan: an empty row outputs zeros, keeps its state
+        empty = seq_lengths <= 0
+        y = jnp.where(empty[None, :, None], jnp.zeros_like(y), y)
+        h_n = jnp.where(empty[None, :, None], h_0, h_n)
+        c_n = jnp.where(empty[None, :, None], c_0, c_n)
+    return y, LSTMState(h_n, c_n)
