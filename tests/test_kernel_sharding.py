@@ -68,6 +68,19 @@ SCRIPT = textwrap.dedent(
         "grad_replicated": sharded[1][0][0].weight_ih.sharding.is_fully_replicated,
     }
 
+    # -- a mesh of explicit axes (jax.make_mesh's default): shardings in the types -------
+    explicit = jax.make_mesh((n,), ("data",))
+    with jax.set_mesh(explicit):
+        args = (jax.device_put(params, P()), jax.device_put(x, P(None, "data")),
+                jax.device_put(lengths, P("data")))
+        got = grad(*args, "fused")
+        text = grad.lower(*args, "fused").compile().as_text()
+        result["explicit"] = {
+            "error": max(close(got, ref), close(grad(*args, "scan"), ref)),
+            "calls": native_calls(text),
+            "all_gather": "all-gather" in text,
+        }
+
     # -- the training step of the library ------------------------------------------------
     task = data.SyntheticTask("adding", batch_size=B, length=T)
 
@@ -187,6 +200,14 @@ def test_sharded_jit_runs_each_devices_rows(run):
     names = {name for name, _ in r["calls"]}
     assert names == {"lstm_jax_native_forward", "lstm_jax_native_backward"}
     assert all(shape.split(",")[2] == str(per_device) for _, shape in r["calls"]), r["calls"]
+
+
+def test_explicit_mesh_axes_shard_every_backend(run):
+    _, result = run
+    r = result["explicit"]
+    assert r["error"] < 5e-4 and not r["all_gather"], r
+    if _native_available():
+        assert r["calls"] and all(s.split(",")[2] == "4" for _, s in r["calls"]), r["calls"]
 
 
 def test_train_step_on_many_devices_matches_one(run):

@@ -73,6 +73,34 @@ def match_vma(tree, *refs):
     return jax.tree.map(lambda leaf: _pvary(leaf, axes), tree)
 
 
+def match_batch_sharding(tree, x: jax.Array, x_batch_axis: int, batch_axis: int):
+    """``tree`` with each leaf's ``batch_axis`` sharded like ``x``'s ``x_batch_axis`` where
+    ``x`` has an explicit sharding (a mesh with ``AxisType.Explicit`` axes, as
+    ``jax.make_mesh`` makes by default); the identity elsewhere.
+
+    With explicit sharding a loop's carry keeps its sharding in its type, so a state
+    created unsharded (zeros) must be split over the batch like the inputs it meets.
+
+    Example:
+      >>> match_batch_sharding(jnp.zeros((2, 3)), jnp.ones((4, 2, 5)), 1, 0).shape
+      (2, 3)
+    """
+    spec = tuple(getattr(jax.typeof(x).sharding, "spec", None) or ())
+    entry = spec[x_batch_axis] if x_batch_axis < len(spec) else None
+    if entry is None:
+        return tree
+
+    def reshard(leaf):
+        want = [None] * leaf.ndim
+        want[batch_axis] = entry
+        have = tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim
+        if tuple(have[: leaf.ndim]) == tuple(want):
+            return leaf
+        return jax.sharding.reshard(leaf, P(*want))
+
+    return jax.tree.map(reshard, tree)
+
+
 def sum_to_vma(cotangent: jax.Array, primal) -> jax.Array:
     """A cotangent summed over the manual mesh axes it varies over and ``primal`` does not.
 
@@ -235,7 +263,8 @@ def batch_parallel(fn: Callable, in_axes: Axes, out_axes: Axes) -> Callable:
       the batch axis, runs ``fn`` on each device's own rows (no all-gather); under
       ``vmap`` calls ``fn`` once on a batch folded from the mapped axis when only batched
       inputs are mapped and no output is a sum over rows, else once per mapped element;
-      and inside ``shard_map`` returns outputs varying over the inputs' manual axes.
+      inside ``shard_map`` returns outputs varying over the inputs' manual axes; and
+      under explicit sharding returns rows sharded like the batched inputs' rows.
 
     Example:
       >>> def rows_and_total(x, w):
@@ -270,7 +299,16 @@ def batch_parallel(fn: Callable, in_axes: Axes, out_axes: Axes) -> Callable:
         return outs, (True,) * len(outs)
 
     def call(*args):
-        return match_vma(run(*args), args)
+        outs = run(*args)
+        # Under explicit sharding, rows come out split like the batched inputs' rows.
+        ref, ref_axis = next(
+            ((x, a) for x, a in zip(args, in_axes, strict=True) if x is not None and a is not None)
+        )
+        outs = tuple(
+            o if a is None else match_batch_sharding(o, ref, ref_axis, a)
+            for o, a in zip(outs, out_axes, strict=True)
+        )
+        return match_vma(outs, args)
 
     return call
 

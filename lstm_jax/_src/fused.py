@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src import custom_calls
 from lstm_jax._src.cells import accumulation_dtype
@@ -74,6 +75,11 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     markedly slower than two products (measured).
     """
     spec = spec.replace("d", "")
+    # Under explicit sharding, a product over the sharded batch (a weight gradient) is
+    # ambiguous to JAX: its result is a replicated sum.
+    explicit = any(getattr(jax.typeof(a).sharding, "spec", None) or ())
+    summed = explicit and "b" not in spec.split("->")[1]
+    options = {"out_sharding": P()} if summed else {}
     return jnp.stack(
         [
             jnp.einsum(
@@ -81,6 +87,7 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
                 a_d.astype(dtype),
                 b_d.astype(dtype),
                 preferred_element_type=accumulation_dtype(dtype),
+                **options,
             )
             for a_d, b_d in zip(a, b, strict=True)
         ]
@@ -522,8 +529,10 @@ def _run(params, x, initial_states, reverse, seq_lengths, unroll, checkpoint):
             valid = jnp.pad(valid, ((0, 0), (0, pad), (0, 0)))
     h0 = jnp.stack([s.h for s in initial_states])
     c0 = jnp.stack([s.c for s in initial_states])
-    # Inside shard_map a zero state must vary over the mesh axes the inputs vary over.
+    # A zero state must vary over the shard_map axes the inputs vary over, and be split
+    # over the batch like them under explicit sharding: a loop's carry keeps its type.
     h0, c0 = custom_calls.match_vma((h0, c0), w, x_exec, valid)
+    h0, c0 = custom_calls.match_batch_sharding((h0, c0), x_exec, 2, 1)
     y, h_t, c_t = _fused(unroll, checkpoint, w, x_exec, valid, h0, c0)
     y = y[:, :time]
     y = [jnp.flip(y[d], 0) if r else y[d] for d, r in enumerate(reverse)]

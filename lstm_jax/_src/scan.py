@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lstm_jax._src.cells import CellDef
-from lstm_jax._src.custom_calls import match_vma
+from lstm_jax._src.custom_calls import match_batch_sharding, match_vma
 
 
 def run_layer(
@@ -72,8 +72,10 @@ def run_layer(
       ((7, 2, 5), True)
     """
     time = x.shape[0]
-    # Inside shard_map a zero state must vary over the mesh axes the inputs vary over.
+    # A zero state must vary over the shard_map axes the inputs vary over, and be split
+    # over the batch like them under explicit sharding: a loop's carry keeps its type.
     initial_state = match_vma(initial_state, params, x, seq_lengths, recurrent_mask, zoneout)
+    initial_state = match_batch_sharding(initial_state, x, 1, 0)
     if checkpoint is not None and seq_lengths is None and time % checkpoint:
         # the padded steps must leave the state alone: mask them like a short sequence
         seq_lengths = jnp.full(x.shape[1:2], time, jnp.int32)
