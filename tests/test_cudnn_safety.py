@@ -11,11 +11,14 @@ batch, as cuDNN's reserve space does. The reference for every number is the scan
 the scan on GPU in ``tests/test_backends.py``.
 """
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from forced_devices import run_on_devices
 from jax.experimental import rnn
 
 from lstm_jax import functional as F
@@ -247,26 +250,8 @@ print("RESULT" + json.dumps({"error": error, "forward": fake.forward_batches,
 
 def test_training_on_several_devices_splits_the_batch(tmp_path):
     """4 host devices: forward and the recomputing backward each see 3 of the 12 rows."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, tests_dir],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
+    result = run_on_devices(SHARDED, 4, tests_dir, cwd=tmp_path)
     assert result["error"] < 1e-4, result
     # traced once on the global batch (shapes), then per device on its own rows
     assert 3 in result["forward"] and 3 in result["backward"], result

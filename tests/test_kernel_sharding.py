@@ -4,13 +4,10 @@ Each device count runs in a subprocess with forced host CPU devices. The referen
 every value is the same computation on one device with the scan backend.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from forced_devices import run_on_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -159,22 +156,9 @@ SCRIPT = textwrap.dedent(
 def run(request, tmp_path_factory):
     """4 devices: every check; 8 devices: sharded ``jit`` and the training step only."""
     devices = request.param
-    env = dict(
-        os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        JAX_PLATFORMS="cpu",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, "all" if devices == 4 else "jit"],
-        env=env,
-        cwd=tmp_path_factory.mktemp("sharding"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    return devices, json.loads(line[len("RESULT") :])
+    checks = "all" if devices == 4 else "jit"
+    cwd = tmp_path_factory.mktemp("sharding")
+    return devices, run_on_devices(SCRIPT, devices, checks, cwd=cwd)
 
 
 def _native_available() -> bool:

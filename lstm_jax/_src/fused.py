@@ -169,9 +169,10 @@ def portable_kernels():
       >>> zeros = jnp.zeros((2, 32), jnp.float32)
       >>> def f(x):
       ...     return run_fused_layer(p, x, LSTMState(zeros, zeros))[0]
+      >>> x = jnp.ones((4, 2, 3), jnp.float32)
       >>> with portable_kernels():
-      ...     exported = jax.export.export(jax.jit(f), platforms=["cpu"])(jnp.ones((4, 2, 3)))
-      >>> exported.call(jnp.ones((4, 2, 3))).shape
+      ...     exported = jax.export.export(jax.jit(f), platforms=["cpu"])(x)
+      >>> exported.call(x).shape
       (4, 2, 32)
     """
     return _PORTABLE(True)

@@ -891,7 +891,7 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
     Example:
       >>> import lstm_jax
       >>> model = lstm_jax.LSTM(8, 20, rngs=nnx.Rngs(0))
-      >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 8)))
+      >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 8), jnp.float32))
       >>> choice.backend, choice.native_cpu
       ('fused', False)
       >>> choice.reasons["native_cpu"]
