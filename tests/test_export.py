@@ -56,7 +56,7 @@ def test_models_export_for_accelerators(name):
     assert "lstm_jax_native" not in text  # the CPU kernel is never lowered for them
 
 
-@pytest.mark.parametrize("name", ["lstm-auto", "lstm-fused-2-layer-bidirectional", "gru"])
+@pytest.mark.parametrize("name", ["lstm-fused-2-layer-bidirectional", "gru"])
 def test_cpu_export_inside_portable_kernels_runs_back(name):
     with lstm_jax.portable_kernels():
         exported, (model, leaves, x, lengths) = _exported(name, ["cpu", *ACCELERATORS])
