@@ -6,8 +6,6 @@ loops, and its rounding error is far below float32's.
 """
 
 import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 from fused_runs import fused as _fused
 from fused_runs import loss as _loss
+from fused_runs import pytest_on_avx2_build
 from fused_runs import scan as _scan
 
 from lstm_jax import functional as F
@@ -184,15 +183,5 @@ def test_native_gate_functions_are_accurate_to_float32_rounding():
 def test_avx2_build_passes_the_same_checks(tmp_path):
     """The AVX2 version of the kernel (what CPUs without AVX-512 build), built with
     ``LSTM_JAX_NATIVE_ISA=avx2`` and run through this file's checks in a subprocess."""
-    env = dict(os.environ, LSTM_JAX_NATIVE_ISA="avx2")
     checks = "equals_float64_scan or several_chunks or gate_functions"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", __file__, "-k", checks],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
+    pytest_on_avx2_build(__file__, checks, tmp_path)

@@ -12,13 +12,12 @@ still passes the step's NaN gradient back to the earlier steps: so must the nati
 
 import functools
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fused_runs import pytest_on_avx2_build
 
 import lstm_jax
 from lstm_jax import functional as F
@@ -147,14 +146,4 @@ def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients()
 def test_avx2_build_propagates_nonfinite_values_alike(tmp_path):
     """The AVX2 version of the kernel, built with ``LSTM_JAX_NATIVE_ISA=avx2``, through
     this file's checks in a subprocess."""
-    env = dict(os.environ, LSTM_JAX_NATIVE_ISA="avx2")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", __file__, "-k", "not avx2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
+    pytest_on_avx2_build(__file__, "not avx2", tmp_path)
