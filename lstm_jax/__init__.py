@@ -8,7 +8,11 @@ from lstm_jax._src.backends import BackendChoice as BackendChoice
 from lstm_jax._src.fused import portable_kernels as portable_kernels
 from lstm_jax._src.native.lstm_cpu import NativeStatus as NativeStatus
 from lstm_jax._src.native.lstm_cpu import native_status as native_status
+from lstm_jax._src.options import RecurrentOptions as RecurrentOptions
 from lstm_jax._src.nnx_modules import GRU as GRU
+from lstm_jax._src.nnx_modules import FlaxCell as FlaxCell
+from lstm_jax._src.nnx_modules import Recurrent as Recurrent
+from lstm_jax._src.nnx_modules import RecurrentCell as RecurrentCell
 from lstm_jax._src.nnx_modules import LSTM as LSTM
 from lstm_jax._src.nnx_modules import RNN as RNN
 from lstm_jax._src.nnx_modules import GRUCell as GRUCell
@@ -26,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendChoice",
+    "FlaxCell",
     "GRU",
     "LSTM",
     "RNN",
@@ -37,6 +42,9 @@ __all__ = [
     "LSTMState",
     "NativeStatus",
     "RNNCell",
+    "Recurrent",
+    "RecurrentCell",
+    "RecurrentOptions",
     "RNNParams",
     "RNNState",
     "__version__",

@@ -9,27 +9,39 @@ Example:
   ((5, 4, 32), (4, 4, 16))
 """
 
+from lstm_jax._src.apply import apply_recurrent as apply_recurrent
 from lstm_jax._src.apply import gru as gru
+from lstm_jax._src.apply import init_params as init_params
 from lstm_jax._src.apply import lstm as lstm
 from lstm_jax._src.apply import rnn as rnn
+from lstm_jax._src.apply import step_cell as step_cell
 from lstm_jax._src.cells import GRU_CELL as GRU_CELL
 from lstm_jax._src.cells import LSTM_CELL as LSTM_CELL
 from lstm_jax._src.cells import RNN_RELU_CELL as RNN_RELU_CELL
 from lstm_jax._src.cells import RNN_TANH_CELL as RNN_TANH_CELL
 from lstm_jax._src.cells import CellDef as CellDef
+from lstm_jax._src.cells import get_cell as get_cell
 from lstm_jax._src.cells import gru_cell as gru_cell
 from lstm_jax._src.cells import gru_input_projection as gru_input_projection
 from lstm_jax._src.cells import gru_step as gru_step
+from lstm_jax._src.cells import gru_update as gru_update
 from lstm_jax._src.cells import layer_norm as layer_norm
 from lstm_jax._src.cells import lstm_cell as lstm_cell
 from lstm_jax._src.cells import lstm_input_projection as lstm_input_projection
 from lstm_jax._src.cells import lstm_step as lstm_step
+from lstm_jax._src.cells import lstm_update as lstm_update
+from lstm_jax._src.cells import recurrent_product as recurrent_product
+from lstm_jax._src.cells import register_cell as register_cell
 from lstm_jax._src.cells import rnn_cell as rnn_cell
 from lstm_jax._src.cells import rnn_input_projection as rnn_input_projection
 from lstm_jax._src.cells import rnn_relu_step as rnn_relu_step
+from lstm_jax._src.cells import rnn_relu_update as rnn_relu_update
 from lstm_jax._src.cells import rnn_tanh_step as rnn_tanh_step
+from lstm_jax._src.cells import rnn_tanh_update as rnn_tanh_update
+from lstm_jax._src.cells import rnn_state_sizes as rnn_state_sizes
 from lstm_jax._src.fused import run_fused_bidirectional as run_fused_bidirectional
 from lstm_jax._src.fused import run_fused_layer as run_fused_layer
+from lstm_jax._src.fused_cells import run_fused_cell_layer as run_fused_cell_layer
 from lstm_jax._src.init import init_gru_layer as init_gru_layer
 from lstm_jax._src.init import init_gru_params as init_gru_params
 from lstm_jax._src.init import init_lstm_layer as init_lstm_layer
@@ -47,25 +59,29 @@ from lstm_jax._src.types import RNNParams as RNNParams
 from lstm_jax._src.types import RNNState as RNNState
 
 __all__ = [
+    "GRUParams",
+    "GRUState",
     "GRU_CELL",
+    "LSTMParams",
+    "LSTMState",
     "LSTM_CELL",
+    "RNNParams",
+    "RNNState",
     "RNN_RELU_CELL",
     "RNN_TANH_CELL",
     "CellDef",
-    "GRUParams",
-    "GRUState",
-    "LSTMParams",
-    "LSTMState",
-    "RNNParams",
-    "RNNState",
+    "apply_recurrent",
+    "get_cell",
     "gru",
     "gru_cell",
     "gru_input_projection",
     "gru_step",
+    "gru_update",
     "init_gru_layer",
     "init_gru_params",
     "init_lstm_layer",
     "init_lstm_params",
+    "init_params",
     "init_rnn_layer",
     "init_rnn_params",
     "layer_norm",
@@ -73,14 +89,22 @@ __all__ = [
     "lstm_cell",
     "lstm_input_projection",
     "lstm_step",
+    "lstm_update",
+    "recurrent_product",
+    "register_cell",
     "rnn",
     "rnn_cell",
     "rnn_input_projection",
     "rnn_relu_step",
+    "rnn_relu_update",
+    "rnn_state_sizes",
     "rnn_tanh_step",
+    "rnn_tanh_update",
     "run_fused_bidirectional",
+    "run_fused_cell_layer",
     "run_fused_layer",
     "run_layer",
     "run_stack",
+    "step_cell",
     "weight_drop",
 ]

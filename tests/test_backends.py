@@ -26,30 +26,36 @@ def _params(**kwargs):
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="CPU choice")
-def test_auto_on_cpu_is_fused_for_the_plain_lstm_and_scan_otherwise():
-    assert (
-        resolve_backend("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
-        == "fused"
-    )
-    peephole = _params(peephole=True)
-    assert resolve_backend("auto", F.LSTM_CELL, peephole, jnp.float32, dropout=False) == "scan"
+def test_auto_on_cpu_takes_the_kernel_measured_faster():
+    for params in (_params(proj_size=2), _params(peephole=True), _params(layer_norm=True)):
+        assert resolve_backend("auto", F.LSTM_CELL, params, jnp.float32, dropout=False) == "fused"
+    rnn = F.init_rnn_params(jax.random.key(0), IN, H)
+    assert resolve_backend("auto", F.RNN_TANH_CELL, rnn, jnp.float32, dropout=False) == "fused"
     gru = F.init_gru_params(jax.random.key(0), IN, H)
     assert resolve_backend("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "scan"
+    # zoneout mixes states inside each step: the scan
+    assert (
+        resolve_backend("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=True, zoneout=True)
+        == "scan"
+    )
 
 
 def test_explicit_backends_that_cannot_run_raise():
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
-    with pytest.raises(ValueError, match="cannot run this configuration.*got coupled gates"):
-        resolve_backend("fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False)
+    with pytest.raises(ValueError, match="cannot run this configuration.*checkpoints the plain"):
+        resolve_backend(
+            "fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False, checkpoint=True
+        )
     with pytest.raises(ValueError, match="no projection"):
         resolve_backend("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
     with pytest.raises(ValueError, match="float32 only"):
         resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.bfloat16, dropout=False)
     with pytest.raises(ValueError, match="dropout"):
         resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.float32, dropout=True)
-    with pytest.raises(ValueError, match="backend=.fused. cannot run"):
-        F.lstm(_params(layer_norm=True), jnp.ones((T, B, IN), jnp.float32), backend="fused")
+    with pytest.raises(ValueError, match="backend=.fused. cannot run.*zoneout"):
+        F.lstm(_params(layer_norm=True), jnp.ones((T, B, IN), jnp.float32), backend="fused",
+               zoneout=0.1, deterministic=True)
 
 
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])
@@ -122,21 +128,25 @@ def test_auto_on_gpu_picks_cudnn_when_supported():
     )
 
 
-def test_per_step_regularizers_pick_the_scan_or_refuse_the_fused_kernel():
+def test_zoneout_picks_the_scan_and_recurrent_dropout_runs_fused():
     params = F.init_lstm_params(jax.random.key(0), 3, 4)
     x = jnp.ones((5, 2, 3), jnp.float32)
     for options in (
-        dict(recurrent_dropout=0.2, key=jax.random.key(1)),
         dict(zoneout=0.1, key=jax.random.key(1)),
         dict(zoneout=0.1, deterministic=True),  # the expectation still mixes states per step
     ):
-        with pytest.raises(ValueError, match="recurrent dropout and zoneout act inside the loop"):
+        with pytest.raises(ValueError, match="zoneout mixes old and new state"):
             F.lstm(params, x, backend="fused", **options)
         auto = F.lstm(params, x, backend="auto", **options)
         scan = F.lstm(params, x, backend="scan", **options)
         chex.assert_trees_all_equal(auto, scan)
-    # Recurrent dropout without a key (evaluation) is off, so the fused kernel may run.
-    F.lstm(params, x, backend="fused", recurrent_dropout=0.2, deterministic=True)
+    # one mask per sequence: the fused layer derived from the cell runs it
+    options = dict(recurrent_dropout=0.2, key=jax.random.key(1))
+    chex.assert_trees_all_close(
+        F.lstm(params, x, backend="fused", **options),
+        F.lstm(params, x, backend="scan", **options),
+        atol=1e-6,
+    )
 
 
 # --- The real cuDNN kernel where the wrapper steps in: traced zero lengths, vmap, and

@@ -82,7 +82,12 @@ def test_explain_backend_names_the_kernel_and_the_reasons():
     assert not odd.native_cpu and "multiple of 32, got 20" in odd.reasons["native_cpu"]
 
     [gru] = lstm_jax.explain_backend(lstm_jax.GRU(8, 20, rngs=nnx.Rngs(0)), x)
-    assert gru.backend == "scan" and "LSTM cell only" in gru.reasons["fused"]
+    assert gru.backend == "scan" and "measured" in gru.reasons["fused"]
+    [layer_norm] = lstm_jax.explain_backend(
+        lstm_jax.LSTM(8, 32, layer_norm=True, rngs=nnx.Rngs(0)), x
+    )
+    assert layer_norm.backend == "fused" and not layer_norm.native_cpu
+    assert "plain LSTM" in layer_norm.reasons["native_cpu"]
 
     with lstm_jax.portable_kernels():
         [portable] = lstm_jax.explain_backend(lstm_jax.LSTM(8, 32, rngs=nnx.Rngs(0)), x)
@@ -90,11 +95,11 @@ def test_explain_backend_names_the_kernel_and_the_reasons():
 
 
 def test_explain_backend_in_train_mode_leaves_the_model_alone():
-    model = lstm_jax.LSTM(8, 32, num_layers=2, recurrent_dropout=0.2, rngs=nnx.Rngs(0))
+    model = lstm_jax.LSTM(8, 32, num_layers=2, zoneout=0.2, rngs=nnx.Rngs(0))
     model.train()
     before = nnx.state(model, nnx.RngCount)
     [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 8), jnp.float32))
-    assert choice.backend == "scan" and "inside the loop" in choice.reasons["fused"]
+    assert choice.backend == "scan" and "inside each step" in choice.reasons["fused"]
     jax.tree.map(np.testing.assert_array_equal, before, nnx.state(model, nnx.RngCount))
 
 

@@ -286,7 +286,7 @@ def test_off_by_default_and_validation():
         F.lstm(params, x, recurrent_dropout=0.1, zoneout=0.1)
     with pytest.raises(ValueError, match=r"zoneout must be one rate or one rate per state field"):
         F.lstm(params, x, zoneout=(0.1,), deterministic=True)
-    with pytest.raises(ValueError, match=r"zoneout \(c\) must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"zoneout\[1\] must be in \[0, 1\), got 1.0"):
         lstm_jax.LSTM(3, 4, zoneout=(0.1, 1.0), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"weight_dropout must be in \[0, 1\)"):
         lstm_jax.RNN(3, 4, weight_dropout=-0.1, rngs=nnx.Rngs(0))

@@ -13,69 +13,118 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax._src import validation
-from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
+from lstm_jax._src.cells import (
+    GRU_CELL,
+    LSTM_CELL,
+    CellDef,
+    accumulation_dtype,
+    get_cell,
+    rnn_cell_def,
+)
+from lstm_jax._src.init import init_stack
+from lstm_jax._src.options import RecurrentOptions
 from lstm_jax._src.stack import run_stack, weight_drop
 from lstm_jax._src.types import GRUParams, LSTMState, RNNParams, StackParams
 
 
+def init_params(
+    cell: str | CellDef,
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    **layer_options: Any,
+) -> tuple[tuple[Any, ...], ...]:
+    """Initializes a stack of any registered cell: ``params[layer][direction]``.
+
+    Args:
+      cell: a cell name (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ...) or a :class:`CellDef`
+        with an ``init_layer``.
+      key: PRNG key.
+      input_size: features of the first layer's input ``I``.
+      hidden_size: ``H``.
+      num_layers: ``L``.
+      bidirectional: two directions per layer.
+      **layer_options: the cell's ``init_layer`` options (``bias``, ``dtype``, the LSTM's
+        ``proj_size`` and variants, ``recurrent_init``, ...).
+
+    Returns:
+      ``params[layer][direction]``; layer ``k > 0`` takes ``D * H_out`` features.
+
+    Example:
+      >>> p = init_params("gru", jax.random.key(0), 3, 4, num_layers=2, bidirectional=True)
+      >>> len(p), len(p[1]), p[1][0].weight_ih.shape
+      (2, 2, (12, 8))
+    """
+    cell = get_cell(cell)
+    if cell.init_layer is None:
+        raise ValueError(f"cell {cell.name!r} has no init_layer: build its parameters yourself")
+
+    def layer(layer_key, layer_input_size):
+        return cell.init_layer(layer_key, layer_input_size, hidden_size, **layer_options)
+
+    output_size = cell.state_sizes(jax.eval_shape(lambda k: layer(k, input_size), key)).h
+    return init_stack(layer, key, input_size, output_size, num_layers, bidirectional)
+
+
+def _structured_like(hx: Any, state: Any) -> Any:
+    """``state`` in the container type ``hx`` was given in (tuple, list or named tuple), so
+    a loop over calls keeps its carry's structure; ``LSTMState``-like when ``hx`` is None."""
+    if hx is None or type(hx) is type(state):
+        return state
+    return type(hx)(state)
+
+
 def apply_recurrent(
-    cell: CellDef,
+    cell: str | CellDef,
     params: Sequence[Sequence[Any]],
     x: jax.Array,
-    hx: Sequence[jax.Array] | None,
+    hx: Sequence[jax.Array] | None = None,
     *,
     seq_lengths: jax.Array | None = None,
-    batch_first: bool = False,
-    dropout: float = 0.0,
     key: jax.Array | None = None,
     deterministic: bool = False,
-    dtype=None,
-    unroll: int = 1,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    weight_dropout: float = 0.0,
-    zoneout: float | Sequence[float] = 0.0,
-    backend: str = "auto",
-    checkpoint: int | None = None,
+    options: RecurrentOptions | None = None,
+    **option_values: Any,
 ) -> tuple[jax.Array, Any]:
     """Runs a recurrent stack of any cell kind with torch's input and output conventions.
 
     Args:
-      cell: the cell kind.
+      cell: a registered cell name or a :class:`CellDef`.
       params: ``params[layer][direction]``.
       x: ``[time, batch, input_size]``, ``[batch, time, input_size]`` with ``batch_first``,
         or unbatched ``[time, input_size]``.
       hx: ``None`` (zeros) or one array per state field (for the LSTM ``(h_0, c_0)``), each
         ``[layers * directions, batch, size]`` (``[layers * directions, size]`` unbatched).
       seq_lengths: optional int ``[batch]`` in ``1..time``, torch's packed semantics.
-      batch_first: ``x`` and the output are ``[batch, time, ...]``.
-      dropout: rate of dropout on every layer's output but the last's.
-      key: PRNG key for dropout; required when ``dropout > 0`` and not ``deterministic``.
-      deterministic: disable dropout.
-      dtype: computation dtype; ``None`` uses ``x``'s dtype. The state is kept in at least
-        float32 (see :func:`~lstm_jax._src.cells.accumulation_dtype`).
-      unroll: ``lax.scan``'s unroll factor.
-      input_dropout: variational dropout on every layer's input, one mask per sequence
-        (Gal & Ghahramani 2016).
-      recurrent_dropout: variational dropout on ``h_{t-1}`` in the recurrent product, one
-        mask per sequence (Gal & Ghahramani 2016).
-      weight_dropout: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2017).
-      zoneout: zoneout rate (Krueger et al. 2017), one for every state field or one per
-        field (for the LSTM ``(h, c)``); with ``deterministic`` the expectation is used.
-      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``
-        (:mod:`lstm_jax._src.backends`).
-      checkpoint: ``None`` or a chunk length in steps for activation checkpointing.
+      key: PRNG key for the regularisers; required when one is on and not ``deterministic``.
+      deterministic: disable dropout (zoneout uses its expectation).
+      options: a :class:`RecurrentOptions`; or pass its fields by name (``unroll=4``).
 
     Returns:
-      ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in
-      ``dtype`` (batch-first or unbatched like ``x``), and the cell's state named tuple
-      with fields ``[layers * directions, batch, size]`` in the state dtype.
+      ``(output, final_state)``: ``output`` ``[time, batch, directions * H_out]`` in the
+      computation dtype (batch-first or unbatched like ``x``), and the final state with
+      fields ``[layers * directions, batch, size]`` in the state dtype, in the container
+      type of ``hx`` (the cell's state named tuple when ``hx`` is ``None``).
+
+    Example:
+      >>> p = init_params("rnn_relu", jax.random.key(0), 3, 4, num_layers=2)
+      >>> out, (h_n,) = apply_recurrent("rnn_relu", p, jnp.ones((5, 2, 3)), unroll=2)
+      >>> out.shape, h_n.shape, bool(jnp.all(out >= 0))
+      ((5, 2, 4), (2, 2, 4), True)
     """
+    cell = get_cell(cell)
+    if options is None:
+        options = RecurrentOptions.build("apply_recurrent", option_values)
+    elif option_values:
+        options = options.replace(**option_values)
     first = params[0][0]
     input_size = first.weight_ih.shape[1]
     num_layers, directions = len(params), len(params[0])
     x, batched = validation.check_input(x, input_size)
-    if batched and batch_first:
+    if batched and options.batch_first:
         x = jnp.swapaxes(x, 0, 1)
     if not batched:
         x = x[:, None]
@@ -84,29 +133,13 @@ def apply_recurrent(
         if not batched:
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
-    validation.check_dropout_rate(dropout)
-    if checkpoint is not None:
-        checkpoint = validation.check_positive_int("checkpoint", checkpoint)
-    for name, rate in (
-        ("input_dropout", input_dropout),
-        ("recurrent_dropout", recurrent_dropout),
-        ("weight_dropout", weight_dropout),
-    ):
-        validation.check_dropout_rate(rate, name=name)
     sizes = cell.state_sizes(first)
-    zoneout = validation.check_zoneout(zoneout, sizes._fields)
-    rates = {
-        "dropout": dropout,
-        "input_dropout": input_dropout,
-        "recurrent_dropout": recurrent_dropout,
-        "weight_dropout": weight_dropout,
-        "zoneout": max(zoneout),
-    }
-    random = [name for name, rate in rates.items() if rate > 0.0]
+    zoneout = options.zoneout_rates(sizes._fields)
+    random = options.random_rates
     if random and not deterministic and key is None:
         raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
 
-    compute_dtype = jnp.dtype(dtype or x.dtype)
+    compute_dtype = jnp.dtype(options.dtype or x.dtype)
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     state_dtype = accumulation_dtype(compute_dtype)
     if hx is None:
@@ -114,6 +147,10 @@ def apply_recurrent(
             *(jnp.zeros((num_layers * directions, batch, n), state_dtype) for n in sizes)
         )
     else:
+        if len(hx) != len(sizes):
+            raise ValueError(
+                f"hx must have one array per state field {sizes._fields}, got {len(hx)}"
+            )
         states = type(sizes)(
             *(
                 _check_initial_state(
@@ -124,30 +161,30 @@ def apply_recurrent(
         )
 
     key = None if deterministic else key
-    if weight_dropout > 0.0 and key is not None:
+    if options.weight_dropout > 0.0 and key is not None:
         key, weight_key = jax.random.split(key)
-        params = weight_drop(weight_key, params, weight_dropout)
+        params = weight_drop(weight_key, params, options.weight_dropout)
     output, final = run_stack(
         cell,
         params,
         x.astype(compute_dtype),
         states,
         seq_lengths=seq_lengths,
-        dropout_rate=dropout,
+        dropout_rate=options.dropout,
         key=key,
-        unroll=unroll,
-        input_dropout=input_dropout,
-        recurrent_dropout=recurrent_dropout,
+        unroll=options.unroll,
+        input_dropout=options.input_dropout,
+        recurrent_dropout=options.recurrent_dropout,
         zoneout=zoneout if any(zoneout) else None,
-        backend=backend,
-        checkpoint=checkpoint,
+        backend=options.backend,
+        checkpoint=options.checkpoint,
     )
     output = output.astype(compute_dtype)
     if not batched:
-        return output[:, 0], jax.tree.map(lambda s: s[:, 0], final)
-    if batch_first:
+        output, final = output[:, 0], jax.tree.map(lambda s: s[:, 0], final)
+    elif options.batch_first:
         output = jnp.swapaxes(output, 0, 1)
-    return output, final
+    return output, _structured_like(hx, final)
 
 
 def _check_initial_state(name, value, layers_directions, batch, size, batched) -> jax.Array:
@@ -162,24 +199,69 @@ def _check_initial_state(name, value, layers_directions, batch, size, batched) -
     return value[:, None]
 
 
+def step_cell(cell: str | CellDef, params: Any, x: jax.Array, hx=None, *, dtype=None) -> Any:
+    """One step of any cell with ``torch.nn.*Cell``'s conventions: checks, zeros, dtypes.
+
+    Args:
+      cell: a registered cell name or a :class:`CellDef`.
+      params: that cell's parameters (one layer, one direction).
+      x: ``[batch, input_size]`` or unbatched ``[input_size]``.
+      hx: ``None`` (zeros) or one array per state field, ``[batch, size]`` (``[size]``).
+      dtype: computation dtype (``None``: ``x``'s); the state stays in at least float32.
+
+    Returns:
+      The next state, in ``hx``'s container type (the cell's state named tuple when
+      ``hx`` is ``None``).
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
+      >>> h, c = step_cell("lstm", p, jnp.ones((2, 3)), (jnp.zeros((2, 5)), jnp.zeros((2, 5))))
+      >>> h.shape, c.shape
+      ((2, 5), (2, 5))
+    """
+    cell = get_cell(cell)
+    x, batched = validation.check_cell_input(x, params.weight_ih.shape[1])
+    if not batched:
+        x = x[None]
+    batch = x.shape[0]
+    dtype = jnp.dtype(dtype or x.dtype)
+    params = jax.tree.map(lambda p: p.astype(dtype), params)
+    sizes = cell.state_sizes(params)
+    state_dtype = accumulation_dtype(dtype)
+    if hx is None:
+        state = type(sizes)(*(jnp.zeros((batch, n), state_dtype) for n in sizes))
+    else:
+        if len(hx) != len(sizes):
+            raise ValueError(f"hx must have one array per state field {sizes._fields}, got {len(hx)}")
+        state = type(sizes)(
+            *(
+                validation.check_state(
+                    "hx" if len(sizes) == 1 else f"hx[{i}] ({name})",
+                    v,
+                    (batch, n) if batched else (n,),
+                    "[batch, size]",
+                )
+                .reshape(batch, n)
+                .astype(state_dtype)
+                for i, (name, v, n) in enumerate(zip(sizes._fields, hx, sizes, strict=True))
+            )
+        )
+    state = cell.step(params, cell.input_projection(params, x.astype(dtype)), state)
+    if not batched:
+        state = jax.tree.map(lambda s: s[0], state)
+    return _structured_like(hx, state)
+
+
 def lstm(
     params: StackParams,
     x: jax.Array,
     hx: tuple[jax.Array, jax.Array] | None = None,
     *,
     seq_lengths: jax.Array | None = None,
-    batch_first: bool = False,
-    dropout: float = 0.0,
     key: jax.Array | None = None,
     deterministic: bool = False,
-    dtype=None,
-    unroll: int = 1,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    weight_dropout: float = 0.0,
-    zoneout: float | tuple[float, float] = 0.0,
-    backend: str = "auto",
-    checkpoint: int | None = None,
+    **options: Any,
 ) -> tuple[jax.Array, LSTMState]:
     """Applies a multi-layer (bidirectional) LSTM, the pure-function ``torch.nn.LSTM``.
 
@@ -193,10 +275,14 @@ def lstm(
         zero, its final state is the one at its last valid step, and the reverse direction
         runs over its valid prefix reversed (``pack_padded_sequence`` semantics). May be
         traced under ``jit``; the range is checked when concrete.
+      key: PRNG key for dropout and the regularisers.
+      deterministic: turn dropout off (evaluation).
+      **options: the options below (the fields of
+        :class:`~lstm_jax._src.options.RecurrentOptions`), by name.
+
+    Options:
       batch_first: ``x`` and ``output`` are batch-major.
       dropout: dropout rate on each layer's output except the last (torch's ``dropout``).
-      key: PRNG key for dropout.
-      deterministic: turn dropout off (evaluation).
       dtype: computation dtype (``None``: ``x``'s). With bfloat16 the products run in
         bfloat16 and the gate math, ``h_n`` and ``c_n`` stay float32.
       unroll: ``lax.scan`` unroll factor.
@@ -209,15 +295,19 @@ def lstm(
         ``(rate_h, rate_c)``; the expectation is used when ``deterministic``.
         Every regulariser is off by default, needs ``key`` in training, and is
         deterministic under ``deterministic=True``.
-      backend: which kernel runs the stack. ``"scan"``: ``lax.scan`` of the cell, any
-        variant. ``"fused"``: the plain LSTM (projection included) with a hand-written
-        backward whose weight gradients are single products outside the time loop
-        (``lstm_jax.functional.run_fused_layer``). ``"cudnn"``: cuDNN through
-        ``jax.experimental.rnn`` on a GPU (float32, no projection, no variants, no
+      backend: which kernel runs the stack. ``"scan"``: ``lax.scan`` of the cell.
+        ``"fused"``: a custom-VJP layer whose input projection, input gradient and weight
+        gradients are single products outside the time loop: the hand-written LSTM
+        kernel (native CPU loops) for the plain LSTM, projection included
+        (``lstm_jax.functional.run_fused_layer``), and for every other cell and variant
+        the layer derived from the cell's definition
+        (``lstm_jax.functional.run_fused_cell_layer``). ``"cudnn"``: cuDNN through
+        ``jax.experimental.rnn`` on a GPU (LSTM, float32, no projection, no variants, no
         active dropout). ``"auto"`` (default): cuDNN where supported, else the fused
-        kernel on CPU for the plain LSTM, else the scan. Layers with recurrent dropout or
-        zoneout always run on the scan; an explicit backend that cannot run the
-        configuration raises ``ValueError``.
+        kernel on CPU where it was measured faster, else the scan. Zoneout runs on the
+        scan; an explicit backend that cannot run the configuration raises
+        ``ValueError`` saying why (``lstm_jax.explain_backend`` says what ``"auto"``
+        chose).
       checkpoint: activation checkpointing over time: ``None`` (default) keeps every
         step's activations for the backward pass; ``K`` keeps each layer's state every
         ``K`` steps and recomputes the steps in between during the backward pass
@@ -228,10 +318,11 @@ def lstm(
     Returns:
       ``(output, (h_n, c_n))``: ``output`` ``[time, batch, directions * H_out]``, ``h_n``
       ``[layers * directions, batch, H_out]``, ``c_n`` ``[layers * directions, batch,
-      hidden_size]``; the pair is an :class:`LSTMState`.
+      hidden_size]``: an :class:`LSTMState`, or the container type ``hx`` came in.
 
     Raises:
-      TypeError, ValueError: for input of the wrong dtype or shape, naming the argument.
+      TypeError, ValueError: for input of the wrong dtype or shape, or an unknown or
+        invalid option, naming the argument.
 
     Example:
       >>> from lstm_jax.functional import init_lstm_params, lstm
@@ -246,18 +337,9 @@ def lstm(
         x,
         hx,
         seq_lengths=seq_lengths,
-        batch_first=batch_first,
-        dropout=dropout,
         key=key,
         deterministic=deterministic,
-        dtype=dtype,
-        unroll=unroll,
-        input_dropout=input_dropout,
-        recurrent_dropout=recurrent_dropout,
-        weight_dropout=weight_dropout,
-        zoneout=zoneout,
-        backend=backend,
-        checkpoint=checkpoint,
+        options=RecurrentOptions.build("lstm", options),
     )
 
 
@@ -267,17 +349,9 @@ def gru(
     hx: jax.Array | None = None,
     *,
     seq_lengths: jax.Array | None = None,
-    batch_first: bool = False,
-    dropout: float = 0.0,
     key: jax.Array | None = None,
     deterministic: bool = False,
-    dtype=None,
-    unroll: int = 1,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    weight_dropout: float = 0.0,
-    zoneout: float = 0.0,
-    checkpoint: int | None = None,
+    **options: Any,
 ) -> tuple[jax.Array, jax.Array]:
     """Applies a multi-layer (bidirectional) GRU, the pure-function ``torch.nn.GRU``.
 
@@ -289,10 +363,10 @@ def gru(
       x: ``[time, batch, input_size]`` (``[batch, time, input_size]`` with ``batch_first``,
         or unbatched ``[time, input_size]``).
       hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
-      **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
-        ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
-        ``weight_dropout``, ``zoneout`` and ``checkpoint``, as in
-        :func:`~lstm_jax.functional.lstm`.
+      seq_lengths, key, deterministic: as in :func:`~lstm_jax.functional.lstm`.
+      **options: ``batch_first``, ``dropout``, ``dtype``, ``unroll``, ``checkpoint``,
+        ``backend``, ``input_dropout``, ``recurrent_dropout``, ``weight_dropout`` and
+        ``zoneout`` (one rate, for ``h``), as in :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
@@ -311,19 +385,11 @@ def gru(
         x,
         None if hx is None else (hx,),
         seq_lengths=seq_lengths,
-        batch_first=batch_first,
-        dropout=dropout,
         key=key,
         deterministic=deterministic,
-        dtype=dtype,
-        unroll=unroll,
-        input_dropout=input_dropout,
-        recurrent_dropout=recurrent_dropout,
-        weight_dropout=weight_dropout,
-        zoneout=zoneout,
-        checkpoint=checkpoint,
+        options=RecurrentOptions.build("gru", options),
     )
-    return output, state.h
+    return output, state[0]
 
 
 def rnn(
@@ -333,17 +399,9 @@ def rnn(
     *,
     nonlinearity: str = "tanh",
     seq_lengths: jax.Array | None = None,
-    batch_first: bool = False,
-    dropout: float = 0.0,
     key: jax.Array | None = None,
     deterministic: bool = False,
-    dtype=None,
-    unroll: int = 1,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    weight_dropout: float = 0.0,
-    zoneout: float = 0.0,
-    checkpoint: int | None = None,
+    **options: Any,
 ) -> tuple[jax.Array, jax.Array]:
     """Applies a multi-layer (bidirectional) Elman RNN, the pure-function ``torch.nn.RNN``.
 
@@ -355,10 +413,10 @@ def rnn(
         or unbatched ``[time, input_size]``).
       hx: optional ``h_0`` ``[layers * directions, batch, hidden_size]``.
       nonlinearity: ``"tanh"`` or ``"relu"``.
-      **options: ``seq_lengths``, ``batch_first``, ``dropout``, ``key``, ``deterministic``,
-        ``dtype``, ``unroll``, ``input_dropout``, ``recurrent_dropout``,
-        ``weight_dropout``, ``zoneout`` and ``checkpoint``, as in
-        :func:`~lstm_jax.functional.lstm`.
+      seq_lengths, key, deterministic: as in :func:`~lstm_jax.functional.lstm`.
+      **options: ``batch_first``, ``dropout``, ``dtype``, ``unroll``, ``checkpoint``,
+        ``backend``, ``input_dropout``, ``recurrent_dropout``, ``weight_dropout`` and
+        ``zoneout`` (one rate, for ``h``), as in :func:`~lstm_jax.functional.lstm`.
 
     Returns:
       ``(output, h_n)``: ``output`` ``[time, batch, directions * hidden_size]``, ``h_n``
@@ -380,16 +438,8 @@ def rnn(
         x,
         None if hx is None else (hx,),
         seq_lengths=seq_lengths,
-        batch_first=batch_first,
-        dropout=dropout,
         key=key,
         deterministic=deterministic,
-        dtype=dtype,
-        unroll=unroll,
-        input_dropout=input_dropout,
-        recurrent_dropout=recurrent_dropout,
-        weight_dropout=weight_dropout,
-        zoneout=zoneout,
-        checkpoint=checkpoint,
+        options=RecurrentOptions.build("rnn", options),
     )
-    return output, state.h
+    return output, state[0]

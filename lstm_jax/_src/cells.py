@@ -62,6 +62,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lstm_jax._src.init import init_gru_layer, init_lstm_layer, init_rnn_layer
 from lstm_jax._src.types import GRUParams, GRUState, LSTMParams, LSTMState, RNNParams, RNNState
 
 LAYER_NORM_EPS = 1e-5
@@ -188,6 +189,59 @@ def lstm_input_projection(params: LSTMParams, x: jax.Array) -> jax.Array:
     return gates
 
 
+def recurrent_product(params: Any, h: jax.Array, recurrent_mask: jax.Array | None = None):
+    """``W_hh h_{t-1}``, the only product inside the loop (``h`` masked by ``recurrent_mask``).
+
+    Args:
+      params: one layer's parameters with ``weight_hh`` ``[G, H_out]``.
+      h: ``[batch, H_out]``.
+      recurrent_mask: optional ``[batch, H_out]`` multiplier of ``h`` (variational dropout).
+
+    Returns:
+      ``[batch, G]``.
+    """
+    return dense(_masked(h, recurrent_mask), params.weight_hh)
+
+
+def lstm_update(
+    params: LSTMParams, gates_x: jax.Array, gates_h: jax.Array, state: LSTMState
+) -> LSTMState:
+    """The LSTM's gate math (any variant, see above) given both products.
+
+    Args:
+      params: one layer's :class:`LSTMParams`.
+      gates_x: ``[batch, 4 * hidden_size]`` from :func:`lstm_input_projection`.
+      gates_h: ``[batch, 4 * hidden_size]``, ``W_hh h_{t-1}`` (:func:`recurrent_product`).
+      state: previous :class:`LSTMState`.
+
+    Returns:
+      The next :class:`LSTMState`, in the accumulation dtype.
+    """
+    recurrent = gates_h
+    if params.ln_hh_weight is not None:
+        recurrent = layer_norm(recurrent, params.ln_hh_weight, params.ln_hh_bias)
+    gates = gates_x + recurrent
+    if lstm_is_cifg(params):
+        f, g, o = jnp.split(gates, 3, axis=-1)
+        i = None
+    else:
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        if params.weight_ci is not None:
+            i = i + scale(state.c, params.weight_ci)
+    if params.weight_cf is not None:
+        f = f + scale(state.c, params.weight_cf)
+    forget = jax.nn.sigmoid(f)
+    input_gate = 1.0 - forget if i is None else jax.nn.sigmoid(i)
+    c = forget * state.c + input_gate * jnp.tanh(g)
+    if params.weight_co is not None:
+        o = o + scale(c, params.weight_co)
+    c_out = c if params.ln_c_weight is None else layer_norm(c, params.ln_c_weight, params.ln_c_bias)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+    if params.weight_hr is not None:
+        h = dense(h, params.weight_hr)
+    return LSTMState(h, c)
+
+
 def lstm_step(
     params: LSTMParams,
     gates_x: jax.Array,
@@ -215,29 +269,7 @@ def lstm_step(
       >>> lstm_step(p, gx, LSTMState(zeros, zeros)).c.shape
       (2, 5)
     """
-    recurrent = dense(_masked(state.h, recurrent_mask), params.weight_hh)
-    if params.ln_hh_weight is not None:
-        recurrent = layer_norm(recurrent, params.ln_hh_weight, params.ln_hh_bias)
-    gates = gates_x + recurrent
-    if lstm_is_cifg(params):
-        f, g, o = jnp.split(gates, 3, axis=-1)
-        i = None
-    else:
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        if params.weight_ci is not None:
-            i = i + scale(state.c, params.weight_ci)
-    if params.weight_cf is not None:
-        f = f + scale(state.c, params.weight_cf)
-    forget = jax.nn.sigmoid(f)
-    input_gate = 1.0 - forget if i is None else jax.nn.sigmoid(i)
-    c = forget * state.c + input_gate * jnp.tanh(g)
-    if params.weight_co is not None:
-        o = o + scale(c, params.weight_co)
-    c_out = c if params.ln_c_weight is None else layer_norm(c, params.ln_c_weight, params.ln_c_bias)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
-    if params.weight_hr is not None:
-        h = dense(h, params.weight_hr)
-    return LSTMState(h, c)
+    return LSTM_CELL.step(params, gates_x, state, recurrent_mask=recurrent_mask)
 
 
 def lstm_cell(params: LSTMParams, x: jax.Array, state: LSTMState) -> LSTMState:
@@ -321,10 +353,14 @@ def gru_step(
       >>> gru_step(p, gru_input_projection(p, jnp.ones((2, 3), jnp.float32)), GRUState(h)).h.shape
       (2, 5)
     """
+    return GRU_CELL.step(params, gates_x, state, recurrent_mask=recurrent_mask)
+
+
+def gru_update(params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state: GRUState):
+    """The GRU's gate math given ``gates_x`` and ``gates_h = W_hh h_{t-1}``, ``[batch, 3H]``."""
     hidden = params.weight_hh.shape[1]
-    recurrent = dense(_masked(state.h, recurrent_mask), params.weight_hh)
     x_r, x_z, x_n = jnp.split(gates_x, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(recurrent, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(gates_h, 3, axis=-1)
     if params.bias_hh is not None:
         h_n = add_bias(h_n, params.bias_hh[2 * hidden :])
     r = jax.nn.sigmoid(x_r + h_r)
@@ -382,8 +418,16 @@ def rnn_input_projection(params: RNNParams, x: jax.Array) -> jax.Array:
     return pre
 
 
-def _rnn_pre_activation(params, gates_x, state, recurrent_mask):
-    return gates_x + dense(_masked(state.h, recurrent_mask), params.weight_hh)
+def rnn_tanh_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
+    """``h_t = tanh(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``."""
+    del params, state
+    return RNNState(jnp.tanh(gates_x + gates_h))
+
+
+def rnn_relu_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
+    """``h_t = relu(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``."""
+    del params, state
+    return RNNState(jax.nn.relu(gates_x + gates_h))
 
 
 def rnn_tanh_step(
@@ -412,7 +456,7 @@ def rnn_tanh_step(
       >>> h.shape, round(float(h[0, 0]), 4)
       ((2, 5), 0.4621)
     """
-    return RNNState(jnp.tanh(_rnn_pre_activation(params, gates_x, state, recurrent_mask)))
+    return RNN_TANH_CELL.step(params, gates_x, state, recurrent_mask=recurrent_mask)
 
 
 def rnn_relu_step(
@@ -432,7 +476,7 @@ def rnn_relu_step(
       >>> h.shape, bool(jnp.all(h == 9.0))
       ((2, 5), True)
     """
-    return RNNState(jax.nn.relu(_rnn_pre_activation(params, gates_x, state, recurrent_mask)))
+    return RNN_RELU_CELL.step(params, gates_x, state, recurrent_mask=recurrent_mask)
 
 
 def rnn_cell(
@@ -467,20 +511,46 @@ def rnn_state_sizes(params: RNNParams) -> RNNState:
 
 @dataclasses.dataclass(frozen=True)
 class CellDef:
-    """What the time loop needs to know about a cell kind: three pure functions.
+    """A cell kind: everything the loops, the kernels and the modules know of it.
+
+    A cell's step is split in three so the loops can move every product they can out of
+    the time loop: ``input_projection`` (all steps at once, before the loop), the
+    recurrent product ``W_hh h_{t-1}`` (:func:`recurrent_product`, inside the loop: the
+    parameters' ``weight_hh`` ``[G, H_out]`` times the state's ``h``), and ``update``,
+    the gate math. The fused kernel derives its backward pass from these, so any cell
+    declared this way gets it; see :func:`register_cell` for a cell of your own.
 
     Attributes:
-      input_projection: ``(params, x [..., I]) -> [..., G]``, hoisted out of the loop.
-      step: ``(params, gates_x [batch, G], state, *, recurrent_mask=None) -> state``;
-        ``state.h`` is the output; ``recurrent_mask`` ``[batch, H_out]`` multiplies
-        ``h_{t-1}`` where it enters the recurrent product (variational dropout).
+      name: the registry's name, e.g. ``"lstm"``.
+      input_projection: ``(params, x [..., I]) -> [..., G]``, both biases folded in
+        where the equations allow.
+      update: ``(params, gates_x [batch, G], gates_h [batch, G], state) -> state``; it
+        must not read ``weight_ih`` or ``weight_hh`` (the products are given).
       state_sizes: ``params -> state`` whose fields are the feature sizes of the state's
-        fields (a named tuple of ints), so the stack can make zeros and check shapes.
+        fields (a named tuple of ints); field ``h`` is the output, ``[batch, H_out]``.
+      init_layer: ``(key, input_size, hidden_size, *, bias, dtype, **cell_options) ->
+        params`` for one layer and direction, or ``None``.
+      param_type: the parameters' named tuple; its field names are torch's (``weight_ih``,
+        ``weight_hh``, ``bias_ih``, ``bias_hh``, ...), which torch interop uses.
     """
 
+    name: str
     input_projection: Callable[[Any, jax.Array], jax.Array]
-    step: Callable[[Any, jax.Array, Any], Any]
+    update: Callable[[Any, jax.Array, jax.Array, Any], Any]
     state_sizes: Callable[[Any], Any]
+    init_layer: Callable[..., Any] | None = None
+    param_type: type | None = None
+
+    def step(
+        self, params: Any, gates_x: jax.Array, state: Any, *, recurrent_mask=None
+    ) -> Any:
+        """One step given the input projection: ``update(params, gates_x, W_hh h, state)``.
+
+        ``recurrent_mask`` ``[batch, H_out]`` multiplies ``h_{t-1}`` where it enters the
+        recurrent product (variational dropout).
+        """
+        gates_h = recurrent_product(params, state.h, recurrent_mask)
+        return self.update(params, gates_x, gates_h, state)
 
     def zero_state(self, params: Any, batch: int) -> Any:
         """Zeros ``[batch, size]`` for each state field, in the accumulation dtype."""
@@ -490,10 +560,68 @@ class CellDef:
         return type(sizes)(*(jnp.zeros((batch, n), dtype) for n in sizes))
 
 
-LSTM_CELL = CellDef(lstm_input_projection, lstm_step, lstm_state_sizes)
-GRU_CELL = CellDef(gru_input_projection, gru_step, gru_state_sizes)
-RNN_TANH_CELL = CellDef(rnn_input_projection, rnn_tanh_step, rnn_state_sizes)
-RNN_RELU_CELL = CellDef(rnn_input_projection, rnn_relu_step, rnn_state_sizes)
+LSTM_CELL = CellDef(
+    "lstm", lstm_input_projection, lstm_update, lstm_state_sizes, init_lstm_layer, LSTMParams
+)
+GRU_CELL = CellDef(
+    "gru", gru_input_projection, gru_update, gru_state_sizes, init_gru_layer, GRUParams
+)
+RNN_TANH_CELL = CellDef(
+    "rnn_tanh", rnn_input_projection, rnn_tanh_update, rnn_state_sizes, init_rnn_layer, RNNParams
+)
+RNN_RELU_CELL = CellDef(
+    "rnn_relu", rnn_input_projection, rnn_relu_update, rnn_state_sizes, init_rnn_layer, RNNParams
+)
+
+_REGISTRY: dict[str, CellDef] = {}
+
+
+def register_cell(cell: CellDef) -> CellDef:
+    """Adds ``cell`` to the registry under ``cell.name`` and returns it.
+
+    A registered cell runs through every layer of the library by name or by value:
+    :func:`lstm_jax.functional.apply_recurrent`, :class:`lstm_jax.Recurrent` and
+    :class:`lstm_jax.linen.Recurrent`, with layers, directions, ``seq_lengths``, the
+    regularisers, checkpointing and the fused kernel.
+
+    Raises:
+      ValueError: another cell is registered under that name.
+
+    Example:
+      >>> from lstm_jax._src.init import init_rnn_layer
+      >>> def softsign_update(params, gates_x, gates_h, state):
+      ...     return RNNState(jax.nn.soft_sign(gates_x + gates_h))
+      >>> cell = register_cell(CellDef("softsign_doc", rnn_input_projection, softsign_update,
+      ...                              rnn_state_sizes, init_rnn_layer, RNNParams))
+      >>> get_cell("softsign_doc") is cell
+      True
+    """
+    known = _REGISTRY.get(cell.name)
+    if known is not None and known is not cell:
+        raise ValueError(f"a cell named {cell.name!r} is already registered")
+    _REGISTRY[cell.name] = cell
+    return cell
+
+
+def get_cell(cell: str | CellDef) -> CellDef:
+    """The registered cell named ``cell`` (a :class:`CellDef` is returned as it is).
+
+    Raises:
+      ValueError: no cell of that name, listing the registered names.
+
+    Example:
+      >>> get_cell("gru") is GRU_CELL
+      True
+    """
+    if isinstance(cell, CellDef):
+        return cell
+    if cell not in _REGISTRY:
+        raise ValueError(f"unknown cell {cell!r}; registered cells: {', '.join(_REGISTRY)}")
+    return _REGISTRY[cell]
+
+
+for _cell in (LSTM_CELL, GRU_CELL, RNN_TANH_CELL, RNN_RELU_CELL):
+    register_cell(_cell)
 
 
 def rnn_cell_def(nonlinearity: str) -> CellDef:

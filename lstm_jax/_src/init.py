@@ -24,6 +24,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from lstm_jax._src import validation
 from lstm_jax._src.types import GRUParams, LSTMParams, RNNParams, StackParams
 
 RecurrentInit = Literal["uniform", "orthogonal"]
@@ -56,6 +57,11 @@ def orthogonal_blocks(key: jax.Array, num_blocks: int, rows: int, cols: int, dty
     init = jax.nn.initializers.orthogonal()
     keys = jax.random.split(key, num_blocks)
     return jnp.concatenate([init(k, (rows, cols), dtype) for k in keys], axis=0)
+
+
+def _check_sizes(input_size, hidden_size) -> None:
+    validation.check_positive_int("input_size", input_size)
+    validation.check_positive_int("hidden_size", hidden_size)
 
 
 def _recurrent_weight(key, recurrent_init, num_blocks, rows, cols, bound, dtype):
@@ -116,6 +122,8 @@ def init_lstm_layer(
       >>> p.weight_ih.shape, p.weight_ci, p.weight_cf.shape
       ((15, 3), None, (5,))
     """
+    _check_sizes(input_size, hidden_size)
+    proj_size = validation.check_proj_size(proj_size, hidden_size)
     bound = 1.0 / math.sqrt(hidden_size)
     h_out = proj_size or hidden_size
     gates = _LSTM_GATES - 1 if cifg else _LSTM_GATES
@@ -197,6 +205,7 @@ def init_gru_layer(
       >>> p.weight_ih.shape, p.weight_hh.shape, p.bias_hh.shape
       ((15, 3), (15, 5), (15,))
     """
+    _check_sizes(input_size, hidden_size)
     bound = 1.0 / math.sqrt(hidden_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     weight_ih = uniform(k_ih, (3 * hidden_size, input_size), bound, dtype)
@@ -233,6 +242,7 @@ def init_rnn_layer(
       >>> w.shape, bool(jnp.allclose(w @ w.T, jnp.eye(5, dtype=w.dtype), atol=1e-5))
       ((5, 5), True)
     """
+    _check_sizes(input_size, hidden_size)
     bound = 1.0 / math.sqrt(hidden_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     weight_ih = uniform(k_ih, (hidden_size, input_size), bound, dtype)
@@ -266,6 +276,7 @@ def init_stack(
       >>> len(p), len(p[1]), p[1][0].weight_ih.shape
       (2, 2, (12, 8))
     """
+    validation.check_positive_int("num_layers", num_layers)
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
     return tuple(

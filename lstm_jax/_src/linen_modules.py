@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax._src import validation
-from lstm_jax._src.apply import gru, lstm, rnn
-from lstm_jax._src.backends import BACKENDS
-from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
-from lstm_jax._src.init import RecurrentInit, init_gru_layer, init_lstm_layer, init_rnn_layer
+from lstm_jax._src.apply import apply_recurrent, step_cell
+from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, get_cell, rnn_cell_def
+from lstm_jax._src.init import RecurrentInit
 from lstm_jax._src.interop import torch as torch_interop
+from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions
 from lstm_jax._src.types import LSTMState
 
 
@@ -37,65 +37,114 @@ def _declare_params(module: nn.Module, init_layer: Callable, name: Callable[[str
     )
 
 
-class _StackMixin:
-    """Methods shared by the Linen ``LSTM``, ``GRU`` and ``RNN`` (fields live on each)."""
+def _layer_init(module: nn.Module, cell: CellDef, cell_options: dict[str, Any]):
+    """``init_layer(key, input_size)`` of ``cell`` with the module's sizes and options."""
+    validation.check_positive_int("input_size", module.input_size)
+    validation.check_positive_int("hidden_size", module.hidden_size)
+    return functools.partial(
+        cell.init_layer,
+        hidden_size=module.hidden_size,
+        bias=module.bias,
+        dtype=module.param_dtype,
+        **cell_options,
+    )
 
-    def _check_config(self, state_fields: tuple[str, ...]) -> None:
-        validation.check_positive_int("input_size", self.input_size)
-        validation.check_positive_int("hidden_size", self.hidden_size)
+
+class _Stack:
+    """What every Linen stack does: declare ``params[layer][direction]`` under torch's
+    names and run :func:`apply_recurrent` with the module's options."""
+
+    def _cell(self) -> tuple[CellDef, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _options(self) -> RecurrentOptions:
+        return RecurrentOptions.build(
+            type(self).__name__, {n: getattr(self, n) for n in OPTION_NAMES if hasattr(self, n)}
+        )
+
+    def _check(self) -> None:
         validation.check_positive_int("num_layers", self.num_layers)
-        if self.checkpoint is not None:
-            validation.check_positive_int("checkpoint", self.checkpoint)
-        validation.check_dropout_rate(self.dropout)
-        for name in ("input_dropout", "recurrent_dropout", "weight_dropout"):
-            validation.check_dropout_rate(getattr(self, name), name=name)
-        validation.check_zoneout(self.zoneout, state_fields)
+        cell, cell_options = self._cell()
+        layer = _layer_init(self, cell, cell_options)
+        params = jax.eval_shape(lambda k: layer(k, self.input_size), jax.random.key(0))
+        self._options().zoneout_rates(cell.state_sizes(params)._fields)
 
-    def _stack_params(self, init_layer: Callable[[jax.Array, int], Any], output_size: int):
+    def _run(self, x, hx, seq_lengths, deterministic):
+        cell, cell_options = self._cell()
+        layer = _layer_init(self, cell, cell_options)
+        first = jax.eval_shape(lambda k: layer(k, self.input_size), jax.random.key(0))
+        output_size = cell.state_sizes(first).h
         directions = 2 if self.bidirectional else 1
-        return tuple(
+        params = tuple(
             tuple(
                 _declare_params(
                     self,
                     functools.partial(
-                        init_layer,
-                        input_size=self.input_size if layer == 0 else directions * output_size,
+                        layer,
+                        input_size=self.input_size if index == 0 else directions * output_size,
                     ),
-                    lambda f, layer=layer, d=d: torch_interop.torch_name(f, layer, d),
+                    lambda f, index=index, d=d: torch_interop.torch_name(f, index, d),
                 )
                 for d in range(directions)
             )
-            for layer in range(self.num_layers)
+            for index in range(self.num_layers)
+        )
+        options = self._options()
+        training = bool(options.random_rates) and not deterministic
+        return apply_recurrent(
+            cell,
+            params,
+            x,
+            hx,
+            seq_lengths=seq_lengths,
+            key=self.make_rng("dropout") if training else None,
+            deterministic=not training,
+            options=options,
         )
 
-    def _apply_kwargs(self, deterministic: bool) -> dict[str, Any]:
-        zoneout = (
-            tuple(self.zoneout) if isinstance(self.zoneout, (tuple, list)) else (self.zoneout,)
-        )
-        rates = (
-            self.dropout,
-            self.input_dropout,
-            self.recurrent_dropout,
-            self.weight_dropout,
-            *zoneout,
-        )
-        training = any(rate > 0.0 for rate in rates) and not deterministic
-        return {
-            "batch_first": self.batch_first,
-            "dropout": self.dropout,
-            "input_dropout": self.input_dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-            "weight_dropout": self.weight_dropout,
-            "zoneout": self.zoneout,
-            "key": self.make_rng("dropout") if training else None,
-            "deterministic": not training,
-            "dtype": self.dtype,
-            "unroll": self.unroll,
-            "checkpoint": self.checkpoint,
-        }
+
+class Recurrent(_Stack, nn.Module):
+    """A stack of any registered cell as a Linen module (see :class:`lstm_jax.Recurrent`).
+
+    Call ``apply(variables, x, hx=None, seq_lengths=None, deterministic=True)`` ->
+    ``(output, state)``, the state the cell's named tuple.
+
+    Example:
+      >>> import lstm_jax.linen
+      >>> model = lstm_jax.linen.Recurrent("gru", 4, 8, num_layers=2,
+      ...                                  options=lstm_jax.RecurrentOptions(unroll=2))
+      >>> x = jnp.ones((5, 2, 4))
+      >>> out, (h_n,) = model.apply(model.init(jax.random.key(0), x), x)
+      >>> out.shape, h_n.shape
+      ((5, 2, 8), (2, 2, 8))
+    """
+
+    cell: str | CellDef
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bias: bool = True
+    bidirectional: bool = False
+    param_dtype: Any = jnp.float32
+    cell_options: tuple[tuple[str, Any], ...] = ()
+    options: RecurrentOptions = RecurrentOptions()
+
+    def _cell(self):
+        return get_cell(self.cell), dict(self.cell_options)
+
+    def _options(self) -> RecurrentOptions:
+        return self.options
+
+    def __post_init__(self):
+        self._check()
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x, hx=None, *, seq_lengths=None, deterministic: bool = True):
+        return self._run(x, hx, seq_lengths, deterministic)
 
 
-class LSTM(_StackMixin, nn.Module):
+class LSTM(_Stack, nn.Module):
     """``torch.nn.LSTM`` as a Linen module (see :class:`lstm_jax.LSTM` for the arguments).
 
     Call ``apply(variables, x, hx=None, seq_lengths=None, deterministic=True)``; dropout
@@ -136,11 +185,16 @@ class LSTM(_StackMixin, nn.Module):
     zoneout: float | tuple[float, float] = 0.0
     backend: str = "auto"
 
+    def _cell(self):
+        variants = ("proj_size", "forget_bias", "recurrent_init", "chrono_init", "peephole")
+        return LSTM_CELL, {
+            **{name: getattr(self, name) for name in variants},
+            "layer_norm": self.layer_norm,
+            "cifg": self.cifg,
+        }
+
     def __post_init__(self):
-        self._check_config(LSTMState._fields)
-        validation.check_proj_size(self.proj_size, self.hidden_size)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        self._check()
         super().__post_init__()
 
     @nn.compact
@@ -152,31 +206,10 @@ class LSTM(_StackMixin, nn.Module):
         seq_lengths: jax.Array | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, LSTMState]:
-        init_layer = functools.partial(
-            init_lstm_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            proj_size=self.proj_size,
-            dtype=self.param_dtype,
-            forget_bias=self.forget_bias,
-            recurrent_init=self.recurrent_init,
-            chrono_init=self.chrono_init,
-            peephole=self.peephole,
-            layer_norm=self.layer_norm,
-            cifg=self.cifg,
-        )
-        params = self._stack_params(init_layer, self.proj_size or self.hidden_size)
-        return lstm(
-            params,
-            x,
-            hx,
-            seq_lengths=seq_lengths,
-            backend=self.backend,
-            **self._apply_kwargs(deterministic),
-        )
+        return self._run(x, hx, seq_lengths, deterministic)
 
 
-class GRU(_StackMixin, nn.Module):
+class GRU(_Stack, nn.Module):
     """``torch.nn.GRU`` as a Linen module (see :class:`lstm_jax.GRU` for the arguments).
 
     Example:
@@ -205,8 +238,13 @@ class GRU(_StackMixin, nn.Module):
     weight_dropout: float = 0.0
     zoneout: float = 0.0
 
+    backend: str = "auto"
+
+    def _cell(self):
+        return GRU_CELL, {"recurrent_init": self.recurrent_init}
+
     def __post_init__(self):
-        self._check_config(("h",))
+        self._check()
         super().__post_init__()
 
     @nn.compact
@@ -218,18 +256,11 @@ class GRU(_StackMixin, nn.Module):
         seq_lengths: jax.Array | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
-        init_layer = functools.partial(
-            init_gru_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            dtype=self.param_dtype,
-            recurrent_init=self.recurrent_init,
-        )
-        params = self._stack_params(init_layer, self.hidden_size)
-        return gru(params, x, hx, seq_lengths=seq_lengths, **self._apply_kwargs(deterministic))
+        output, state = self._run(x, None if hx is None else (hx,), seq_lengths, deterministic)
+        return output, state[0]
 
 
-class RNN(_StackMixin, nn.Module):
+class RNN(_Stack, nn.Module):
     """``torch.nn.RNN`` as a Linen module (see :class:`lstm_jax.RNN` for the arguments).
 
     Example:
@@ -259,9 +290,13 @@ class RNN(_StackMixin, nn.Module):
     weight_dropout: float = 0.0
     zoneout: float = 0.0
 
+    backend: str = "auto"
+
+    def _cell(self):
+        return rnn_cell_def(self.nonlinearity), {"recurrent_init": self.recurrent_init}
+
     def __post_init__(self):
-        self._check_config(("h",))
-        rnn_cell_def(self.nonlinearity)
+        self._check()
         super().__post_init__()
 
     @nn.compact
@@ -273,52 +308,76 @@ class RNN(_StackMixin, nn.Module):
         seq_lengths: jax.Array | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
-        init_layer = functools.partial(
-            init_rnn_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            dtype=self.param_dtype,
-            recurrent_init=self.recurrent_init,
-        )
-        params = self._stack_params(init_layer, self.hidden_size)
-        return rnn(
-            params,
-            x,
-            hx,
-            nonlinearity=self.nonlinearity,
-            seq_lengths=seq_lengths,
-            **self._apply_kwargs(deterministic),
-        )
+        output, state = self._run(x, None if hx is None else (hx,), seq_lengths, deterministic)
+        return output, state[0]
 
 
-def _cell_step(module: nn.Module, cell: CellDef, init_layer: Callable, x, hx, names):
-    """One step of any cell kind: declare parameters, check input and state, run the step."""
-    x, batched = validation.check_cell_input(x, module.input_size)
-    init_layer = functools.partial(init_layer, input_size=module.input_size)
-    dtype = jnp.dtype(module.dtype or x.dtype)
-    params = jax.tree.map(lambda p: p.astype(dtype), _declare_params(module, init_layer, str))
-    x = x if batched else x[None]
-    batch = x.shape[0]
-    sizes = cell.state_sizes(params)
-    state_dtype = accumulation_dtype(dtype)
-    if hx is None:
-        state = type(sizes)(*(jnp.zeros((batch, n), state_dtype) for n in sizes))
-    else:
-        state = type(sizes)(
-            *(
-                validation.check_state(
-                    name, v, (batch, n) if batched else (n,), "[batch, hidden_size]"
-                )
-                .reshape(batch, n)
-                .astype(state_dtype)
-                for name, v, n in zip(names, hx, sizes, strict=True)
-            )
-        )
-    state = cell.step(params, cell.input_projection(params, x.astype(dtype)), state)
-    return state if batched else jax.tree.map(lambda s: s[0], state)
+class _Cell:
+    """What every Linen cell does: declare one layer's parameters, run one step, and
+    offer Flax's ``initialize_carry`` and ``num_feature_axes``."""
+
+    def _cell(self) -> tuple[CellDef, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _step(self, x, hx):
+        cell, cell_options = self._cell()
+        layer = _layer_init(self, cell, cell_options)
+        params = _declare_params(self, functools.partial(layer, input_size=self.input_size), str)
+        return step_cell(cell, params, x, hx, dtype=self.dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+    def initialize_carry(self, rng: jax.Array | None, input_shape: tuple[int, ...]) -> Any:
+        """Zeros for ``hx`` for inputs ``[..., batch, input_size]`` (Flax's signature).
+
+        ``rng`` is unused (the carry starts at zero). Returns the cell's state named tuple
+        with fields ``[..., batch, size]`` (one array for the GRU and RNN cells).
+        """
+        del rng
+        cell, cell_options = self._cell()
+        layer = _layer_init(self, cell, cell_options)
+        params = jax.eval_shape(lambda k: layer(k, self.input_size), jax.random.key(0))
+        dtype = accumulation_dtype(self.dtype or self.param_dtype)
+        sizes = cell.state_sizes(params)
+        state = type(sizes)(*(jnp.zeros((*input_shape[:-1], n), dtype) for n in sizes))
+        return state if len(state) > 1 else state[0]
 
 
-class LSTMCell(nn.Module):
+class RecurrentCell(_Cell, nn.Module):
+    """One step of any registered cell as a Linen module (see :class:`lstm_jax.RecurrentCell`).
+
+    Example:
+      >>> import lstm_jax.linen
+      >>> cell = lstm_jax.linen.RecurrentCell("rnn_relu", input_size=3, hidden_size=5)
+      >>> x = jnp.ones((2, 3))
+      >>> (h,) = cell.apply(cell.init(jax.random.key(0), x), x)
+      >>> h.shape
+      (2, 5)
+    """
+
+    cell: str | CellDef
+    input_size: int
+    hidden_size: int
+    bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    cell_options: tuple[tuple[str, Any], ...] = ()
+
+    def _cell(self):
+        return get_cell(self.cell), dict(self.cell_options)
+
+    def initialize_carry(self, rng, input_shape):
+        carry = super().initialize_carry(rng, input_shape)
+        return carry if isinstance(carry, tuple) else (carry,)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, hx=None):
+        return self._step(x, hx)
+
+
+class LSTMCell(_Cell, nn.Module):
     """``torch.nn.LSTMCell`` as a Linen module (see :class:`lstm_jax.LSTMCell`).
 
     Example:
@@ -343,24 +402,16 @@ class LSTMCell(nn.Module):
     layer_norm: bool = False
     cifg: bool = False
 
+    def _cell(self):
+        variants = ("forget_bias", "recurrent_init", "chrono_init", "peephole", "layer_norm")
+        return LSTM_CELL, {**{name: getattr(self, name) for name in variants}, "cifg": self.cifg}
+
     @nn.compact
     def __call__(self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None) -> LSTMState:
-        init_layer = functools.partial(
-            init_lstm_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            dtype=self.param_dtype,
-            forget_bias=self.forget_bias,
-            recurrent_init=self.recurrent_init,
-            chrono_init=self.chrono_init,
-            peephole=self.peephole,
-            layer_norm=self.layer_norm,
-            cifg=self.cifg,
-        )
-        return _cell_step(self, LSTM_CELL, init_layer, x, hx, ("hx[0] (h)", "hx[1] (c)"))
+        return self._step(x, hx)
 
 
-class GRUCell(nn.Module):
+class GRUCell(_Cell, nn.Module):
     """``torch.nn.GRUCell`` as a Linen module (see :class:`lstm_jax.GRUCell`).
 
     Example:
@@ -378,19 +429,15 @@ class GRUCell(nn.Module):
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
 
+    def _cell(self):
+        return GRU_CELL, {"recurrent_init": self.recurrent_init}
+
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        init_layer = functools.partial(
-            init_gru_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            dtype=self.param_dtype,
-            recurrent_init=self.recurrent_init,
-        )
-        return _cell_step(self, GRU_CELL, init_layer, x, None if hx is None else (hx,), ("hx",)).h
+        return self._step(x, None if hx is None else (hx,))[0]
 
 
-class RNNCell(nn.Module):
+class RNNCell(_Cell, nn.Module):
     """``torch.nn.RNNCell`` as a Linen module (see :class:`lstm_jax.RNNCell`).
 
     Example:
@@ -409,20 +456,39 @@ class RNNCell(nn.Module):
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
 
+    def _cell(self):
+        return rnn_cell_def(self.nonlinearity), {"recurrent_init": self.recurrent_init}
+
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        init_layer = functools.partial(
-            init_rnn_layer,
-            hidden_size=self.hidden_size,
-            bias=self.bias,
-            dtype=self.param_dtype,
-            recurrent_init=self.recurrent_init,
-        )
-        return _cell_step(
-            self,
-            rnn_cell_def(self.nonlinearity),
-            init_layer,
-            x,
-            None if hx is None else (hx,),
-            ("hx",),
-        ).h
+        return self._step(x, None if hx is None else (hx,))[0]
+
+
+class FlaxCell(nn.RNNCellBase):
+    """Flax's cell protocol around one of our Linen cells, for ``flax.linen.RNN``.
+
+    The carry is the cell's state (``LSTMState(h, c)`` for an LSTM, ``h`` otherwise) and
+    the output ``h`` (see :class:`lstm_jax.FlaxCell`).
+
+    Example:
+      >>> import flax.linen as nn
+      >>> import lstm_jax.linen
+      >>> rnn = nn.RNN(lstm_jax.linen.FlaxCell(lstm_jax.linen.LSTMCell(3, 5)))
+      >>> x = jnp.ones((2, 7, 3), jnp.float32)  # Flax's layout: [batch, time, features]
+      >>> rnn.apply(rnn.init(jax.random.key(0), x), x).shape
+      (2, 7, 5)
+    """
+
+    cell: nn.Module
+
+    @nn.compact
+    def __call__(self, carry: Any, inputs: jax.Array) -> tuple[Any, jax.Array]:
+        new = self.cell(inputs, carry)
+        return new, new if isinstance(new, jax.Array) else new[0]
+
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> Any:
+        return self.cell.initialize_carry(rng, input_shape)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1

@@ -15,28 +15,13 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax._src import validation
-from lstm_jax._src.apply import gru, lstm, rnn
-from lstm_jax._src.backends import BACKENDS, BackendChoice, recording_choices
-from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, rnn_cell_def
-from lstm_jax._src.init import (
-    RecurrentInit,
-    init_gru_layer,
-    init_gru_params,
-    init_lstm_layer,
-    init_lstm_params,
-    init_rnn_layer,
-    init_rnn_params,
-)
+from lstm_jax._src.apply import apply_recurrent, init_params, step_cell
+from lstm_jax._src.backends import BackendChoice, recording_choices
+from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, get_cell, rnn_cell_def
+from lstm_jax._src.init import RecurrentInit
 from lstm_jax._src.interop import torch as torch_interop
-from lstm_jax._src.types import (
-    GRUParams,
-    GRUState,
-    LSTMParams,
-    LSTMState,
-    RNNParams,
-    RNNState,
-    StackParams,
-)
+from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions
+from lstm_jax._src.types import LSTMState, StackParams
 
 
 def _numpy_state_dict(named: dict[str, Any], as_tensors: bool) -> dict[str, Any]:
@@ -48,56 +33,93 @@ def _numpy_state_dict(named: dict[str, Any], as_tensors: bool) -> dict[str, Any]
     return {name: torch.from_numpy(value) for name, value in arrays.items()}
 
 
-class _RecurrentStack(nnx.Module):
-    """What ``LSTM``, ``GRU`` and ``RNN`` share: parameters under torch's names, the
-    train/eval switch, the regularisers' configuration and torch interop. No math."""
+class Recurrent(nnx.Module):
+    """A multi-layer, optionally bidirectional stack of any registered cell.
 
-    _param_type: ClassVar[type]
-    _state_fields: ClassVar[tuple[str, ...]]
+    :class:`LSTM`, :class:`GRU` and :class:`RNN` are this module with their cell; a cell
+    of your own (:func:`lstm_jax.functional.register_cell`) runs through it with every
+    option of theirs. Parameters live under torch's names (``weight_ih_l0``, ...).
 
-    def _setup(
+    Args:
+      cell: a registered cell name (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``,
+        or your own) or a :class:`~lstm_jax.functional.CellDef` with an ``init_layer``.
+      input_size: features of ``x``, ``I``.
+      hidden_size: ``H``.
+      num_layers: stacked layers ``L``.
+      bias: whether the layers have ``bias_ih`` and ``bias_hh``.
+      batch_first: ``x`` and ``output`` are ``[batch, time, ...]``.
+      dropout: dropout on the outputs of every layer but the last, in training mode.
+      bidirectional: add a reverse direction to each layer (``D = 2``).
+      param_dtype: parameter dtype.
+      cell_options: further arguments of the cell's ``init_layer`` (the LSTM's variants).
+      rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
+        regularisers, a fresh key at every training call.
+      **options: the options of :func:`lstm_jax.functional.lstm` (``dtype``, ``unroll``,
+        ``checkpoint``, ``backend``, the regularisers), validated once here.
+
+    Call:
+      ``model(x, hx=None, *, seq_lengths=None) -> (output, state)``: ``output``
+      ``[time, batch, D * H_out]``, ``state`` the cell's state named tuple with fields
+      ``[L * D, batch, size]`` (in ``hx``'s container type when given).
+      ``model.eval()`` turns the regularisers off, ``model.train()`` on.
+
+    Example:
+      >>> from flax import nnx
+      >>> import lstm_jax
+      >>> model = lstm_jax.Recurrent("rnn_relu", 4, 8, num_layers=2, bidirectional=True,
+      ...                            unroll=2, rngs=nnx.Rngs(0))
+      >>> out, (h_n,) = model(jnp.ones((5, 3, 4)))
+      >>> out.shape, h_n.shape
+      ((5, 3, 16), (4, 3, 8))
+    """
+
+    def __init__(
         self,
-        input_size,
-        hidden_size,
-        num_layers,
-        bias,
-        batch_first,
-        dropout,
-        bidirectional,
+        cell: str | CellDef,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
         *,
-        dtype,
-        unroll,
-        checkpoint,
-        input_dropout,
-        recurrent_dropout,
-        weight_dropout,
-        zoneout,
+        param_dtype=jnp.float32,
+        cell_options: dict[str, Any] | None = None,
         rngs: nnx.Rngs,
-    ) -> None:
+        **options: Any,
+    ):
+        self.cell = get_cell(cell)
         self.input_size = validation.check_positive_int("input_size", input_size)
         self.hidden_size = validation.check_positive_int("hidden_size", hidden_size)
         self.num_layers = validation.check_positive_int("num_layers", num_layers)
-        self.dropout = validation.check_dropout_rate(dropout)
-        self.input_dropout = validation.check_dropout_rate(input_dropout, name="input_dropout")
-        self.recurrent_dropout = validation.check_dropout_rate(
-            recurrent_dropout, name="recurrent_dropout"
-        )
-        self.weight_dropout = validation.check_dropout_rate(weight_dropout, name="weight_dropout")
-        self.zoneout = validation.check_zoneout(zoneout, self._state_fields)
         self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
-        self.dtype = dtype
-        self.unroll = validation.check_positive_int("unroll", unroll)
-        self.checkpoint = (
-            None if checkpoint is None else validation.check_positive_int("checkpoint", checkpoint)
+        self.options = RecurrentOptions.build(
+            type(self).__name__, {"batch_first": batch_first, "dropout": dropout, **options}
         )
+        params = init_params(
+            self.cell,
+            rngs.params(),
+            input_size,
+            hidden_size,
+            num_layers,
+            bidirectional=bidirectional,
+            bias=bias,
+            dtype=param_dtype,
+            **(cell_options or {}),
+        )
+        self.options.zoneout_rates(self.cell.state_sizes(params[0][0])._fields)
         self.deterministic = False
         self.rngs = rngs["dropout"].fork()
-
-    def _create_params(self, params) -> None:
         self._param_names = tuple(torch_interop.stack_to_named(params))
         self.load_stack_params(params)
+
+    def __getattr__(self, name: str) -> Any:
+        # model.unroll, model.backend, ...: the options, which live in one object
+        if name in OPTION_NAMES and "options" in vars(self):
+            return getattr(self.options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def num_directions(self) -> int:
@@ -113,7 +135,7 @@ class _RecurrentStack(nnx.Module):
         """The parameters as the pure functions take them, ``params[layer][direction]``."""
         named = {name: getattr(self, name)[...] for name in self._param_names}
         return torch_interop.stack_from_named(
-            named, self._param_type, self.num_layers, self.num_directions
+            named, self.cell.param_type, self.num_layers, self.num_directions
         )
 
     def load_stack_params(self, params) -> None:
@@ -130,33 +152,54 @@ class _RecurrentStack(nnx.Module):
             else:
                 setattr(self, name, nnx.Param(value))
 
-    def _apply_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the pure apply function: layout, dtype and regularisers.
+    def _run(self, x, hx, seq_lengths):
+        """``apply_recurrent`` with this module's cell, parameters and options.
 
         In training mode with any regulariser on, a fresh key is drawn from ``rngs`` at
         every call, so masks differ between calls; in ``eval()`` none is drawn.
         """
-        rates = (
-            self.dropout,
-            self.input_dropout,
-            self.recurrent_dropout,
-            self.weight_dropout,
-            *self.zoneout,
+        training = bool(self.options.random_rates) and not self.deterministic
+        return apply_recurrent(
+            self.cell,
+            self.stack_params,
+            x,
+            hx,
+            seq_lengths=seq_lengths,
+            key=self.rngs() if training else None,
+            deterministic=not training,
+            options=self.options,
         )
-        training = any(rate > 0.0 for rate in rates) and not self.deterministic
-        return {
-            "batch_first": self.batch_first,
-            "dropout": self.dropout,
-            "input_dropout": self.input_dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-            "weight_dropout": self.weight_dropout,
-            "zoneout": self.zoneout,
-            "key": self.rngs() if training else None,
-            "deterministic": not training,
-            "dtype": self.dtype,
-            "unroll": self.unroll,
-            "checkpoint": self.checkpoint,
-        }
+
+    def __call__(self, x: jax.Array, hx=None, *, seq_lengths: jax.Array | None = None):
+        return self._run(x, hx, seq_lengths)
+
+    def initialize_carry(self, input_shape: tuple[int, ...]) -> Any:
+        """Zeros for ``hx``, as ``__call__`` takes it, for inputs of shape ``input_shape``.
+
+        Args:
+          input_shape: the shape of ``x``: ``[time, batch, I]``, ``[batch, time, I]`` with
+            ``batch_first``, or unbatched ``[time, I]``.
+
+        Returns:
+          The cell's state named tuple with fields ``[L * D, batch, size]`` (``[L * D,
+          size]`` unbatched) in the state dtype; a single array for GRU and RNN.
+
+        Example:
+          >>> import lstm_jax
+          >>> model = lstm_jax.LSTM(4, 8, num_layers=2, rngs=nnx.Rngs(0))
+          >>> h0, c0 = model.initialize_carry((5, 3, 4))
+          >>> h0.shape, c0.shape
+          ((2, 3, 8), (2, 3, 8))
+        """
+        shape = tuple(input_shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"input_shape must have rank 2 or 3, got {shape}")
+        batch = () if len(shape) == 2 else (shape[0 if self.options.batch_first else 1],)
+        first = self.stack_params[0][0]
+        dtype = accumulation_dtype(self.options.dtype or first.weight_ih.dtype)
+        sizes = self.cell.state_sizes(first)
+        rows = self.num_layers * self.num_directions
+        return type(sizes)(*(jnp.zeros((rows, *batch, n), dtype) for n in sizes))
 
     @classmethod
     def _from_torch(cls, module, rngs, kwargs, **config):
@@ -174,7 +217,7 @@ class _RecurrentStack(nnx.Module):
         )
         params = torch_interop.stack_from_named(
             module.state_dict(),
-            cls._param_type,
+            model.cell.param_type,
             model.num_layers,
             model.num_directions,
             jnp.float32,
@@ -201,7 +244,20 @@ class _RecurrentStack(nnx.Module):
         return _numpy_state_dict(torch_interop.stack_to_named(self.stack_params), as_tensors)
 
 
-class LSTM(_RecurrentStack):
+class _SingleStateStack(Recurrent):
+    """``GRU`` and ``RNN``: torch passes and returns their one state field as an array."""
+
+    def __call__(
+        self, x: jax.Array, hx: jax.Array | None = None, *, seq_lengths: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        output, state = self._run(x, None if hx is None else (hx,), seq_lengths)
+        return output, state[0]
+
+    def initialize_carry(self, input_shape: tuple[int, ...]) -> jax.Array:
+        return super().initialize_carry(input_shape)[0]
+
+
+class LSTM(Recurrent):
     """A multi-layer, optionally bidirectional LSTM with ``torch.nn.LSTM``'s API.
 
     Arguments, defaults, parameter names (``weight_ih_l0``, ``weight_hh_l0_reverse``, ...),
@@ -261,9 +317,6 @@ class LSTM(_RecurrentStack):
       ((10, 3, 20), (4, 3, 20), (4, 3, 20), True)
     """
 
-    _param_type = LSTMParams
-    _state_fields = LSTMState._fields
-
     def __init__(
         self,
         input_size: int,
@@ -275,7 +328,6 @@ class LSTM(_RecurrentStack):
         bidirectional: bool = False,
         proj_size: int = 0,
         *,
-        dtype=None,
         param_dtype=jnp.float32,
         forget_bias: float | None = None,
         recurrent_init: RecurrentInit = "uniform",
@@ -283,16 +335,12 @@ class LSTM(_RecurrentStack):
         peephole: bool = False,
         layer_norm: bool = False,
         cifg: bool = False,
-        input_dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        weight_dropout: float = 0.0,
-        zoneout: float | tuple[float, float] = 0.0,
-        unroll: int = 1,
-        checkpoint: int | None = None,
         rngs: nnx.Rngs,
-        backend: str = "auto",
+        **options: Any,
     ):
-        self._setup(
+        variants = {"peephole": peephole, "layer_norm": layer_norm, "cifg": cifg}
+        super().__init__(
+            LSTM_CELL,
             input_size,
             hidden_size,
             num_layers,
@@ -300,38 +348,19 @@ class LSTM(_RecurrentStack):
             batch_first,
             dropout,
             bidirectional,
-            dtype=dtype,
-            unroll=unroll,
-            checkpoint=checkpoint,
-            input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout,
-            weight_dropout=weight_dropout,
-            zoneout=zoneout,
-            rngs=rngs,
-        )
-        self.proj_size = validation.check_proj_size(proj_size, hidden_size)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        self.peephole, self.layer_norm, self.cifg = bool(peephole), bool(layer_norm), bool(cifg)
-        self._create_params(
-            init_lstm_params(
-                rngs.params(),
-                input_size,
-                hidden_size,
-                num_layers,
-                bias=bias,
-                bidirectional=bidirectional,
+            param_dtype=param_dtype,
+            cell_options=dict(
                 proj_size=proj_size,
-                dtype=param_dtype,
                 forget_bias=forget_bias,
                 recurrent_init=recurrent_init,
                 chrono_init=chrono_init,
-                peephole=peephole,
-                layer_norm=layer_norm,
-                cifg=cifg,
-            )
+                **variants,
+            ),
+            rngs=rngs,
+            **options,
         )
+        self.proj_size = int(proj_size)
+        self.peephole, self.layer_norm, self.cifg = (bool(v) for v in variants.values())
 
     def __call__(
         self,
@@ -340,14 +369,7 @@ class LSTM(_RecurrentStack):
         *,
         seq_lengths: jax.Array | None = None,
     ) -> tuple[jax.Array, LSTMState]:
-        return lstm(
-            self.stack_params,
-            x,
-            hx,
-            seq_lengths=seq_lengths,
-            backend=self.backend,
-            **self._apply_kwargs(),
-        )
+        return self._run(x, hx, seq_lengths)
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> LSTM:
@@ -369,7 +391,7 @@ class LSTM(_RecurrentStack):
         return cls._from_torch(module, rngs, kwargs, proj_size=module.proj_size)
 
 
-class GRU(_RecurrentStack):
+class GRU(_SingleStateStack):
     """A multi-layer, optionally bidirectional GRU with ``torch.nn.GRU``'s API.
 
     Arguments, defaults, parameter names and shapes (gates r, z, n) and return values
@@ -395,9 +417,6 @@ class GRU(_RecurrentStack):
       ((5, 3, 20), (2, 3, 20))
     """
 
-    _param_type = GRUParams
-    _state_fields = GRUState._fields
-
     def __init__(
         self,
         input_size: int,
@@ -408,18 +427,13 @@ class GRU(_RecurrentStack):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
-        dtype=None,
         param_dtype=jnp.float32,
         recurrent_init: RecurrentInit = "uniform",
-        input_dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        weight_dropout: float = 0.0,
-        zoneout: float = 0.0,
-        unroll: int = 1,
-        checkpoint: int | None = None,
         rngs: nnx.Rngs,
+        **options: Any,
     ):
-        self._setup(
+        super().__init__(
+            GRU_CELL,
             input_size,
             hidden_size,
             num_layers,
@@ -427,32 +441,11 @@ class GRU(_RecurrentStack):
             batch_first,
             dropout,
             bidirectional,
-            dtype=dtype,
-            unroll=unroll,
-            checkpoint=checkpoint,
-            input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout,
-            weight_dropout=weight_dropout,
-            zoneout=zoneout,
+            param_dtype=param_dtype,
+            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
+            **options,
         )
-        self._create_params(
-            init_gru_params(
-                rngs.params(),
-                input_size,
-                hidden_size,
-                num_layers,
-                bias=bias,
-                bidirectional=bidirectional,
-                dtype=param_dtype,
-                recurrent_init=recurrent_init,
-            )
-        )
-
-    def __call__(
-        self, x: jax.Array, hx: jax.Array | None = None, *, seq_lengths: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        return gru(self.stack_params, x, hx, seq_lengths=seq_lengths, **self._apply_kwargs())
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> GRU:
@@ -467,7 +460,7 @@ class GRU(_RecurrentStack):
         return cls._from_torch(module, rngs, kwargs)
 
 
-class RNN(_RecurrentStack):
+class RNN(_SingleStateStack):
     """A multi-layer, optionally bidirectional Elman RNN with ``torch.nn.RNN``'s API.
 
     ``h_t = nonlinearity(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` with ``nonlinearity``
@@ -493,9 +486,6 @@ class RNN(_RecurrentStack):
       ((5, 3, 20), (2, 3, 20), True)
     """
 
-    _param_type = RNNParams
-    _state_fields = RNNState._fields
-
     def __init__(
         self,
         input_size: int,
@@ -507,20 +497,13 @@ class RNN(_RecurrentStack):
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
-        dtype=None,
         param_dtype=jnp.float32,
         recurrent_init: RecurrentInit = "uniform",
-        input_dropout: float = 0.0,
-        recurrent_dropout: float = 0.0,
-        weight_dropout: float = 0.0,
-        zoneout: float = 0.0,
-        unroll: int = 1,
-        checkpoint: int | None = None,
         rngs: nnx.Rngs,
+        **options: Any,
     ):
-        rnn_cell_def(nonlinearity)  # validates
-        self.nonlinearity = nonlinearity
-        self._setup(
+        super().__init__(
+            rnn_cell_def(nonlinearity),
             input_size,
             hidden_size,
             num_layers,
@@ -528,39 +511,12 @@ class RNN(_RecurrentStack):
             batch_first,
             dropout,
             bidirectional,
-            dtype=dtype,
-            unroll=unroll,
-            checkpoint=checkpoint,
-            input_dropout=input_dropout,
-            recurrent_dropout=recurrent_dropout,
-            weight_dropout=weight_dropout,
-            zoneout=zoneout,
+            param_dtype=param_dtype,
+            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
+            **options,
         )
-        self._create_params(
-            init_rnn_params(
-                rngs.params(),
-                input_size,
-                hidden_size,
-                num_layers,
-                bias=bias,
-                bidirectional=bidirectional,
-                dtype=param_dtype,
-                recurrent_init=recurrent_init,
-            )
-        )
-
-    def __call__(
-        self, x: jax.Array, hx: jax.Array | None = None, *, seq_lengths: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        return rnn(
-            self.stack_params,
-            x,
-            hx,
-            nonlinearity=self.nonlinearity,
-            seq_lengths=seq_lengths,
-            **self._apply_kwargs(),
-        )
+        self.nonlinearity = nonlinearity
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> RNN:
@@ -574,25 +530,68 @@ class RNN(_RecurrentStack):
         return cls._from_torch(module, rngs, kwargs, nonlinearity=module.nonlinearity)
 
 
-class _RecurrentCell(nnx.Module):
-    """What ``LSTMCell``, ``GRUCell`` and ``RNNCell`` share: parameters under torch's names,
-    input and state checks, dtype handling and torch interop. No math."""
+class RecurrentCell(nnx.Module):
+    """One step of any registered cell, ``torch.nn.*Cell``-style: ``cell(x, hx) -> state``.
 
-    _param_type: ClassVar[type]
+    :class:`LSTMCell`, :class:`GRUCell` and :class:`RNNCell` are this module with their
+    cell. Inside Flax's own loops (``nnx.RNN``, ``nnx.Bidirectional``) use it through
+    :class:`FlaxCell`.
 
-    def _setup(self, input_size, hidden_size, bias, dtype, params) -> None:
+    Args:
+      cell: a registered cell name or a :class:`~lstm_jax.functional.CellDef`.
+      input_size: features of ``x``.
+      hidden_size: ``H``.
+      bias: whether the cell has ``bias_ih`` and ``bias_hh``.
+      dtype: computation dtype (``None``: the input's).
+      param_dtype: parameter dtype.
+      cell_options: further arguments of the cell's ``init_layer``.
+      rngs: ``nnx.Rngs`` for initialisation.
+
+    Call:
+      ``cell(x, hx=None) -> state``: ``x`` ``[batch, input_size]`` (or ``[input_size]``),
+      ``hx`` one array per state field ``[batch, size]`` (zeros when omitted); the new
+      state in ``hx``'s container type (the cell's state named tuple by default).
+
+    Example:
+      >>> from flax import nnx
+      >>> import lstm_jax
+      >>> cell = lstm_jax.RecurrentCell("gru", 3, 5, rngs=nnx.Rngs(0))
+      >>> (h,) = cell(jnp.ones((2, 3)))
+      >>> h.shape
+      (2, 5)
+    """
+
+    def __init__(
+        self,
+        cell: str | CellDef,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        dtype=None,
+        param_dtype=jnp.float32,
+        cell_options: dict[str, Any] | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.cell = get_cell(cell)
         self.input_size = validation.check_positive_int("input_size", input_size)
         self.hidden_size = validation.check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
-        self.dtype = dtype
+        self.dtype = None if dtype is None else jnp.dtype(dtype)
+        params = self.cell.init_layer(
+            rngs.params(), input_size, hidden_size, bias=bias, dtype=param_dtype,
+            **(cell_options or {}),
+        )
         for name, value in torch_interop.cell_to_named(params).items():
             setattr(self, name, nnx.Param(value))
 
     @property
     def params(self):
         """The parameters as the pure cell function takes them (e.g. ``lstm_cell``)."""
-        fields = self._param_type._fields
-        return self._param_type(**{f: getattr(self, f)[...] for f in fields if hasattr(self, f)})
+        fields = self.cell.param_type._fields
+        return self.cell.param_type(
+            **{f: getattr(self, f)[...] for f in fields if hasattr(self, f)}
+        )
 
     def load_params(self, params) -> None:
         """Replaces the parameters with ``params`` (same fields and shapes)."""
@@ -605,31 +604,36 @@ class _RecurrentCell(nnx.Module):
                 raise ValueError(f"{name} must have shape {current[name].shape}, got {value.shape}")
             getattr(self, name)[...] = value
 
-    def _step(self, cell: CellDef, x: jax.Array, hx, names: tuple[str, ...]):
-        """Runs one step; ``hx`` is ``None`` or one array per state field, named ``names``."""
-        x, batched = validation.check_cell_input(x, self.input_size)
-        if not batched:
-            x = x[None]
-        batch = x.shape[0]
-        dtype = jnp.dtype(self.dtype or x.dtype)
-        params = jax.tree.map(lambda p: p.astype(dtype), self.params)
-        sizes = cell.state_sizes(params)
-        state_dtype = accumulation_dtype(dtype)
-        if hx is None:
-            state = type(sizes)(*(jnp.zeros((batch, n), state_dtype) for n in sizes))
-        else:
-            state = type(sizes)(
-                *(
-                    validation.check_state(
-                        name, v, (batch, n) if batched else (n,), "[batch, hidden_size]"
-                    )
-                    .reshape(batch, n)
-                    .astype(state_dtype)
-                    for name, v, n in zip(names, hx, sizes, strict=True)
-                )
-            )
-        state = cell.step(params, cell.input_projection(params, x.astype(dtype)), state)
-        return state if batched else jax.tree.map(lambda s: s[0], state)
+    def __call__(self, x: jax.Array, hx=None):
+        return step_cell(self.cell, self.params, x, hx, dtype=self.dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        """Flax's cell protocol: one feature axis."""
+        return 1
+
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None) -> Any:
+        """Zeros for ``hx`` for inputs of shape ``input_shape`` (Flax's signature).
+
+        Args:
+          input_shape: ``[..., batch, input_size]``: every axis but the last is a batch axis.
+          rngs: unused (the carry starts at zero), accepted for Flax's protocol.
+
+        Returns:
+          The cell's state named tuple, fields ``[..., batch, size]``, in the state dtype
+          (a single array for GRU and RNN cells).
+
+        Example:
+          >>> import lstm_jax
+          >>> cell = lstm_jax.LSTMCell(3, 5, rngs=nnx.Rngs(0))
+          >>> [leaf.shape for leaf in cell.initialize_carry((2, 3))]
+          [(2, 5), (2, 5)]
+        """
+        del rngs
+        params = self.params
+        dtype = accumulation_dtype(self.dtype or params.weight_ih.dtype)
+        sizes = self.cell.state_sizes(params)
+        return type(sizes)(*(jnp.zeros((*input_shape[:-1], n), dtype) for n in sizes))
 
     @classmethod
     def _from_torch(cls, module, rngs, kwargs, **config):
@@ -642,7 +646,7 @@ class _RecurrentCell(nnx.Module):
             **kwargs,
         )
         cell.load_params(
-            torch_interop.cell_from_named(module.state_dict(), cls._param_type, jnp.float32)
+            torch_interop.cell_from_named(module.state_dict(), cell.cell.param_type, jnp.float32)
         )
         return cell
 
@@ -658,7 +662,17 @@ class _RecurrentCell(nnx.Module):
         return _numpy_state_dict(torch_interop.cell_to_named(self.params), as_tensors)
 
 
-class LSTMCell(_RecurrentCell):
+class _SingleStateCell(RecurrentCell):
+    """``GRUCell`` and ``RNNCell``: torch passes and returns their state as one array."""
+
+    def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
+        return super().__call__(x, None if hx is None else (hx,))[0]
+
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None) -> jax.Array:
+        return super().initialize_carry(input_shape, rngs)[0]
+
+
+class LSTMCell(RecurrentCell):
     """One LSTM step with ``torch.nn.LSTMCell``'s API (equations in ``lstm_step``).
 
     Args:
@@ -692,8 +706,6 @@ class LSTMCell(_RecurrentCell):
       (10, 3, 20)
     """
 
-    _param_type = LSTMParams
-
     def __init__(
         self,
         input_size: int,
@@ -710,23 +722,26 @@ class LSTMCell(_RecurrentCell):
         cifg: bool = False,
         rngs: nnx.Rngs,
     ):
-        params = init_lstm_layer(
-            rngs.params(),
+        super().__init__(
+            LSTM_CELL,
             input_size,
             hidden_size,
-            bias=bias,
-            dtype=param_dtype,
-            forget_bias=forget_bias,
-            recurrent_init=recurrent_init,
-            chrono_init=chrono_init,
-            peephole=peephole,
-            layer_norm=layer_norm,
-            cifg=cifg,
+            bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            cell_options=dict(
+                forget_bias=forget_bias,
+                recurrent_init=recurrent_init,
+                chrono_init=chrono_init,
+                peephole=peephole,
+                layer_norm=layer_norm,
+                cifg=cifg,
+            ),
+            rngs=rngs,
         )
-        self._setup(input_size, hidden_size, bias, dtype, params)
 
     def __call__(self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None) -> LSTMState:
-        return self._step(LSTM_CELL, x, hx, ("hx[0] (h)", "hx[1] (c)"))
+        return super().__call__(x, hx)
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> LSTMCell:
@@ -740,7 +755,7 @@ class LSTMCell(_RecurrentCell):
         return cls._from_torch(module, rngs, kwargs)
 
 
-class GRUCell(_RecurrentCell):
+class GRUCell(_SingleStateCell):
     """One GRU step with ``torch.nn.GRUCell``'s API (equations in ``gru_step``).
 
     Args:
@@ -767,8 +782,6 @@ class GRUCell(_RecurrentCell):
       (3, 20)
     """
 
-    _param_type = GRUParams
-
     def __init__(
         self,
         input_size: int,
@@ -780,18 +793,16 @@ class GRUCell(_RecurrentCell):
         recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
     ):
-        params = init_gru_layer(
-            rngs.params(),
+        super().__init__(
+            GRU_CELL,
             input_size,
             hidden_size,
-            bias=bias,
-            dtype=param_dtype,
-            recurrent_init=recurrent_init,
+            bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            cell_options={"recurrent_init": recurrent_init},
+            rngs=rngs,
         )
-        self._setup(input_size, hidden_size, bias, dtype, params)
-
-    def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        return self._step(GRU_CELL, x, None if hx is None else (hx,), ("hx",)).h
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> GRUCell:
@@ -805,7 +816,7 @@ class GRUCell(_RecurrentCell):
         return cls._from_torch(module, rngs, kwargs)
 
 
-class RNNCell(_RecurrentCell):
+class RNNCell(_SingleStateCell):
     """One Elman step with ``torch.nn.RNNCell``'s API.
 
     ``h' = nonlinearity(W_ih x + b_ih + W_hh h + b_hh)``.
@@ -829,8 +840,6 @@ class RNNCell(_RecurrentCell):
       ((3, 20), True)
     """
 
-    _param_type = RNNParams
-
     def __init__(
         self,
         input_size: int,
@@ -843,21 +852,17 @@ class RNNCell(_RecurrentCell):
         recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
     ):
-        rnn_cell_def(nonlinearity)  # validates
-        self.nonlinearity = nonlinearity
-        params = init_rnn_layer(
-            rngs.params(),
+        super().__init__(
+            rnn_cell_def(nonlinearity),
             input_size,
             hidden_size,
-            bias=bias,
-            dtype=param_dtype,
-            recurrent_init=recurrent_init,
+            bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            cell_options={"recurrent_init": recurrent_init},
+            rngs=rngs,
         )
-        self._setup(input_size, hidden_size, bias, dtype, params)
-
-    def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        cell = rnn_cell_def(self.nonlinearity)
-        return self._step(cell, x, None if hx is None else (hx,), ("hx",)).h
+        self.nonlinearity = nonlinearity
 
     @classmethod
     def from_torch(cls, module, *, rngs: nnx.Rngs | None = None, **kwargs) -> RNNCell:
@@ -869,6 +874,49 @@ class RNNCell(_RecurrentCell):
           'relu'
         """
         return cls._from_torch(module, rngs, kwargs, nonlinearity=module.nonlinearity)
+
+
+class FlaxCell(nnx.RNNCellBase):
+    """Flax's cell protocol around one of ours, for ``nnx.RNN`` and ``nnx.Bidirectional``.
+
+    Flax's loops call ``cell(carry, x) -> (carry, y)``, ``cell.initialize_carry`` and
+    ``cell.num_feature_axes``; our cells keep torch's ``cell(x, hx) -> state``. This
+    adapter holds the cell (its parameters stay the cell's) and speaks Flax's protocol:
+    the carry is the cell's state (``LSTMState(h, c)`` for an LSTM, ``h`` otherwise) and
+    ``y`` is ``h``. The numbers are those of our layers with the same weights. The carry
+    starts in the state dtype of the parameters' dtype (float32 for float32 or bfloat16
+    parameters), so feed inputs of the parameters' dtype or set the cell's ``dtype``.
+
+    Args:
+      cell: an :class:`LSTMCell`, :class:`GRUCell`, :class:`RNNCell` or
+        :class:`RecurrentCell`.
+
+    Example:
+      >>> from flax import nnx
+      >>> import lstm_jax
+      >>> cell = lstm_jax.LSTMCell(3, 5, rngs=nnx.Rngs(0))
+      >>> rnn = nnx.RNN(lstm_jax.FlaxCell(cell))
+      >>> rnn(jnp.ones((2, 7, 3), jnp.float32)).shape  # Flax's layout: [batch, time, features]
+      (2, 7, 5)
+    """
+
+    def __init__(self, cell: RecurrentCell):
+        if not isinstance(cell, RecurrentCell):
+            raise TypeError(f"FlaxCell wraps an lstm_jax cell module, got {type(cell).__name__}")
+        self.cell = cell
+
+    def __call__(self, carry: Any, inputs: jax.Array) -> tuple[Any, jax.Array]:
+        new = self.cell(inputs, carry)
+        return new, new if isinstance(new, jax.Array) else new[0]
+
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None, carry_init=None):
+        if carry_init is not None:
+            raise ValueError("the carry of lstm_jax cells starts at zero: carry_init is not taken")
+        return self.cell.initialize_carry(input_shape, rngs)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
 
 
 def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:

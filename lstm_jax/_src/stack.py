@@ -140,8 +140,8 @@ def run_stack(
       zoneout: one zoneout rate per state field (for the LSTM ``(h, c)``) or ``None``;
         random per step with a ``key``, the expectation without.
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``, see
-        :mod:`lstm_jax._src.backends`; recurrent dropout and zoneout act inside the loop,
-        so ``"auto"`` runs them on the scan and ``"fused"`` raises ``ValueError``.
+        :mod:`lstm_jax._src.backends`; zoneout acts inside each step, so ``"auto"`` runs
+        it on the scan and ``"fused"`` raises ``ValueError``.
       checkpoint: ``None``, or ``K``: each layer keeps its state every ``K`` steps only and
         recomputes the rest in the backward pass (see :func:`~lstm_jax._src.scan.run_layer`).
 
@@ -163,7 +163,8 @@ def run_stack(
         params,
         x.dtype,
         dropout=any_dropout or zoneout is not None,
-        per_step_regularizers=(recurrent_dropout > 0.0 and key is not None) or zoneout is not None,
+        recurrent_dropout=recurrent_dropout > 0.0 and key is not None,
+        zoneout=zoneout is not None,
         checkpoint=checkpoint is not None,
     )
     if backend == "cudnn":

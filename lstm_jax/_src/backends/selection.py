@@ -10,12 +10,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src import custom_calls, fused
+from lstm_jax._src import custom_calls, fused, fused_cells
 from lstm_jax._src.backends import cudnn
 from lstm_jax._src.cells import LSTM_CELL, CellDef
+from lstm_jax._src.options import BACKENDS
 from lstm_jax._src.scan import run_layer
-
-BACKENDS = ("auto", "scan", "fused", "cudnn")
 
 
 class BackendChoice(NamedTuple):
@@ -66,14 +65,33 @@ def recording_choices():
         del _RECORDS[explain_id]
 
 
-def _fused_unsupported_reason(cell: CellDef, params: Sequence[Sequence[Any]]) -> str | None:
-    if cell is not LSTM_CELL:
-        return "the fused kernel runs the LSTM cell only"
+# Cells whose derived fused layer was measured no faster than the scan on CPU, forward
+# and backward (``experiments/benchmarks/RESULTS.md``): ``"auto"`` keeps the scan.
+_SCAN_ON_CPU = {
+    "gru": "'auto' takes the scan for the GRU: its fused layer was measured no faster on CPU",
+}
+
+
+def _lstm_kernel_runs(cell: CellDef, params: Any) -> bool:
+    """Whether the hand-written LSTM kernel (native CPU loops) runs this layer."""
+    return cell is LSTM_CELL and fused.unsupported_reason(params) is None
+
+
+def _fused_unsupported_reason(
+    cell: CellDef, params: Sequence[Sequence[Any]], *, recurrent_dropout: bool, checkpoint: bool
+) -> str | None:
     for layer in params:
         for p in layer:
-            reason = fused.unsupported_reason(p)
+            if _lstm_kernel_runs(cell, p) and not recurrent_dropout:
+                continue  # the LSTM kernel, checkpointing included
+            reason = fused_cells.unsupported_reason(cell, p)
             if reason is not None:
                 return reason
+            if checkpoint:
+                return (
+                    "the fused kernel checkpoints the plain LSTM without recurrent dropout "
+                    "only: use the scan"
+                )
     return None
 
 
@@ -84,15 +102,16 @@ def resolve_backend(
     dtype,
     *,
     dropout: bool,
-    per_step_regularizers: bool = False,
+    recurrent_dropout: bool = False,
+    zoneout: bool = False,
     checkpoint: bool = False,
 ) -> str:
     """Turns ``backend`` into the kernel that will run: ``"scan"``, ``"fused"`` or ``"cudnn"``.
 
     ``"auto"`` takes cuDNN on a GPU when it supports the configuration, the fused layer
-    for the plain LSTM elsewhere (faster than the scan on CPU for training in our
-    benchmarks, ``experiments/benchmarks/RESULTS.md``), and the scan for other cells and
-    for ``per_step_regularizers`` (recurrent dropout, zoneout), which act inside the loop.
+    on CPU wherever it runs (faster than the scan for training in our benchmarks,
+    ``experiments/benchmarks/RESULTS.md``), and the scan elsewhere and for zoneout,
+    which acts inside each step.
     ``checkpoint`` (activation checkpointing over time) rules cuDNN out: it keeps its
     own activations.
 
@@ -114,14 +133,18 @@ def resolve_backend(
     cudnn_reason = cudnn.unsupported_reason(cell, params, dtype, dropout=dropout)
     if checkpoint:
         cudnn_reason = "cuDNN has no activation checkpointing: use the scan or fused kernel"
-    fused_reason = _fused_unsupported_reason(cell, params)
-    if fused_reason is None and per_step_regularizers:
-        fused_reason = "recurrent dropout and zoneout act inside the loop: use the scan"
+    fused_reason = _fused_unsupported_reason(
+        cell, params, recurrent_dropout=recurrent_dropout, checkpoint=checkpoint
+    )
+    if fused_reason is None and zoneout:
+        fused_reason = "zoneout mixes old and new state inside each step: use the scan"
     if backend == "auto":
         if cudnn_reason is None:
             chosen = "cudnn"
         elif jax.default_backend() == "cpu" and fused_reason is None:
             chosen = "fused"
+            if cell.name in _SCAN_ON_CPU:
+                chosen, fused_reason = "scan", _SCAN_ON_CPU[cell.name]
         else:
             chosen = "scan"
             if fused_reason is None:
@@ -138,13 +161,15 @@ def resolve_backend(
         cudnn_reason = cudnn_reason or f"backend={backend!r} was asked for"
     records = _RECORDS.get(_EXPLAINING.value)
     if records is not None:
-        records.append(_choice(chosen, params, dtype, fused_reason, cudnn_reason))
+        records.append(_choice(chosen, cell, params, dtype, fused_reason, cudnn_reason))
     return chosen
 
 
-def _choice(chosen, params, dtype, fused_reason, cudnn_reason) -> BackendChoice:
+def _choice(chosen, cell, params, dtype, fused_reason, cudnn_reason) -> BackendChoice:
     reasons = {"fused": fused_reason, "cudnn": cudnn_reason}
-    if chosen == "fused":
+    if chosen == "fused" and not _lstm_kernel_runs(cell, params[0][0]):
+        reasons["native_cpu"] = "the native loops run the plain LSTM kernel only"
+    elif chosen == "fused":
         first = params[0][0]
         reasons["native_cpu"] = fused.native_unsupported_reason(
             first.weight_hh, [jnp.dtype(dtype)], first.weight_hr is not None
@@ -168,18 +193,31 @@ def _fused_layer(
     zoneout=None,
     checkpoint=None,
 ):
-    """``run_layer``'s signature on the fused kernel (plain LSTM, no per-step regularisers)."""
-    del cell  # resolve_backend has checked that it is the LSTM cell
-    if recurrent_mask is not None or zoneout is not None:
-        raise ValueError("the fused kernel has no recurrent dropout or zoneout: use the scan")
-    return fused.run_fused_layer(
+    """``run_layer``'s signature on the fused kernels: the hand-written LSTM kernel for
+    the plain LSTM, the layer derived from the cell's definition for any other cell."""
+    if zoneout is not None:
+        raise ValueError("the fused kernel has no zoneout: use the scan")
+    if recurrent_mask is None and _lstm_kernel_runs(cell, params):
+        return fused.run_fused_layer(
+            params,
+            x,
+            state,
+            seq_lengths=seq_lengths,
+            reverse=reverse,
+            unroll=unroll,
+            checkpoint=checkpoint,
+        )
+    if checkpoint is not None:
+        raise ValueError("the fused kernel checkpoints the plain LSTM only: use the scan")
+    return fused_cells.run_fused_cell_layer(
+        cell,
         params,
         x,
         state,
         seq_lengths=seq_lengths,
         reverse=reverse,
         unroll=unroll,
-        checkpoint=checkpoint,
+        recurrent_mask=recurrent_mask,
     )
 
 

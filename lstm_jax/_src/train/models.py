@@ -53,7 +53,9 @@ def make_recurrent(
     """Builds ``lstm_jax.LSTM``/``GRU``/``RNN`` with ``torch.nn``'s arguments.
 
     Args:
-      cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+      cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (torch's modules), or the name of any
+        registered cell (:func:`lstm_jax.functional.register_cell`), built as
+        ``lstm_jax.Recurrent``.
       input_size: ``I``.
       hidden_size: ``H``.
       num_layers: ``L``.
@@ -67,26 +69,25 @@ def make_recurrent(
       >>> m(jnp.ones((5, 2, 3), jnp.float32))[0].shape
       (5, 2, 8)
     """
+    if cell not in CELL_KINDS:  # any registered cell, e.g. one of the user's own
+        return nnx_modules.Recurrent(
+            cell, input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs
+        )
     cls = recurrent_class(cell)
     if cell == "rnn":
         kwargs["nonlinearity"] = nonlinearity
     return cls(input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs)
 
 
-def zero_carry(core: nnx.Module, batch_size: int, input_size: int, dtype=jnp.float32) -> Any:
+def zero_carry(core: nnx.Module, batch_size: int, input_size: int) -> Any:
     """Zeros shaped like the final state ``core`` returns for a batch (any cell kind).
 
     Returns:
       The state pytree (``(h, c)`` for the LSTM, ``h`` for GRU/RNN), leaves
       ``[layers * directions, batch, size]``.
     """
-    graphdef, state = nnx.split(core)
-
-    def run(state):
-        return nnx.merge(graphdef, state)(jnp.zeros((1, batch_size, input_size), dtype))[1]
-
-    shapes = jax.eval_shape(run, state)
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    shape = (batch_size, 1, input_size) if core.batch_first else (1, batch_size, input_size)
+    return core.initialize_carry(shape)
 
 
 def reset_carry(carry: Any, reset: jax.Array) -> Any:

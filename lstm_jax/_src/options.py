@@ -1,0 +1,138 @@
+"""The options every recurrent stack shares, in one frozen, validated object.
+
+The pure functions, the NNX modules and the Linen modules all take these options by
+name (``lstm(params, x, unroll=4)``, ``LSTM(8, 16, unroll=4, rngs=...)``) and hand them
+on as one :class:`RecurrentOptions`, validated once where it is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax._src import validation
+
+BACKENDS = ("auto", "scan", "fused", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentOptions:
+    """How a recurrent stack runs: layout, regularisers, loop and kernel options.
+
+    Hashable, so it can be a static argument of ``jax.jit``.
+
+    Attributes:
+      batch_first: ``x`` and the output are ``[batch, time, ...]`` (torch's ``batch_first``).
+      dropout: dropout on every layer's output but the last's (torch's ``dropout``).
+      input_dropout: variational dropout of each layer's input, one mask per sequence
+        (Gal & Ghahramani 2016).
+      recurrent_dropout: variational dropout of ``h_{t-1}`` where it enters
+        ``W_hh h_{t-1}``, one mask per sequence (Gal & Ghahramani 2016).
+      weight_dropout: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2017).
+      zoneout: zoneout rate (Krueger et al. 2017), one for every state field or a tuple
+        with one per field (the LSTM's ``(rate_h, rate_c)``); the expectation is used
+        when deterministic.
+      unroll: ``lax.scan``'s unroll factor.
+      checkpoint: ``None``, or a chunk length ``K`` in steps: activation checkpointing
+        over time, activation memory ``~T/K + K`` steps instead of ``T`` for about one
+        more forward pass.
+      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
+        stack (see :func:`lstm_jax.functional.lstm`).
+      dtype: computation dtype; ``None`` uses the input's. The state is kept in at least
+        float32.
+
+    Raises:
+      TypeError, ValueError: for an option of the wrong type or out of range, naming it.
+
+    Example:
+      >>> RecurrentOptions(dropout=0.1, zoneout=(0.05, 0.5)).random_rates
+      ('dropout', 'zoneout')
+      >>> RecurrentOptions(unroll=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: unroll must be > 0, got 0
+    """
+
+    batch_first: bool = False
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
+    zoneout: float | tuple[float, ...] = 0.0
+    unroll: int = 1
+    checkpoint: int | None = None
+    backend: str = "auto"
+    dtype: Any = None
+
+    def __post_init__(self):
+        def set_(name, value):
+            object.__setattr__(self, name, value)
+
+        set_("batch_first", bool(self.batch_first))
+        for name in ("dropout", "input_dropout", "recurrent_dropout", "weight_dropout"):
+            set_(name, validation.check_dropout_rate(getattr(self, name), name=name))
+        zoneout = self.zoneout
+        if isinstance(zoneout, (list, tuple)):
+            zoneout = tuple(
+                validation.check_dropout_rate(r, name=f"zoneout[{i}]") for i, r in enumerate(zoneout)
+            )
+        else:
+            zoneout = validation.check_dropout_rate(zoneout, name="zoneout")
+        set_("zoneout", zoneout)
+        set_("unroll", validation.check_positive_int("unroll", self.unroll))
+        if self.checkpoint is not None:
+            set_("checkpoint", validation.check_positive_int("checkpoint", self.checkpoint))
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype is not None:
+            set_("dtype", jnp.dtype(self.dtype))
+
+    @classmethod
+    def build(cls, caller: str, options: dict[str, Any]) -> RecurrentOptions:
+        """The options from keyword arguments, with an error naming ``caller`` and the
+        valid names for an unknown one.
+
+        Example:
+          >>> RecurrentOptions.build("lstm", {"unrol": 2})
+          Traceback (most recent call last):
+          ...
+          TypeError: lstm() got an unknown option 'unrol'; the options are batch_first, dropout, input_dropout, recurrent_dropout, weight_dropout, zoneout, unroll, checkpoint, backend, dtype
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            raise TypeError(
+                f"{caller}() got an unknown option {unknown[0]!r}; "
+                f"the options are {', '.join(names)}"
+            )
+        return cls(**options)
+
+    @property
+    def random_rates(self) -> tuple[str, ...]:
+        """The names of the regularisers that draw random masks (rate > 0)."""
+        rates = {
+            "dropout": self.dropout,
+            "input_dropout": self.input_dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "weight_dropout": self.weight_dropout,
+            "zoneout": max(np.atleast_1d(self.zoneout)),
+        }
+        return tuple(name for name, rate in rates.items() if rate > 0.0)
+
+    def zoneout_rates(self, fields: tuple[str, ...]) -> tuple[float, ...]:
+        """One zoneout rate per state field ``fields``.
+
+        Raises:
+          ValueError: a tuple of rates whose length is not the number of fields.
+        """
+        return validation.check_zoneout(self.zoneout, fields)
+
+    def replace(self, **changes: Any) -> RecurrentOptions:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(RecurrentOptions))
