@@ -65,6 +65,21 @@ SCRIPT = textwrap.dedent(
         "grad_replicated": sharded[1][0][0].weight_ih.sharding.is_fully_replicated,
     }
 
+    # -- the fused layer derived from a cell (here the GRU): XLA partitions its loops -----
+    gru_params = F.init_gru_params(jax.random.key(4), I, H, num_layers=2, bidirectional=True)
+
+    def gru_loss(p, x, lengths, backend):
+        out, h = F.gru(p, x, seq_lengths=lengths, backend=backend)
+        return jnp.sum(out**2) + jnp.sum(h)
+
+    gru_grad = jax.jit(jax.value_and_grad(gru_loss), static_argnums=3)
+    gru_args = (jax.device_put(gru_params, shared), args[1], args[2])
+    text = gru_grad.lower(*gru_args, "fused").compile().as_text()
+    result["gru_fused"] = {
+        "error": close(gru_grad(*gru_args, "fused"), gru_grad(gru_params, x, lengths, "scan")),
+        "all_gather": "all-gather" in text,
+    }
+
     # -- a mesh of explicit axes (jax.make_mesh's default): shardings in the types -------
     explicit = jax.make_mesh((n,), ("data",))
     with jax.set_mesh(explicit):
@@ -135,6 +150,12 @@ SCRIPT = textwrap.dedent(
         g_ref = jax.grad(
             lambda p, x: jnp.sum(F.lstm(p, x, backend="scan")[0] ** 2))(lstm_params, x)
         cases[f"lstm-{backend}-checkpoint"] = close(g, g_ref)
+    gru_p = F.init_gru_params(jax.random.key(5), I, H)
+    mapped = jax.shard_map(lambda p, x: F.gru(p, x, backend="fused")[0], mesh=mesh,
+                           in_specs=(P(), P(None, "data")), out_specs=P(None, "data"))
+    g = jax.jit(jax.grad(lambda p, x: jnp.sum(mapped(p, x) ** 2)))(gru_p, x)
+    g_ref = jax.grad(lambda p, x: jnp.sum(F.gru(p, x, backend="scan")[0] ** 2))(gru_p, x)
+    cases["gru-fused"] = close(g, g_ref)
     for kind, module in (("gru", lstm_jax.GRU), ("rnn", lstm_jax.RNN)):
         model = module(I, H, num_layers=2, rngs=nnx.Rngs(0))
         graphdef, state = nnx.split(model)
@@ -186,6 +207,12 @@ def test_sharded_jit_runs_each_devices_rows(run):
     assert all(shape.split(",")[2] == str(per_device) for _, shape in r["calls"]), r["calls"]
 
 
+def test_sharded_jit_of_the_fused_layer_derived_from_a_cell(run):
+    _, result = run
+    r = result["gru_fused"]
+    assert r["error"] < 5e-4 and not r["all_gather"], r
+
+
 def test_explicit_mesh_axes_shard_every_backend(run):
     _, result = run
     r = result["explicit"]
@@ -209,6 +236,6 @@ def test_shard_map_with_default_checks_on_every_backend(run):
     if devices != 4:
         pytest.skip("shard_map runs on 4 devices")
     cases = result["shard_map"]
-    assert len(cases) == 11
+    assert len(cases) == 12
     for name, error in cases.items():
         assert error < 5e-4, (name, error)

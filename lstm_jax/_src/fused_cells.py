@@ -104,7 +104,10 @@ def _fused_fwd(cell, unroll, reverse, params, x, valid, state, recurrent_mask):
 def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     params, x, valid, state, recurrent_mask, gates_x, gates_h, previous = residuals
     dy, d_final = cotangents
-    small, big = _split_params(params)
+    # Inside shard_map the parameters' gradients are this shard's sums, summed over the
+    # shards once at the end: differentiated as varying, so no VJP below sums them early.
+    varying = custom_calls.match_vma(params, x, dy)
+    small, big = _split_params(varying)
     w_hh = big["weight_hh"]
     acc = accumulation_dtype(w_hh.dtype)
 
@@ -128,7 +131,6 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
         return (ds_prev, d_small), (dgx_t, dgh_t)
 
     d_small0 = jax.tree.map(jnp.zeros_like, small)
-    d_small0 = custom_calls.match_vma(d_small0, params, x, dy)
     # The backward loop runs in the opposite order of the forward one.
     (d_state, d_small), (dgates_x, dgates_h) = lax.scan(
         body,
@@ -139,7 +141,7 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     )
     h_prev = _masked(previous.h, None if recurrent_mask is None else recurrent_mask[None])
     dw_hh = _weight_gradient(dgates_h, h_prev, w_hh.dtype)
-    _, projection_vjp = jax.vjp(cell.input_projection, params, x)
+    _, projection_vjp = jax.vjp(cell.input_projection, varying, x)
     d_params, dx = projection_vjp(dgates_x.astype(gates_x.dtype))
     d_params = d_params._replace(
         weight_hh=dw_hh,

@@ -17,6 +17,7 @@ like the others; layer-norm gains 1 and shifts 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -288,27 +289,34 @@ def init_stack(
     )
 
 
+def _init_params(init_layer, key, input_size, hidden_size, num_layers, bidirectional, options):
+    layer = functools.partial(init_layer, hidden_size=hidden_size, **options)
+    output_size = options.get("proj_size") or hidden_size
+    return init_stack(layer, key, input_size, output_size, num_layers, bidirectional)
+
+
 def init_lstm_params(
     key: jax.Array,
     input_size: int,
     hidden_size: int,
     num_layers: int = 1,
     *,
-    bias: bool = True,
     bidirectional: bool = False,
-    proj_size: int = 0,
-    dtype=jnp.float32,
-    forget_bias: float | None = None,
-    recurrent_init: RecurrentInit = "uniform",
-    chrono_init: float | None = None,
-    peephole: bool = False,
-    layer_norm: bool = False,
-    cifg: bool = False,
+    **layer_options: Any,
 ) -> StackParams:
     """Initializes a (multi-layer, optionally bidirectional) LSTM like ``torch.nn.LSTM``.
 
-    Layer ``k > 0`` takes ``directions * H_out`` input features. Arguments are those of
-    :func:`init_lstm_layer` plus ``num_layers`` and ``bidirectional``.
+    Layer ``k > 0`` takes ``directions * H_out`` input features.
+
+    Args:
+      key: PRNG key.
+      input_size: features of the first layer's input ``I``.
+      hidden_size: cell size ``H``.
+      num_layers: ``L``.
+      bidirectional: two directions per layer.
+      **layer_options: the options of :func:`init_lstm_layer` (``bias``, ``proj_size``,
+        ``dtype``, ``forget_bias``, ``recurrent_init``, ``chrono_init``, ``peephole``,
+        ``layer_norm``, ``cifg``).
 
     Returns:
       ``params[layer][direction]``, each an :class:`LSTMParams`.
@@ -318,24 +326,9 @@ def init_lstm_params(
       >>> len(params), len(params[0]), params[1][0].weight_ih.shape
       (2, 2, (80, 40))
     """
-
-    def layer(layer_key, layer_input_size):
-        return init_lstm_layer(
-            layer_key,
-            layer_input_size,
-            hidden_size,
-            bias=bias,
-            proj_size=proj_size,
-            dtype=dtype,
-            forget_bias=forget_bias,
-            recurrent_init=recurrent_init,
-            chrono_init=chrono_init,
-            peephole=peephole,
-            layer_norm=layer_norm,
-            cifg=cifg,
-        )
-
-    return init_stack(layer, key, input_size, proj_size or hidden_size, num_layers, bidirectional)
+    return _init_params(
+        init_lstm_layer, key, input_size, hidden_size, num_layers, bidirectional, layer_options
+    )
 
 
 def init_gru_params(
@@ -344,12 +337,13 @@ def init_gru_params(
     hidden_size: int,
     num_layers: int = 1,
     *,
-    bias: bool = True,
     bidirectional: bool = False,
-    dtype=jnp.float32,
-    recurrent_init: RecurrentInit = "uniform",
+    **layer_options: Any,
 ) -> tuple[tuple[GRUParams, ...], ...]:
     """Initializes a (multi-layer, optionally bidirectional) GRU like ``torch.nn.GRU``.
+
+    Arguments as :func:`init_lstm_params`; ``layer_options`` those of
+    :func:`init_gru_layer` (``bias``, ``dtype``, ``recurrent_init``).
 
     Returns:
       ``params[layer][direction]``, each a :class:`GRUParams`.
@@ -359,18 +353,9 @@ def init_gru_params(
       >>> params[1][1].weight_ih.shape
       (60, 40)
     """
-
-    def layer(layer_key, layer_input_size):
-        return init_gru_layer(
-            layer_key,
-            layer_input_size,
-            hidden_size,
-            bias=bias,
-            dtype=dtype,
-            recurrent_init=recurrent_init,
-        )
-
-    return init_stack(layer, key, input_size, hidden_size, num_layers, bidirectional)
+    return _init_params(
+        init_gru_layer, key, input_size, hidden_size, num_layers, bidirectional, layer_options
+    )
 
 
 def init_rnn_params(
@@ -379,12 +364,13 @@ def init_rnn_params(
     hidden_size: int,
     num_layers: int = 1,
     *,
-    bias: bool = True,
     bidirectional: bool = False,
-    dtype=jnp.float32,
-    recurrent_init: RecurrentInit = "uniform",
+    **layer_options: Any,
 ) -> tuple[tuple[RNNParams, ...], ...]:
     """Initializes a (multi-layer, optionally bidirectional) Elman RNN like ``torch.nn.RNN``.
+
+    Arguments as :func:`init_lstm_params`; ``layer_options`` those of
+    :func:`init_rnn_layer` (``bias``, ``dtype``, ``recurrent_init``).
 
     Returns:
       ``params[layer][direction]``, each an :class:`RNNParams`.
@@ -394,15 +380,6 @@ def init_rnn_params(
       >>> params[1][0].weight_ih.shape
       (20, 20)
     """
-
-    def layer(layer_key, layer_input_size):
-        return init_rnn_layer(
-            layer_key,
-            layer_input_size,
-            hidden_size,
-            bias=bias,
-            dtype=dtype,
-            recurrent_init=recurrent_init,
-        )
-
-    return init_stack(layer, key, input_size, hidden_size, num_layers, bidirectional)
+    return _init_params(
+        init_rnn_layer, key, input_size, hidden_size, num_layers, bidirectional, layer_options
+    )

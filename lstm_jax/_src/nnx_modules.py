@@ -18,9 +18,8 @@ from lstm_jax._src import validation
 from lstm_jax._src.apply import apply_recurrent, init_params, step_cell
 from lstm_jax._src.backends import BackendChoice, recording_choices
 from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, get_cell, rnn_cell_def
-from lstm_jax._src.init import RecurrentInit
 from lstm_jax._src.interop import torch as torch_interop
-from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions
+from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions, split_options
 from lstm_jax._src.types import LSTMState, StackParams
 
 
@@ -51,11 +50,12 @@ class Recurrent(nnx.Module):
       dropout: dropout on the outputs of every layer but the last, in training mode.
       bidirectional: add a reverse direction to each layer (``D = 2``).
       param_dtype: parameter dtype.
-      cell_options: further arguments of the cell's ``init_layer`` (the LSTM's variants).
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
         regularisers, a fresh key at every training call.
-      **options: the options of :func:`lstm_jax.functional.lstm` (``dtype``, ``unroll``,
-        ``checkpoint``, ``backend``, the regularisers), validated once here.
+      **options: by name, the cell's initialiser options (the LSTM's ``proj_size``,
+        variants and ``forget_bias``, ``recurrent_init``, ...) and the options of
+        :class:`lstm_jax.RecurrentOptions` (``dtype``, ``unroll``, ``checkpoint``,
+        ``backend``, the regularisers), validated once here.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, state)``: ``output``
@@ -85,7 +85,6 @@ class Recurrent(nnx.Module):
         bidirectional: bool = False,
         *,
         param_dtype=jnp.float32,
-        cell_options: dict[str, Any] | None = None,
         rngs: nnx.Rngs,
         **options: Any,
     ):
@@ -95,8 +94,10 @@ class Recurrent(nnx.Module):
         self.num_layers = validation.check_positive_int("num_layers", num_layers)
         self.bias = bool(bias)
         self.bidirectional = bool(bidirectional)
+        cell_options, run_options = split_options(type(self).__name__, self.cell, options)
+        self.cell_options = tuple(cell_options.items())  # hashable: static in NNX
         self.options = RecurrentOptions.build(
-            type(self).__name__, {"batch_first": batch_first, "dropout": dropout, **options}
+            type(self).__name__, {"batch_first": batch_first, "dropout": dropout, **run_options}
         )
         params = init_params(
             self.cell,
@@ -107,7 +108,7 @@ class Recurrent(nnx.Module):
             bidirectional=bidirectional,
             bias=bias,
             dtype=param_dtype,
-            **(cell_options or {}),
+            **cell_options,
         )
         self.options.zoneout_rates(self.cell.state_sizes(params[0][0])._fields)
         self.deterministic = False
@@ -116,9 +117,12 @@ class Recurrent(nnx.Module):
         self.load_stack_params(params)
 
     def __getattr__(self, name: str) -> Any:
-        # model.unroll, model.backend, ...: the options, which live in one object
+        # model.unroll, model.peephole, ...: the options, which live in one place each
         if name in OPTION_NAMES and "options" in vars(self):
             return getattr(self.options, name)
+        cell_options = dict(vars(self).get("cell_options", ()))
+        if name in cell_options:
+            return cell_options[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
@@ -329,16 +333,9 @@ class LSTM(Recurrent):
         proj_size: int = 0,
         *,
         param_dtype=jnp.float32,
-        forget_bias: float | None = None,
-        recurrent_init: RecurrentInit = "uniform",
-        chrono_init: float | None = None,
-        peephole: bool = False,
-        layer_norm: bool = False,
-        cifg: bool = False,
         rngs: nnx.Rngs,
         **options: Any,
     ):
-        variants = {"peephole": peephole, "layer_norm": layer_norm, "cifg": cifg}
         super().__init__(
             LSTM_CELL,
             input_size,
@@ -349,18 +346,10 @@ class LSTM(Recurrent):
             dropout,
             bidirectional,
             param_dtype=param_dtype,
-            cell_options=dict(
-                proj_size=proj_size,
-                forget_bias=forget_bias,
-                recurrent_init=recurrent_init,
-                chrono_init=chrono_init,
-                **variants,
-            ),
             rngs=rngs,
+            proj_size=proj_size,
             **options,
         )
-        self.proj_size = int(proj_size)
-        self.peephole, self.layer_norm, self.cifg = (bool(v) for v in variants.values())
 
     def __call__(
         self,
@@ -428,7 +417,6 @@ class GRU(_SingleStateStack):
         bidirectional: bool = False,
         *,
         param_dtype=jnp.float32,
-        recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
         **options: Any,
     ):
@@ -442,7 +430,6 @@ class GRU(_SingleStateStack):
             dropout,
             bidirectional,
             param_dtype=param_dtype,
-            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
             **options,
         )
@@ -498,7 +485,6 @@ class RNN(_SingleStateStack):
         bidirectional: bool = False,
         *,
         param_dtype=jnp.float32,
-        recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
         **options: Any,
     ):
@@ -512,7 +498,6 @@ class RNN(_SingleStateStack):
             dropout,
             bidirectional,
             param_dtype=param_dtype,
-            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
             **options,
         )
@@ -544,8 +529,9 @@ class RecurrentCell(nnx.Module):
       bias: whether the cell has ``bias_ih`` and ``bias_hh``.
       dtype: computation dtype (``None``: the input's).
       param_dtype: parameter dtype.
-      cell_options: further arguments of the cell's ``init_layer``.
       rngs: ``nnx.Rngs`` for initialisation.
+      **cell_options: the cell's initialiser options by name (the LSTM's variants,
+        ``forget_bias``, ``recurrent_init``, ...).
 
     Call:
       ``cell(x, hx=None) -> state``: ``x`` ``[batch, input_size]`` (or ``[input_size]``),
@@ -570,17 +556,17 @@ class RecurrentCell(nnx.Module):
         *,
         dtype=None,
         param_dtype=jnp.float32,
-        cell_options: dict[str, Any] | None = None,
         rngs: nnx.Rngs,
+        **cell_options: Any,
     ):
         self.cell = get_cell(cell)
+        cell_options, _ = split_options(type(self).__name__, self.cell, cell_options, ())
         self.input_size = validation.check_positive_int("input_size", input_size)
         self.hidden_size = validation.check_positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         self.dtype = None if dtype is None else jnp.dtype(dtype)
         params = self.cell.init_layer(
-            rngs.params(), input_size, hidden_size, bias=bias, dtype=param_dtype,
-            **(cell_options or {}),
+            rngs.params(), input_size, hidden_size, bias=bias, dtype=param_dtype, **cell_options
         )
         for name, value in torch_interop.cell_to_named(params).items():
             setattr(self, name, nnx.Param(value))
@@ -714,13 +700,8 @@ class LSTMCell(RecurrentCell):
         *,
         dtype=None,
         param_dtype=jnp.float32,
-        forget_bias: float | None = None,
-        recurrent_init: RecurrentInit = "uniform",
-        chrono_init: float | None = None,
-        peephole: bool = False,
-        layer_norm: bool = False,
-        cifg: bool = False,
         rngs: nnx.Rngs,
+        **cell_options: Any,
     ):
         super().__init__(
             LSTM_CELL,
@@ -729,15 +710,8 @@ class LSTMCell(RecurrentCell):
             bias,
             dtype=dtype,
             param_dtype=param_dtype,
-            cell_options=dict(
-                forget_bias=forget_bias,
-                recurrent_init=recurrent_init,
-                chrono_init=chrono_init,
-                peephole=peephole,
-                layer_norm=layer_norm,
-                cifg=cifg,
-            ),
             rngs=rngs,
+            **cell_options,
         )
 
     def __call__(self, x: jax.Array, hx: tuple[jax.Array, jax.Array] | None = None) -> LSTMState:
@@ -790,8 +764,8 @@ class GRUCell(_SingleStateCell):
         *,
         dtype=None,
         param_dtype=jnp.float32,
-        recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
+        **cell_options: Any,
     ):
         super().__init__(
             GRU_CELL,
@@ -800,8 +774,8 @@ class GRUCell(_SingleStateCell):
             bias,
             dtype=dtype,
             param_dtype=param_dtype,
-            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
+            **cell_options,
         )
 
     @classmethod
@@ -849,8 +823,8 @@ class RNNCell(_SingleStateCell):
         *,
         dtype=None,
         param_dtype=jnp.float32,
-        recurrent_init: RecurrentInit = "uniform",
         rngs: nnx.Rngs,
+        **cell_options: Any,
     ):
         super().__init__(
             rnn_cell_def(nonlinearity),
@@ -859,8 +833,8 @@ class RNNCell(_SingleStateCell):
             bias,
             dtype=dtype,
             param_dtype=param_dtype,
-            cell_options={"recurrent_init": recurrent_init},
             rngs=rngs,
+            **cell_options,
         )
         self.nonlinearity = nonlinearity
 

@@ -8,6 +8,7 @@ on as one :class:`RecurrentOptions`, validated once where it is built.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax.numpy as jnp
@@ -136,3 +137,42 @@ class RecurrentOptions:
 
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(RecurrentOptions))
+
+
+# Arguments of every initialiser that the modules set themselves.
+_INIT_ARGUMENTS_OF_THE_MODULE = ("key", "input_size", "hidden_size", "bias", "dtype")
+
+
+def split_options(
+    caller: str, cell: Any, options: dict[str, Any], run_names: tuple[str, ...] = OPTION_NAMES
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits a module's keyword options into its cell's initialiser options (with the
+    initialiser's defaults filled in) and the options of :class:`RecurrentOptions`.
+
+    Raises:
+      TypeError: a name that is neither, listing the valid names.
+
+    Example:
+      >>> from lstm_jax._src.cells import GRU_CELL
+      >>> split_options("GRU", GRU_CELL, {"recurrent_init": "orthogonal", "unroll": 2})
+      ({'recurrent_init': 'orthogonal'}, {'unroll': 2})
+    """
+    signature = inspect.signature(cell.init_layer).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    init_names = [
+        name
+        for name, p in signature.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _INIT_ARGUMENTS_OF_THE_MODULE
+    ]
+    cell_options = {n: options.get(n, signature[n].default) for n in init_names}
+    rest = {k: v for k, v in options.items() if k not in init_names}
+    if takes_any:
+        cell_options.update({k: v for k, v in rest.items() if k not in run_names})
+        rest = {k: v for k, v in rest.items() if k in run_names}
+    unknown = [k for k in rest if k not in run_names]
+    if unknown:
+        raise TypeError(
+            f"{caller}() got an unknown option {unknown[0]!r}; the options are "
+            f"{', '.join([*init_names, *run_names])}"
+        )
+    return cell_options, rest

@@ -143,7 +143,7 @@ def test_tbptt_reset_and_stopped_gradient():
 
 
 def test_unknown_cell_kind():
-    with pytest.raises(ValueError, match="cell must be one of"):
+    with pytest.raises(ValueError, match="unknown cell .lstmp.; registered cells: lstm, gru"):
         train.make_recurrent("lstmp", 2, 4, rngs=nnx.Rngs(0))
 
 
