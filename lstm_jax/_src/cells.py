@@ -89,9 +89,12 @@ def dense(x: jax.Array, weight: jax.Array) -> jax.Array:
     Returns:
       ``[..., out]``.
     """
-    return jnp.matmul(
+    # Contracting the weight's minor axis directly: ``x @ weight.T`` made XLA:CPU copy the
+    # transposed weight at every call (10x slower for one step at batch 1, measured).
+    return jax.lax.dot_general(
         x.astype(weight.dtype),
-        weight.T,
+        weight,
+        (((x.ndim - 1,), (1,)), ((), ())),
         preferred_element_type=accumulation_dtype(weight.dtype),
     )
 
@@ -201,6 +204,28 @@ def recurrent_product(params: Any, h: jax.Array, recurrent_mask: jax.Array | Non
       ``[batch, G]``.
     """
     return dense(_masked(h, recurrent_mask), params.weight_hh)
+
+
+def recurrent_product_in_loop(params: Any) -> Callable[..., jax.Array]:
+    """:func:`recurrent_product` for a loop over time, ``W_hh`` transposed once, outside.
+
+    Per step, a product contracting the weight's minor axis ran up to 1.3x slower on
+    XLA:CPU than one with the weight transposed before the loop (measured).
+
+    Returns:
+      ``product(h [batch, H_out], recurrent_mask=None) -> [batch, G]``.
+    """
+    weight = params.weight_hh
+    transposed = weight.T
+
+    def product(h: jax.Array, recurrent_mask: jax.Array | None = None) -> jax.Array:
+        return jnp.matmul(
+            _masked(h, recurrent_mask).astype(weight.dtype),
+            transposed,
+            preferred_element_type=accumulation_dtype(weight.dtype),
+        )
+
+    return product
 
 
 def lstm_update(

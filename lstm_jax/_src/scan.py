@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lstm_jax._src.cells import CellDef
+from lstm_jax._src.cells import CellDef, recurrent_product_in_loop
 from lstm_jax._src.custom_calls import match_batch_sharding, match_vma
 
 
@@ -80,11 +80,11 @@ def run_layer(
         # the padded steps must leave the state alone: mask them like a short sequence
         seq_lengths = jnp.full(x.shape[1:2], time, jnp.int32)
 
-    step_kwargs = {} if recurrent_mask is None else {"recurrent_mask": recurrent_mask}
+    product = recurrent_product_in_loop(params)
 
     def body(state, inputs):
         gates_t, t, zoneout_t = inputs
-        new_state = cell.step(params, gates_t, state, **step_kwargs)
+        new_state = cell.update(params, gates_t, product(state.h, recurrent_mask), state)
         if zoneout_t is not None:
             new_state = jax.tree.map(
                 lambda z, old, new: z * old + (1.0 - z) * new, zoneout_t, state, new_state
