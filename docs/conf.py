@@ -16,6 +16,7 @@ autodoc_typehints = "none"  # shapes and types are documented in the docstrings
 autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+napoleon_custom_sections = [("Options", "params_style")]  # the options every stack takes by name
 nb_execution_mode = "off"  # notebooks are executed by the test suite, not by the docs build
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "alabaster"
