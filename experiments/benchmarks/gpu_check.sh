@@ -81,8 +81,8 @@ tests_cmd() {
     "--junitxml=$RESULTS/gpu_tests.xml"
 }
 bench_cmd() {
-  local args="--no-options --repeats 5 --warmup 1"
-  ((BENCH_QUICK)) && args="--quick --no-options --repeats 1 --warmup 1"
+  local args="--cases lstm,zaremba,bf16 --rounds 3"
+  ((BENCH_QUICK)) && args="--quick --cases lstm --rounds 1"
   echo "$PYTHON -m experiments.benchmarks.run $args --out $RESULTS/bench"
 }
 ptb_cmd() {
@@ -199,7 +199,7 @@ print(f"gpu tests: {passed} passed, {n['failures']} failed, {n['errors']} errors
 EOF
   fi
   if [[ -f "$RESULTS/bench/table.md" ]]; then
-    echo "benchmark (peer time / lstm_jax[fused] time, > 1: ours faster): $RESULTS/bench"
+    echo "benchmark (peer time / lstm_jax[auto] time, > 1: ours faster): $RESULTS/bench"
     sed -n '/^| shape/,/^$/p' "$RESULTS/bench/table.md"
   fi
   if [[ -f "$RESULTS/ptb_tokens_per_s.json" ]]; then

@@ -1,322 +1,420 @@
-"""The LSTM benchmark suite: one command, one process, every implementation side by side.
+"""The benchmark suite: lstm_jax against Flax NNX and torch, each in its own process.
 
 Command (from the repository root)::
 
-    python -m experiments.benchmarks.run            # full grid, ~10 min on 2 CPU cores
-    python -m experiments.benchmarks.run --quick    # tiny grid, seconds (CI smoke test)
+    python -m experiments.benchmarks.run                      # every case, 10-15 min, 2 cores
+    python -m experiments.benchmarks.run --quick              # tiny shapes, < 1 min (CI)
+    python -m experiments.benchmarks.run --cases lstm,gru --rounds 5 --backends auto,scan
 
-For each shape of the grid it builds every implementation, compiles ahead of time
-(compile time recorded), warms up, then times ``--repeats`` rounds in which the
-implementations and modes (forward; forward+backward) are interleaved, and reports the
-median. Throughput is tokens/s = ``time * batch / median seconds``. Peak memory: for JAX
-the compiled executable's temporary + output buffers (``compiled.memory_analysis()``);
-for torch on CPU the bytes of the tensors autograd saves for the backward pass plus the
-output (``torch.autograd.graph.saved_tensors_hooks``), on GPU the CUDA peak.
+Every implementation runs in its own worker process (``worker.py``): torch's and XLA's
+thread pools, side by side in one process on a small machine, slow each other by up to
+~30x, and unevenly. For each case and shape, every worker builds and compiles its
+implementation (in parallel), warms up, then ``--rounds`` rounds follow; in each round the
+workers take turns, one at a time (the order rotating from round to round), and each times
+up to ``--repeats`` calls per mode (as many as fill ``--budget`` seconds); past 3 rounds,
+no round starts once a shape's rounds took ``--shape-budget`` seconds. The ratio to a
+peer is paired: per round, the peer's median over ours, then the median and min-max over
+rounds, so slow drift of a shared machine hits both sides of every ratio alike.
 
-Writes ``results.json``, ``results.csv``, ``table.md`` and ``throughput.png`` to
-``--out`` (default ``experiments/benchmarks/results/<platform>[-quick]``) and prints the
-table of ratios.
+Cases (``--cases``): ``lstm``, ``gru``, ``rnn`` (tanh) on a grid of shapes; ``zaremba``
+(Zaremba et al. 2014's PTB LSTMs: T35 B20, 2 layers, hidden = input = 200 / 650 / 1500);
+``packed`` (``seq_lengths`` uniform in [T/2, T]; torch through ``pack_padded_sequence``);
+``bf16`` (bfloat16 products; torch's module in bfloat16); ``variants`` (peephole,
+layer_norm, cifg, proj against plain ``lax.scan`` implementations of the same equations,
+per-step and hoisted input product); ``inference`` (a forward pass, and single steps of a
+jitted cell in a Python loop); ``checkpoint`` (activation checkpointing on 10,000 steps).
+Modes: ``fwd`` (loss = sum of the outputs), ``fwd+bwd`` (gradients of all parameters and
+the input), ``step``.
+
+Writes ``results.json`` (after every shape: a crash loses nothing), ``results.csv``,
+``table.md`` and ``throughput.png`` to ``--out`` (default
+``experiments/benchmarks/results/<platform>[-quick]``); ``report.py`` regenerates the
+last three from ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import json
 import os
 import platform
+import queue
 import statistics
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+from experiments.benchmarks import report
+from experiments.benchmarks.peers import VARIANTS, Shape
 
-from experiments.benchmarks import peers
-from experiments.benchmarks.peers import Shape
-
-GRID = [
-    Shape(100, 32, 128, 256),
-    Shape(512, 16, 64, 128),
-    Shape(50, 64, 512, 512),
-    Shape(1000, 1, 32, 64),
-    Shape(100, 32, 128, 256, num_layers=2, bidirectional=True),
+ROOT = Path(__file__).resolve().parents[2]
+S = Shape
+TRAIN, INFERENCE, MODES = ("fwd", "fwd+bwd"), ("fwd", "step"), ("fwd", "fwd+bwd", "step")
+LSTM_GRID = [
+    S(100, 32, 128, 256),
+    S(512, 16, 64, 128),
+    S(50, 64, 512, 512),
+    S(1000, 1, 32, 64),
+    S(100, 32, 128, 256, 2, True),
 ]
-QUICK_GRID = [Shape(20, 4, 8, 16), Shape(10, 4, 8, 16, num_layers=2, bidirectional=True)]
-# Options of the fused kernel, timed on the first shape of the grid.
-OPTIONS_SHAPE = Shape(100, 32, 128, 256)
-# Activation checkpointing on a long sequence: memory and cost.
-LONG_SHAPE = Shape(10_000, 8, 32, 64)
-QUICK_LONG_SHAPE = Shape(200, 2, 4, 8)
-OURS = "lstm_jax[fused]"
+SMALL, LONG, STACK = LSTM_GRID[0], LSTM_GRID[3], LSTM_GRID[4]
+GRID = {
+    "lstm": LSTM_GRID,
+    "gru": [dataclasses.replace(s, cell="gru") for s in (SMALL, LONG, STACK)],
+    "rnn": [dataclasses.replace(s, cell="rnn") for s in (SMALL, LONG, STACK)],
+    "zaremba": [S(35, 20, h, h, 2) for h in (200, 650, 1500)],
+    "packed": [dataclasses.replace(s, packed=True) for s in (SMALL, STACK)],
+    "bf16": [dataclasses.replace(s, dtype="bfloat16") for s in (SMALL, LSTM_GRID[2])],
+    "variants": [dataclasses.replace(SMALL, variant=v) for v in VARIANTS],
+    "inference": [S(200, 1, 256, 256), S(200, 32, 256, 256)],
+    "checkpoint": [S(10_000, 8, 32, 64), S(10_000, 8, 32, 64, checkpoint=100)],
+}
+TINY = S(20, 4, 8, 16)
+QUICK_GRID = {  # one tiny shape per case: compiling, not timing, is what takes time here
+    "lstm": [S(10, 4, 8, 16, bidirectional=True)],
+    "gru": [dataclasses.replace(TINY, cell="gru")],
+    "rnn": [dataclasses.replace(TINY, cell="rnn")],
+    "zaremba": [S(35, 2, 24, 24, 2)],
+    "packed": [dataclasses.replace(TINY, cell="rnn", packed=True)],
+    "bf16": [dataclasses.replace(TINY, cell="gru", dtype="bfloat16")],
+    "variants": [dataclasses.replace(TINY, variant="proj")],
+    "inference": [S(20, 2, 8, 16)],
+    "checkpoint": [S(200, 2, 4, 8, checkpoint=20)],
+}
+CASES = tuple(GRID)
+MIN_ROUNDS = 3
+# --quick's default runs every implementation and every code path of peers.py in as few
+# compilations as possible: its packed and bf16 shapes are the RNN's and the GRU's, and
+# the forward pass alone is part of what fwd+bwd runs.
+QUICK_CASES = ("lstm", "packed", "bf16", "variants", "inference")
+QUICK_MODES = ("fwd+bwd", "step")
 
 
-def _runners(shape: Shape, gpu: bool, quick: bool) -> list[peers.Runner]:
-    runners = [
-        peers.lstm_jax_runner(shape, "fused"),
-        peers.lstm_jax_runner(shape, "scan"),
-        peers.flax_runner(shape),
+def implementations(case: str, shape: Shape, backends: list[str], gpu: bool, modes=MODES) -> dict:
+    """``{implementation: its modes among modes}`` of one shape of a case; ours first."""
+    ours = [f"lstm_jax[{b}]" for b in backends]
+    case_modes = INFERENCE if case == "inference" else TRAIN
+    if case == "checkpoint":
+        impls = dict.fromkeys(dict.fromkeys([ours[0], "lstm_jax[scan]"]), case_modes)
+    elif case == "variants":
+        peers = ["scan per step", "scan hoisted"] + (["torch"] if shape.variant == "proj" else [])
+        impls = dict.fromkeys(ours + peers, case_modes)
+    elif case == "inference":
+        impls = {  # other backends of ours run the forward pass only: a step has no backend
+            ours[0]: case_modes,
+            **dict.fromkeys(ours[1:], ("fwd",)),
+            "lstm_jax.functional.lstm_cell": ("step",),
+            **dict.fromkeys(["flax.nnx", "torch"], case_modes),
+        }
+    else:
+        peers = ["flax.nnx", "torch"]
+        if gpu and shape.cell == "lstm" and shape.dtype == "float32":
+            peers.append("jax.experimental.rnn")
+        impls = dict.fromkeys(ours + peers, case_modes)
+    impls = {i: tuple(m for m in ms if m in modes) for i, ms in impls.items()}
+    return {i: ms for i, ms in impls.items() if ms}
+
+
+class Worker:
+    """A ``worker.py`` process for one implementation; its stderr goes to ``log``."""
+
+    def __init__(self, impl: str, log: Path, env: dict):
+        self.impl, self.log = impl, log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "experiments.benchmarks.worker", "--impl", impl],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "a"),  # the child holds it
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def send(self, message: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the process is gone: receive() says why
+
+    def receive(self, timeout: float) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            return {"ok": False, "error": f"no answer within {timeout:.0f} s (killed)"}
+        if line is None:
+            code = self.proc.wait()
+            tail = " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
+            return {
+                "ok": False,
+                "error": f"worker exited with code {code}" + (f": {tail}" * bool(tail)),
+            }
+        return json.loads(line)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self.send({"op": "quit"})
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Pool:
+    """One :class:`Worker` per implementation, started on first use, restarted after a
+    crash; an implementation whose library does not import is remembered as absent."""
+
+    def __init__(self, log_dir: Path, timeout: float):
+        self.log_dir, self.timeout = log_dir, timeout
+        self.workers: dict[str, Worker] = {}
+        self.absent: dict[str, str] = {}  # impl -> why
+        self.info: dict[str, dict] = {}
+        self.env = dict(os.environ)
+        # several JAX processes share one GPU: none may take 75% of its memory up front
+        self.env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+    def start(self, impls) -> None:
+        """Starts the workers of ``impls`` not yet running, in parallel."""
+        new = [i for i in impls if i not in self.absent and not self._alive(i)]
+        for impl in new:
+            log = self.log_dir / (impl.replace("/", "_").replace(" ", "_") + ".log")
+            self.workers[impl] = Worker(impl, log, self.env)
+        for impl in new:
+            hello = self.workers[impl].receive(self.timeout)
+            if hello["ok"]:
+                self.info[impl] = hello["info"]
+            else:
+                self.absent[impl] = hello["error"]
+                self.workers.pop(impl).close()
+
+    def _alive(self, impl: str) -> bool:
+        return impl in self.workers and self.workers[impl].alive
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+
+
+def bench_shape(pool: Pool, case: str, shape: Shape, impls: dict, args) -> tuple[list, list]:
+    """Builds every implementation of ``impls`` (``{impl: modes}``) on ``shape``, then
+    times ``args.rounds`` rounds of turns; returns ``(rows, notes)``."""
+    pool.start(impls)
+    notes = [
+        dict(case=case, shape=shape.name, impl=i, note=pool.absent[i])
+        for i in impls
+        if i in pool.absent
     ]
-    if gpu:
-        runners.insert(0, peers.lstm_jax_runner(shape, "cudnn"))
-        runners.append(peers.experimental_rnn_runner(shape))
-    try:
-        runners.append(peers.torch_runner(shape, "cuda" if gpu else "cpu"))
-    except ImportError:
-        pass
-    return runners
-
-
-def _time(runners: list[peers.Runner], repeats: int, warmup: int) -> dict:
-    times = {(r.name, mode): [] for r in runners for mode in r.calls}
-    for r in runners:
-        for call in r.calls.values():
-            for _ in range(warmup):
-                call()
-    for _ in range(repeats):  # interleaved: every implementation sees the same load
-        for r in runners:
-            for mode, call in r.calls.items():
-                start = time.perf_counter()
-                call()
-                times[(r.name, mode)].append(time.perf_counter() - start)
-    return times
-
-
-def _rows(section: str, shape: Shape, runners, times) -> list[dict]:
+    live = [i for i in impls if i in pool.workers]
+    build = dict(op="build", shape=dataclasses.asdict(shape), warmup=args.warmup)
+    build.update(repeats=args.repeats, budget_s=args.budget)
+    for impl in live:  # compiles run side by side; nothing is timed yet
+        pool.workers[impl].send({**build, "modes": list(impls[impl])})
+    meta = {}
+    for impl in live:
+        reply = pool.workers[impl].receive(pool.timeout)
+        if reply["ok"] and reply["call_s"]:
+            meta[impl] = reply
+        else:
+            error = reply.get("error", "no mode of this case")
+            notes.append(dict(case=case, shape=shape.name, impl=impl, note=error))
+    samples = {i: {m: [None] * args.rounds for m in meta[i]["call_s"]} for i in meta}
+    order, active, started = list(meta), set(meta), time.time()
+    for r in range(args.rounds if order else 0):
+        if r >= MIN_ROUNDS and time.time() - started > args.shape_budget:
+            break  # a slow shape (seconds per call) keeps the rounds it has
+        k = r % len(order)  # the order rotates: no implementation always follows another
+        for impl in order[k:] + order[:k]:
+            if impl not in active:
+                continue
+            pool.workers[impl].send({"op": "time"})
+            reply = pool.workers[impl].receive(pool.timeout)
+            if not reply["ok"]:  # keep the rounds it did; stop timing it on this shape
+                notes.append(dict(case=case, shape=shape.name, impl=impl, note=reply["error"]))
+                active.discard(impl)
+                continue
+            for mode, values in reply["samples_s"].items():
+                samples[impl][mode][r] = values
     rows = []
-    for r in runners:
-        for mode in r.calls:
-            samples = times[(r.name, mode)]
-            median = statistics.median(samples)
+    for impl, by_mode in samples.items():
+        m = meta[impl]
+        for mode, rounds in by_mode.items():
+            flat = [t for values in rounds if values for t in values]
+            if not flat:
+                continue
             rows.append(
                 {
-                    "section": section,
+                    "case": case,
                     "shape": shape.name,
-                    **{f.name: getattr(shape, f.name) for f in shape.__dataclass_fields__.values()},
-                    "impl": r.name,
+                    **dataclasses.asdict(shape),
+                    "impl": impl,
                     "mode": mode,
-                    "median_s": median,
-                    "min_s": min(samples),
-                    "repeats": len(samples),
-                    "samples_s": samples,  # one per round, in round order (paired ratios)
-                    "tokens_per_s": shape.tokens / median,
-                    "compile_s": r.compile_s[mode],
-                    "memory_bytes": r.memory_bytes[mode],
-                    "memory_kind": r.memory_kind,
+                    "tokens": shape.tokens,
+                    "median_s": statistics.median(flat),
+                    "tokens_per_s": shape.tokens / statistics.median(flat),
+                    "rounds_s": [statistics.median(v) if v else None for v in rounds],
+                    "samples_s": rounds,
+                    "repeats": m["repeats"][mode],
+                    "compile_s": m["compile_s"].get(mode),
+                    "memory_bytes": m["memory_bytes"].get(mode),
+                    "memory_kind": m["memory_kind"],
+                    "kernel": "" if mode == "step" else m["kernel"],
+                    "load": os.getloadavg()[0],
                 }
             )
-    return rows
+    return rows, notes
 
 
-def _load() -> list[float]:
-    return list(os.getloadavg())
+def _git(*args: str) -> str:
+    try:
+        result = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        return result.stdout.strip()
+    except OSError:
+        return ""
 
 
-def _machine(gpu: bool) -> dict:
-    info = {
+def machine(info: dict[str, dict]) -> dict:
+    """The CPU (model, vector flags, cores), OS, versions (from every worker's ``info``)
+    and the git commit, with whether the tree differs from it."""
+    m = {
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "device_kind": jax.devices()[0].device_kind,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
     try:
-        import flax
-        import torch
-
-        info.update(
-            flax=flax.__version__, torch=torch.__version__, torch_threads=torch.get_num_threads()
-        )
-    except ImportError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        info["cpu_model"] = names[0] if names else None
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        fields = dict(line.split(":", 1) for line in cpuinfo if ":" in line)  # last CPU's
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        m["cpu_model"] = fields.get("model name")
+        flags = set(fields.get("flags", "").split())
+        wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+        m["cpu_flags"] = [f for f in wanted if f in flags]
     except OSError:
-        pass
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        pass
-    return info
+        m["cpu_model"] = platform.processor()
+    for versions in info.values():
+        m.update(versions)
+    changed = _git("status", "--porcelain").splitlines()
+    m.update(
+        git_commit=_git("rev-parse", "HEAD"), git_dirty=bool(changed), git_changed=changed[:50]
+    )
+    return m
 
 
-def paired_ratio(mine: dict, peer: dict) -> float:
-    """Median over rounds of ``peer time / our time``, both timed in the same round.
-
-    Load on a shared machine drifts between rounds; a ratio taken within each round
-    cancels most of that drift, which a ratio of two medians does not.
-    """
-    pairs = zip(peer["samples_s"], mine["samples_s"], strict=True)
-    return statistics.median(p / m for p, m in pairs)
-
-
-def ratio_table(rows: list[dict], ours: str = OURS) -> str:
-    """A markdown table: our tokens/s and its paired ratio (:func:`paired_ratio`) to every
-    peer, per shape and mode."""
-    grid = [r for r in rows if r["section"] == "grid"]
-    peers_ = [n for n in dict.fromkeys(r["impl"] for r in grid) if n != ours]
-    header = ["shape", "mode", f"{ours} tok/s", *[f"x {p}" for p in peers_], f"{ours} compile s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for shape in dict.fromkeys(r["shape"] for r in grid):
-        for mode in ("fwd", "fwd+bwd"):
-            by_impl = {r["impl"]: r for r in grid if r["shape"] == shape and r["mode"] == mode}
-            if ours not in by_impl:
-                continue
-            mine = by_impl[ours]
-            cells = [shape, mode, f"{mine['tokens_per_s']:,.0f}"]
-            for p in peers_:
-                cells.append(f"{paired_ratio(mine, by_impl[p]):.2f}" if p in by_impl else "-")
-            cells.append(f"{mine['compile_s']:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def full_table(rows: list[dict]) -> str:
-    """Every measurement: tokens/s, compile time and memory."""
-    header = ["section", "shape", "impl", "mode", "tok/s", "median ms", "compile s", "memory MiB"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for r in rows:
-        mem = "-" if r["memory_bytes"] is None else f"{r['memory_bytes'] / 2**20:.1f}"
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["section"],
-                    r["shape"],
-                    r["impl"],
-                    r["mode"],
-                    f"{r['tokens_per_s']:,.0f}",
-                    f"{r['median_s'] * 1e3:.2f}",
-                    f"{r['compile_s']:.2f}",
-                    mem,
-                ]
-            )
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = [r for r in rows if r["section"] == "grid"]
-    shapes = list(dict.fromkeys(r["shape"] for r in grid))
-    impls = list(dict.fromkeys(r["impl"] for r in grid))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
-    width = 0.8 / len(impls)
-    for ax, mode in zip(axes, ("fwd", "fwd+bwd"), strict=True):
-        for i, impl in enumerate(impls):
-            values = [
-                next(
-                    (
-                        r["tokens_per_s"]
-                        for r in grid
-                        if r["shape"] == s and r["impl"] == impl and r["mode"] == mode
-                    ),
-                    0.0,
-                )
-                for s in shapes
-            ]
-            ax.bar([k + i * width for k in range(len(shapes))], values, width, label=impl)
-        ax.set_xticks(
-            [k + 0.4 - width / 2 for k in range(len(shapes))], shapes, rotation=20, fontsize=7
-        )
-        ax.set_yscale("log")
-        ax.set_ylabel("tokens / s")
-        ax.set_title(mode)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main(argv=None) -> list[dict]:
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny grid for a smoke test")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
     parser.add_argument(
-        "--no-options", action="store_true", help="skip the options and checkpointing sections"
+        "--cases", default=None, help=f"among {','.join(CASES)} (default: all; quick: fewer)"
     )
+    parser.add_argument(
+        "--backends", default="auto", help="lstm_jax backends; the first is 'ours' in ratios"
+    )
+    parser.add_argument(
+        "--modes", default=None, help="among fwd,fwd+bwd,step (default: all; quick: fwd+bwd,step)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="default 7 (quick: 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="most timed calls per turn (default 5, quick 1)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=0.3, help="seconds of timed calls per turn and mode"
+    )
+    parser.add_argument(
+        "--shape-budget",
+        type=float,
+        default=60.0,
+        help=f"seconds of rounds per shape after which, past {MIN_ROUNDS} rounds, none starts",
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls after compiling")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker answer")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    gpu = jax.default_backend() == "gpu"
-    repeats = args.repeats or (3 if args.quick else 11)
-    out = args.out or Path(__file__).parent / "results" / (
-        ("gpu" if gpu else "cpu") + ("-quick" if args.quick else "")
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    load_before = _load()
-    rows = []
-    for shape in QUICK_GRID if args.quick else GRID:
-        runners = _runners(shape, gpu, args.quick)
-        rows += _rows("grid", shape, runners, _time(runners, repeats, args.warmup))
-        print(f"{shape.name}: done, load {_load()[0]:.2f}", flush=True)
-    if not args.no_options:
-        shape = QUICK_GRID[0] if args.quick else OPTIONS_SHAPE
-        runners = [
-            peers.lstm_jax_runner(shape, "fused", label="fused unroll=1"),
-            peers.lstm_jax_runner(shape, "fused", unroll=4, label="fused unroll=4"),
-            peers.lstm_jax_runner(shape, "scan", unroll=4, label="scan unroll=4"),
-            peers.lstm_jax_runner(shape, "fused", dtype=jnp.bfloat16, label="fused bfloat16"),
+    cases = args.cases.split(",") if args.cases else list(QUICK_CASES if args.quick else CASES)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; choose among {CASES}")
+    args.rounds = args.rounds or (3 if args.quick else 7)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    backends = args.backends.split(",")
+    modes = args.modes.split(",") if args.modes else QUICK_MODES if args.quick else MODES
+    ours = f"lstm_jax[{backends[0]}]"
+    started, load_before = time.time(), list(os.getloadavg())
+    pool = Pool(Path(tempfile.mkdtemp(prefix="lstm_jax_bench_")), args.timeout)
+    try:
+        grid = QUICK_GRID if args.quick else GRID
+        pool.start(implementations(cases[0], grid[cases[0]][0], backends, False, modes))
+        gpu = pool.info.get(ours, {}).get("jax_backend") == "gpu"
+        out = args.out or ROOT / "experiments" / "benchmarks" / "results" / (
+            ("gpu" if gpu else "cpu") + ("-quick" if args.quick else "")
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "command": " ".join(["python -m experiments.benchmarks.run", *(argv or sys.argv[1:])]),
+            "ours": ours,
+            "cases": cases,
+            "modes": list(modes),
+            "rounds": args.rounds,
+            "repeats": args.repeats,
+            "budget_s": args.budget,
+            "shape_budget_s": args.shape_budget,
+            "load_before": load_before,
+            "worker_logs": str(pool.log_dir),
+            "rows": [],
+            "notes": [],
+        }
+        for case in cases:
+            for shape in grid[case]:
+                shape_started = time.time()
+                impls = implementations(case, shape, backends, gpu, modes)
+                rows, notes = bench_shape(pool, case, shape, impls, args)
+                summary["rows"] += rows
+                summary["notes"] += notes
+                summary.update(
+                    machine=machine(pool.info), load_after=list(os.getloadavg()),
+                    wall_s=time.time() - started,
+                )  # fmt: skip
+                report.write_outputs(summary, out, figure=False)  # the figure takes seconds
+                _progress(case, shape, rows, notes, ours, time.time() - shape_started)
+    finally:
+        pool.close()
+    report.write_outputs(summary, out)
+    print(report.markdown(summary))
+    print(f"wrote {out}/results.json, results.csv, table.md, throughput.png in "
+          f"{summary['wall_s']:.0f} s; worker logs in {pool.log_dir}")  # fmt: skip
+    return summary
+
+
+def _progress(case: str, shape: Shape, rows: list, notes: list, ours: str, wall: float) -> None:
+    """One line per shape and mode: our tokens/s and the paired ratio to each peer."""
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        by_impl = {r["impl"]: r for r in rows if r["mode"] == mode}
+        mine = by_impl.get(ours)
+        ratios = [
+            f"x {impl} {report.format_ratio(report.paired_ratios(mine, r))}"
+            for impl, r in by_impl.items()
+            if mine and impl != ours
         ]
-        rows += _rows("options", shape, runners, _time(runners, repeats, args.warmup))
-        long = QUICK_LONG_SHAPE if args.quick else LONG_SHAPE
-        every = 100 if not args.quick else 20
-        runners = [
-            peers.lstm_jax_runner(long, "fused", label="fused, all activations"),
-            peers.lstm_jax_runner(
-                long, "fused", checkpoint=every, label=f"fused, checkpoint every {every}"
-            ),
-            peers.lstm_jax_runner(long, "scan", label="scan (autodiff)"),
-            peers.lstm_jax_runner(
-                long, "scan", checkpoint=every, label=f"scan, checkpoint every {every}"
-            ),
-        ]
-        rows += _rows("checkpoint", long, runners, _time(runners, max(3, repeats // 3), 1))
-    summary = {
-        "command": "python -m experiments.benchmarks.run" + (" --quick" if args.quick else ""),
-        "machine": _machine(gpu),
-        "load_average_before": load_before,
-        "load_average_after": _load(),
-        "repeats": repeats,
-        "wall_s": time.time() - started,
-        "rows": rows,
-    }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
-    with open(out / "results.csv", "w", newline="") as f:
-        fields = [k for k in rows[0] if k != "samples_s"]  # the samples are in results.json
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    table = ratio_table(rows)
-    (out / "table.md").write_text(
-        f"Ratios: each peer's time divided by {OURS}'s in the same round, median over "
-        f"rounds (> 1: ours is faster).\n\n{table}\n\n"
-        f"All measurements:\n\n{full_table(rows)}\n"
-    )
-    _plot(rows, out / "throughput.png")
-    print(
-        f"\nmachine: {summary['machine'].get('cpu_model')} / {summary['machine']['devices']}, "
-        f"load average before {load_before[0]:.2f}, after {summary['load_average_after'][0]:.2f}"
-    )
-    print(table)
-    print(
-        f"\nwrote {out}/results.json, results.csv, table.md, throughput.png "
-        f"in {summary['wall_s']:.0f} s"
-    )
-    return rows
+        head = f"{mine['tokens_per_s']:,.0f} tok/s" if mine else "ours not timed"
+        print(f"[{case}] {shape.name} {mode}: {head}; " + "; ".join(ratios), flush=True)
+    print(f"[{case}] {shape.name}: {wall:.0f} s", flush=True)
+    for n in notes:
+        print(f"[{case}] {shape.name}: {n['impl']} not timed: {n['note']}", flush=True)
 
 
 if __name__ == "__main__":
