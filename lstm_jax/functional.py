@@ -36,9 +36,9 @@ from lstm_jax._src.cells import rnn_cell as rnn_cell
 from lstm_jax._src.cells import rnn_input_projection as rnn_input_projection
 from lstm_jax._src.cells import rnn_relu_step as rnn_relu_step
 from lstm_jax._src.cells import rnn_relu_update as rnn_relu_update
+from lstm_jax._src.cells import rnn_state_sizes as rnn_state_sizes
 from lstm_jax._src.cells import rnn_tanh_step as rnn_tanh_step
 from lstm_jax._src.cells import rnn_tanh_update as rnn_tanh_update
-from lstm_jax._src.cells import rnn_state_sizes as rnn_state_sizes
 from lstm_jax._src.fused import run_fused_bidirectional as run_fused_bidirectional
 from lstm_jax._src.fused import run_fused_layer as run_fused_layer
 from lstm_jax._src.fused_cells import run_fused_cell_layer as run_fused_cell_layer

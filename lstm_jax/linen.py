@@ -11,13 +11,13 @@ Example:
 """
 
 from lstm_jax._src.linen_modules import GRU as GRU
-from lstm_jax._src.linen_modules import FlaxCell as FlaxCell
-from lstm_jax._src.linen_modules import Recurrent as Recurrent
-from lstm_jax._src.linen_modules import RecurrentCell as RecurrentCell
 from lstm_jax._src.linen_modules import LSTM as LSTM
 from lstm_jax._src.linen_modules import RNN as RNN
+from lstm_jax._src.linen_modules import FlaxCell as FlaxCell
 from lstm_jax._src.linen_modules import GRUCell as GRUCell
 from lstm_jax._src.linen_modules import LSTMCell as LSTMCell
+from lstm_jax._src.linen_modules import Recurrent as Recurrent
+from lstm_jax._src.linen_modules import RecurrentCell as RecurrentCell
 from lstm_jax._src.linen_modules import RNNCell as RNNCell
 
 __all__ = [

@@ -54,8 +54,13 @@ def test_explicit_backends_that_cannot_run_raise():
     with pytest.raises(ValueError, match="dropout"):
         resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.float32, dropout=True)
     with pytest.raises(ValueError, match="backend=.fused. cannot run.*zoneout"):
-        F.lstm(_params(layer_norm=True), jnp.ones((T, B, IN), jnp.float32), backend="fused",
-               zoneout=0.1, deterministic=True)
+        F.lstm(
+            _params(layer_norm=True),
+            jnp.ones((T, B, IN), jnp.float32),
+            backend="fused",
+            zoneout=0.1,
+            deterministic=True,
+        )
 
 
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (2, True)])

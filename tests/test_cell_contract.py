@@ -60,8 +60,9 @@ def test_invalid_options_raise_once_for_every_layer(options, message):
 def test_options_object_is_hashable_and_shared():
     options = lstm_jax.RecurrentOptions(unroll=2, zoneout=[0.1, 0.2], dtype="bfloat16")
     assert options.zoneout == (0.1, 0.2) and options.dtype == jnp.bfloat16
-    assert hash(options) == hash(lstm_jax.RecurrentOptions(unroll=2, zoneout=(0.1, 0.2),
-                                                           dtype=jnp.bfloat16))
+    assert hash(options) == hash(
+        lstm_jax.RecurrentOptions(unroll=2, zoneout=(0.1, 0.2), dtype=jnp.bfloat16)
+    )
     model = lstm_jax.GRU(I, H, unroll=2, backend="scan", rngs=nnx.Rngs(0))
     assert model.options.unroll == 2 and model.unroll == 2 and model.backend == "scan"
 
@@ -141,8 +142,9 @@ def init_mgu_layer(key, input_size, hidden_size, *, bias=True, dtype=jnp.float32
 
 
 MGU = F.register_cell(
-    F.CellDef("mgu_test", mgu_input_projection, mgu_update, mgu_state_sizes, init_mgu_layer,
-              F.RNNParams)
+    F.CellDef(
+        "mgu_test", mgu_input_projection, mgu_update, mgu_state_sizes, init_mgu_layer, F.RNNParams
+    )
 )
 
 
@@ -170,8 +172,7 @@ def test_the_registry_knows_the_library_cells_and_refuses_a_second_name():
     assert F.get_cell("lstm") is F.LSTM_CELL and F.get_cell("rnn_relu") is F.RNN_RELU_CELL
     assert F.get_cell(MGU) is MGU and F.register_cell(MGU) is MGU
     with pytest.raises(ValueError, match="already registered"):
-        F.register_cell(F.CellDef("mgu_test", mgu_input_projection, mgu_update,
-                                  mgu_state_sizes))
+        F.register_cell(F.CellDef("mgu_test", mgu_input_projection, mgu_update, mgu_state_sizes))
     with pytest.raises(ValueError, match="unknown cell 'nope'; registered cells: lstm, gru"):
         F.get_cell("nope")
 
@@ -179,8 +180,9 @@ def test_the_registry_knows_the_library_cells_and_refuses_a_second_name():
 @pytest.mark.parametrize("backend", ["scan", "fused"])
 def test_users_cell_runs_bidirectional_packed_against_numpy(backend):
     lengths = np.array([5, 2, 4])
-    model = lstm_jax.Recurrent("mgu_test", I, H, bidirectional=True, backend=backend,
-                               rngs=nnx.Rngs(0))
+    model = lstm_jax.Recurrent(
+        "mgu_test", I, H, bidirectional=True, backend=backend, rngs=nnx.Rngs(0)
+    )
     x = _x((T, B, I))
     out, (h_n,) = model(x, seq_lengths=jnp.asarray(lengths))
     forward, backward = model.stack_params[0]
@@ -193,23 +195,27 @@ def test_users_cell_runs_bidirectional_packed_against_numpy(backend):
 def test_users_cell_gets_layers_dropout_checkpoint_and_the_fused_gradients():
     x = _x((T, B, I), np.float64)
     lengths = jnp.asarray([5, 3, 1])
-    params = F.init_params(MGU, jax.random.key(0), I, H, num_layers=2, bidirectional=True,
-                           dtype=jnp.float64)
+    params = F.init_params(
+        MGU, jax.random.key(0), I, H, num_layers=2, bidirectional=True, dtype=jnp.float64
+    )
 
     def loss(p, backend, **options):
-        out, (h_n,) = F.apply_recurrent(MGU, p, x, seq_lengths=lengths, backend=backend,
-                                        key=jax.random.key(1), **options)
+        out, (h_n,) = F.apply_recurrent(
+            MGU, p, x, seq_lengths=lengths, backend=backend, key=jax.random.key(1), **options
+        )
         return jnp.sum(out**2) + jnp.sum(jnp.sin(h_n))
 
     ref = jax.grad(loss)(params, "scan")
     chex.assert_trees_all_close(jax.grad(loss)(params, "fused"), ref, rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(jax.grad(loss)(params, "scan", checkpoint=2), ref,
-                                rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(
+        jax.grad(loss)(params, "scan", checkpoint=2), ref, rtol=1e-10, atol=1e-12
+    )
     with_dropout = jax.grad(lambda p: loss(p, "fused", dropout=0.5, recurrent_dropout=0.3))
     chex.assert_trees_all_close(
         with_dropout(params),
         jax.grad(lambda p: loss(p, "scan", dropout=0.5, recurrent_dropout=0.3))(params),
-        rtol=1e-10, atol=1e-12,
+        rtol=1e-10,
+        atol=1e-12,
     )
     model = lstm_jax.train.make_recurrent("mgu_test", I, H, 2, dropout=0.2, rngs=nnx.Rngs(0))
     assert isinstance(model, lstm_jax.Recurrent) and model(x)[0].shape == (T, B, H)
@@ -241,8 +247,10 @@ def test_our_cells_inside_nnx_rnn_match_our_layer(kind):
 def test_nnx_bidirectional_matches_our_bidirectional_layer():
     model = lstm_jax.LSTM(I, H, batch_first=True, bidirectional=True, rngs=nnx.Rngs(0))
     forward, backward = model.stack_params[0]
-    cells = [_copy_cell(lstm_jax.LSTMCell(I, H, rngs=nnx.Rngs(k)), p)
-             for k, p in enumerate((forward, backward))]
+    cells = [
+        _copy_cell(lstm_jax.LSTMCell(I, H, rngs=nnx.Rngs(k)), p)
+        for k, p in enumerate((forward, backward))
+    ]
     bi = nnx.Bidirectional(
         nnx.RNN(lstm_jax.FlaxCell(cells[0])), nnx.RNN(lstm_jax.FlaxCell(cells[1]))
     )

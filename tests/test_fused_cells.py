@@ -49,8 +49,10 @@ def test_second_order_gradients_match_the_scan(name, options):
         return lambda p: sum(jnp.sum(g**2) for g in jax.tree.leaves(jax.grad(loss)(p, x)))
 
     chex.assert_trees_all_close(
-        jax.grad(grad_norm("fused"))(params), jax.grad(grad_norm("scan"))(params),
-        rtol=1e-8, atol=1e-10,
+        jax.grad(grad_norm("fused"))(params),
+        jax.grad(grad_norm("scan"))(params),
+        rtol=1e-8,
+        atol=1e-10,
     )
 
 
@@ -94,9 +96,7 @@ def test_exports_and_runs_like_the_scan():
 
 def test_bfloat16_products_keep_a_float32_state():
     params, x = _params("gru", {}, dtype=jnp.float32), _x(jnp.float32)
-    run = {
-        b: jax.value_and_grad(_loss("gru", b, dtype=jnp.bfloat16)) for b in ("scan", "fused")
-    }
+    run = {b: jax.value_and_grad(_loss("gru", b, dtype=jnp.bfloat16)) for b in ("scan", "fused")}
     (v_scan, g_scan), (v_fused, g_fused) = run["scan"](params, x), run["fused"](params, x)
     np.testing.assert_allclose(v_fused, v_scan, rtol=2e-2)
     for a, b in zip(jax.tree.leaves(g_scan), jax.tree.leaves(g_fused), strict=True):

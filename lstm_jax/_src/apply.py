@@ -233,7 +233,9 @@ def step_cell(cell: str | CellDef, params: Any, x: jax.Array, hx=None, *, dtype=
         state = type(sizes)(*(jnp.zeros((batch, n), state_dtype) for n in sizes))
     else:
         if len(hx) != len(sizes):
-            raise ValueError(f"hx must have one array per state field {sizes._fields}, got {len(hx)}")
+            raise ValueError(
+                f"hx must have one array per state field {sizes._fields}, got {len(hx)}"
+            )
         state = type(sizes)(
             *(
                 validation.check_state(

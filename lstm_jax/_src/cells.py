@@ -566,9 +566,7 @@ class CellDef:
     init_layer: Callable[..., Any] | None = None
     param_type: type | None = None
 
-    def step(
-        self, params: Any, gates_x: jax.Array, state: Any, *, recurrent_mask=None
-    ) -> Any:
+    def step(self, params: Any, gates_x: jax.Array, state: Any, *, recurrent_mask=None) -> Any:
         """One step given the input projection: ``update(params, gates_x, W_hh h, state)``.
 
         ``recurrent_mask`` ``[batch, H_out]`` multiplies ``h_{t-1}`` where it enters the

@@ -120,7 +120,8 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
         _, vjp = jax.vjp(update, small, gx_t, gh_t, s_prev)
         d_small_t, dgx_t, dgh_t, ds_prev = vjp(d_new)
         dh = jnp.matmul(dgh_t.astype(w_hh.dtype), w_hh, preferred_element_type=acc)
-        ds_prev = ds_prev._replace(h=ds_prev.h + _masked(dh, recurrent_mask).astype(ds_prev.h.dtype))
+        dh = _masked(dh, recurrent_mask).astype(ds_prev.h.dtype)
+        ds_prev = ds_prev._replace(h=ds_prev.h + dh)
         if v_t is not None:
             ds_prev = jax.tree.map(jnp.add, ds_prev, keep)
         d_small = jax.tree.map(jnp.add, d_small, d_small_t)
@@ -228,5 +229,4 @@ def run_fused_cell_layer(
     valid = None
     if seq_lengths is not None:
         valid = jnp.arange(x.shape[0], dtype=jnp.int32)[:, None] < seq_lengths[None, :]
-    y, final = _fused(cell, int(unroll), bool(reverse), params, x, valid, initial_state, recurrent_mask)
-    return y, final
+    return _fused(cell, int(unroll), bool(reverse), params, x, valid, initial_state, recurrent_mask)

@@ -16,7 +16,14 @@ import jax.numpy as jnp
 
 from lstm_jax._src import validation
 from lstm_jax._src.apply import apply_recurrent, step_cell
-from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, get_cell, rnn_cell_def
+from lstm_jax._src.cells import (
+    GRU_CELL,
+    LSTM_CELL,
+    CellDef,
+    accumulation_dtype,
+    get_cell,
+    rnn_cell_def,
+)
 from lstm_jax._src.init import RecurrentInit
 from lstm_jax._src.interop import torch as torch_interop
 from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions

@@ -7,7 +7,7 @@ parameters with :mod:`lstm_jax._src.init`, and calls :mod:`lstm_jax._src.apply` 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,14 @@ from flax import nnx
 from lstm_jax._src import validation
 from lstm_jax._src.apply import apply_recurrent, init_params, step_cell
 from lstm_jax._src.backends import BackendChoice, recording_choices
-from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, CellDef, accumulation_dtype, get_cell, rnn_cell_def
+from lstm_jax._src.cells import (
+    GRU_CELL,
+    LSTM_CELL,
+    CellDef,
+    accumulation_dtype,
+    get_cell,
+    rnn_cell_def,
+)
 from lstm_jax._src.interop import torch as torch_interop
 from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions, split_options
 from lstm_jax._src.types import LSTMState, StackParams
