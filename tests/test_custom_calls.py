@@ -79,7 +79,9 @@ def test_explain_backend_names_the_kernel_and_the_reasons():
     assert "cuDNN needs a GPU" in plain.reasons["cudnn"]
 
     [odd] = lstm_jax.explain_backend(lstm_jax.LSTM(8, 20, rngs=nnx.Rngs(0)), x)
-    assert not odd.native_cpu and "multiple of 32, got 20" in odd.reasons["native_cpu"]
+    assert odd.native_cpu == (lstm_cpu.unavailable_reason() is None)
+    [projected] = lstm_jax.explain_backend(lstm_jax.LSTM(8, 20, proj_size=4, rngs=nnx.Rngs(0)), x)
+    assert not projected.native_cpu and "proj_size" in projected.reasons["native_cpu"]
 
     [gru] = lstm_jax.explain_backend(lstm_jax.GRU(8, 20, rngs=nnx.Rngs(0)), x)
     assert gru.backend == "scan" and "measured" in gru.reasons["fused"]

@@ -31,13 +31,14 @@ if _REASON is not None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 
 
-def _problem(key, scale=1.0, time=T, batch=B):
+def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I):
     keys = jax.random.split(key, 4)
-    params = F.init_lstm_layer(keys[0], I, H)
+    params = F.init_lstm_layer(keys[0], inputs, hidden)
     f32 = jnp.float32
-    x = scale * jax.random.normal(keys[1], (time, batch, I), f32)
+    x = scale * jax.random.normal(keys[1], (time, batch, inputs), f32)
     state = F.LSTMState(
-        jax.random.normal(keys[2], (batch, H), f32), jax.random.normal(keys[3], (batch, H), f32)
+        jax.random.normal(keys[2], (batch, hidden), f32),
+        jax.random.normal(keys[3], (batch, hidden), f32),
     )
     return params, x, state
 
@@ -79,19 +80,59 @@ def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale):
     )
 
 
-@pytest.mark.parametrize("time,batch", [(60, 11), (7, 130)])
-def test_native_backward_over_several_chunks_equals_float64_scan(time, batch):
+# Hidden sizes that leave the kernel's last block of 32 units partial: less than a vector
+# (8 lanes with AVX2, 16 with AVX-512), less than a block, a block and one unit, several.
+@pytest.mark.parametrize(
+    "hidden,reverse,lengths,checkpoint,scale",
+    [
+        (1, False, None, None, 1.0),
+        (5, True, LENGTHS, None, 1.0),
+        (20, False, LENGTHS, 4, 1.0),
+        (33, True, None, None, 30.0),
+        (100, False, LENGTHS, 4, 1.0),
+    ],
+)
+def test_native_layer_of_any_hidden_size_equals_float64_scan(
+    hidden, reverse, lengths, checkpoint, scale
+):
+    params, x, state = _problem(jax.random.key(hidden), scale, hidden=hidden)
+    seq = None if lengths is None else jnp.asarray(lengths)
+    _assert_native_equals_float64(
+        _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
+    )
+
+
+@pytest.mark.parametrize(
+    "time,batch,hidden", [(60, 11, 64), (7, 130, 64), (60, 11, 20), (7, 130, 100)]
+)
+def test_native_backward_over_several_chunks_equals_float64_scan(time, batch, hidden):
     """The backward call takes the weight gradients every ~256 rows of gate gradients:
-    at B = 11 in chunks of 24 steps (24, 24, 12), at B = 130 of 2 (2, 2, 2, 1)."""
-    params, x, state = _problem(jax.random.key(6), time=time, batch=batch)
+    at B = 11 in chunks of 24 steps (24, 24, 12), at B = 130 of 2 (2, 2, 2, 1). At
+    B = 130 the call runs on several threads (where the CPUs allow), at H = 100 with the
+    partial block on the last thread's share."""
+    params, x, state = _problem(jax.random.key(6), time=time, batch=batch, hidden=hidden)
     seq = jax.random.randint(jax.random.key(7), (batch,), 1, time + 1, jnp.int32)
     _assert_native_equals_float64(_fused(seq), _scan(seq), (params, x, state))
 
 
-def test_native_bidirectional_equals_float64_scans():
+def test_native_forward_with_weights_beyond_the_cache_equals_float64_scan():
+    """Weights over 6 MiB (8 MB at I = H = 500): the forward call takes the input
+    projections of each chunk of ceil(256 / B) steps at its first step (T = 9 at B = 64:
+    4, 4 and 1 steps), here with a partial block and padded steps."""
+    params, x, state = _problem(jax.random.key(9), batch=64, hidden=500, inputs=500)
+    seq = jax.random.randint(jax.random.key(10), (64,), 1, T + 1, jnp.int32)
+    _assert_native_equals_float64(_fused(seq, True), _scan(seq, True), (params, x, state))
+
+
+@pytest.mark.parametrize("hidden,batch,inputs", [(H, B, I), (45, 64, I), (333, 20, 333)])
+def test_native_bidirectional_equals_float64_scans(hidden, batch, inputs):
+    """At H = 45 each direction ends with a partial block, the first direction's in the
+    middle of the blocks the threads share (several threads at B = 64, where the CPUs
+    allow). At I = H = 333 the weights (7 MB) take the forward's chunked input projection."""
     keys = jax.random.split(jax.random.key(3))
-    (pf, x, state), (pb, _, _) = _problem(keys[0]), _problem(keys[1])
-    seq = jnp.asarray(LENGTHS)
+    pf, x, state = _problem(keys[0], batch=batch, hidden=hidden, inputs=inputs)
+    pb = _problem(keys[1], batch=batch, hidden=hidden, inputs=inputs)[0]
+    seq = jax.random.randint(jax.random.key(8), (batch,), 1, T + 1, jnp.int32)
 
     def fused(params, x, state):
         y, (sf, sb) = F.run_fused_bidirectional(params, x, (state, state), seq_lengths=seq)
@@ -105,8 +146,9 @@ def test_native_bidirectional_equals_float64_scans():
     _assert_native_equals_float64(fused, scans, ((pf, pb), x, state))
 
 
-def test_native_forward_without_gradients_equals_float64_scan():
-    params, x, state = _problem(jax.random.key(4))
+@pytest.mark.parametrize("hidden", [H, 20])
+def test_native_forward_without_gradients_equals_float64_scan(hidden):
+    params, x, state = _problem(jax.random.key(4), hidden=hidden)
     for batch in (1, B):  # one thread for a small step, all threads for a larger one
         args = (params, x[:, :batch], jax.tree.map(lambda a, n=batch: a[:n], state))
         fused = jax.jit(F.run_fused_layer).lower(*args)
@@ -118,11 +160,11 @@ def test_native_forward_without_gradients_equals_float64_scan():
 
 
 def test_unsupported_configurations_run_the_xla_loops():
-    """float64, a projection, or a hidden size that is not a multiple of 32."""
-    for dtype, proj, hidden in ((jnp.float64, 0, 64), (jnp.float32, 16, 64), (jnp.float32, 0, 48)):
-        params = F.init_lstm_layer(jax.random.key(0), I, hidden, proj_size=proj, dtype=dtype)
-        out = proj or hidden
-        state = F.LSTMState(jnp.zeros((B, out), dtype), jnp.zeros((B, hidden), dtype))
+    """float64, or a projection."""
+    for dtype, proj in ((jnp.float64, 0), (jnp.float32, 16)):
+        params = F.init_lstm_layer(jax.random.key(0), I, H, proj_size=proj, dtype=dtype)
+        out = proj or H
+        state = F.LSTMState(jnp.zeros((B, out), dtype), jnp.zeros((B, H), dtype))
         x = jnp.ones((T, B, I), dtype)
         text = jax.jit(F.run_fused_layer).lower(params, x, state).as_text()
         assert "lstm_jax_native" not in text and "while" in text

@@ -8,6 +8,8 @@ CPU) must give NaN, +inf and -inf in exactly the same entries of the outputs, th
 states and every gradient, and close values everywhere else. With ``seq_lengths`` the
 scan keeps a padded step's NaN out of the state (a select), but autodiff of that select
 still passes the step's NaN gradient back to the earlier steps: so must the native loops.
+At a hidden size that is not a multiple of 32 the kernel's last block of units is partial,
+and an inf input must not reach the real units through the block's missing ones.
 """
 
 import functools
@@ -23,16 +25,19 @@ import lstm_jax
 from lstm_jax import functional as F
 from lstm_jax._src.native import lstm_cpu
 
-T, B, I, H = 6, 4, 5, 32
+T, B, I = 6, 4, 5
+HIDDEN = (32, 37)  # 37: a full block of 32 units and a partial one of 5
 LENGTHS = np.array([6, 2, 4, 1], np.int32)  # row 1 is padded at steps 2..5
 
 _REASON = lstm_cpu.unavailable_reason()
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 
 nan, inf = float("nan"), float("inf")
-# name: (what, index, value); a direction index of -1 is the reverse one when there is one.
-# Every case but the last gives some non-finite result; -inf in the output gate's bias
-# closes that gate exactly (sigmoid(-inf) = 0, its derivative 0), and all stays finite.
+# name: (what, index, value); a direction index of -1 is the reverse one when there is one,
+# a unit index of -1 the last unit (in the partial block at H = 37). Every case but the
+# last gives some non-finite result; -inf in the output gate's bias (-28: an entry of the
+# last H) closes that gate exactly (sigmoid(-inf) = 0, its derivative 0), and all stays
+# finite.
 CASES = {
     "x_nan": ("x", (2, 1, 3), nan),
     "x_posinf": ("x", (2, 1, 3), inf),
@@ -40,21 +45,24 @@ CASES = {
     "x_nan_at_a_padded_step": ("x", (4, 1, 3), nan),
     "x_posinf_at_a_padded_step": ("x", (4, 1, 3), inf),
     "h0_nan": ("h0", (-1, 1, 5), nan),
+    "h0_nan_in_the_last_unit": ("h0", (0, 3, -1), nan),
     "c0_nan": ("c0", (0, 2, 7), nan),
     "c0_posinf": ("c0", (-1, 2, 7), inf),
+    "c0_posinf_in_the_last_unit": ("c0", (-1, 0, -1), inf),
     "weight_ih_nan": ("weight_ih", (-1, 40, 2), nan),
     "weight_hh_nan": ("weight_hh", (0, 70, 9), nan),
-    "bias_hh_neginf": ("bias_hh", (0, 3 * H + 4), -inf),
+    "weight_hh_nan_in_the_last_unit": ("weight_hh", (0, -1, -1), nan),
+    "bias_hh_neginf": ("bias_hh", (0, -28), -inf),
 }
 
 
-def _problem(bidirectional):
+def _problem(bidirectional, hidden):
     keys = jax.random.split(jax.random.key(0), 4)
-    params = F.init_lstm_params(keys[0], I, H, bidirectional=bidirectional)
+    params = F.init_lstm_params(keys[0], I, hidden, bidirectional=bidirectional)
     d = 2 if bidirectional else 1
     x = jax.random.normal(keys[1], (T, B, I), jnp.float32)
-    h0 = jax.random.normal(keys[2], (d, B, H), jnp.float32)
-    c0 = jax.random.normal(keys[3], (d, B, H), jnp.float32)
+    h0 = jax.random.normal(keys[2], (d, B, hidden), jnp.float32)
+    c0 = jax.random.normal(keys[3], (d, B, hidden), jnp.float32)
     return params, x, h0, c0
 
 
@@ -74,7 +82,7 @@ def _plant(case, params, x, h0, c0):
 
 
 @functools.cache
-def _compiled(backend, bidirectional, padded):
+def _compiled(backend, bidirectional, padded, hidden):
     """Outputs, final states and the gradients of every argument, jitted once per grid
     point (every case has the same shapes)."""
     seq = jnp.asarray(LENGTHS) if padded else None
@@ -93,10 +101,10 @@ def _compiled(backend, bidirectional, padded):
 
     if backend == "fused-xla":
         with lstm_jax.portable_kernels():
-            lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional))
+            lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional, hidden))
         assert "lstm_jax_native" not in lowered.as_text()
         return lowered.compile()
-    lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional))
+    lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional, hidden))
     if backend == "fused":
         assert "lstm_jax_native_forward" in lowered.as_text()
         assert "lstm_jax_native_backward" in lowered.as_text()
@@ -114,14 +122,19 @@ def _assert_same_nonfinite_pattern(got, expected):
         np.testing.assert_allclose(g[finite], e[finite], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("kernel", ["fused", "fused-xla"], ids=["native", "xla-loops"])
+# The XLA loops have no blocks of units: one hidden size is enough for them.
+@pytest.mark.parametrize(
+    "kernel,hidden",
+    [("fused", h) for h in HIDDEN] + [("fused-xla", HIDDEN[0])],
+    ids=[f"native-H{h}" for h in HIDDEN] + ["xla-loops"],
+)
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "seq_lengths"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, kernel):
-    args = _plant(case, *_problem(bidirectional))
-    expected = _compiled("scan", bidirectional, padded)(*args)
-    got = _compiled(kernel, bidirectional, padded)(*args)
+def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, kernel, hidden):
+    args = _plant(case, *_problem(bidirectional, hidden))
+    expected = _compiled("scan", bidirectional, padded, hidden)(*args)
+    got = _compiled(kernel, bidirectional, padded, hidden)(*args)
     nonfinite = any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
     assert nonfinite == (case != "bias_hh_neginf")
     _assert_same_nonfinite_pattern(got, expected)
@@ -129,8 +142,8 @@ def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, 
 
 def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients():
     """What the scan does, and so the native loops, for a NaN at a padded step."""
-    args = _plant("x_nan_at_a_padded_step", *_problem(False))
-    (y, h_n, c_n), (_, dx, dh0, dc0) = _compiled("fused", False, True)(*args)
+    args = _plant("x_nan_at_a_padded_step", *_problem(False, HIDDEN[0]))
+    (y, h_n, c_n), (_, dx, dh0, dc0) = _compiled("fused", False, True, HIDDEN[0])(*args)
     assert np.isfinite(y).all() and np.isfinite(h_n).all() and np.isfinite(c_n).all()
     # row 1: NaN at its padded step 4 and at its valid steps 0 and 1, zero in between
     assert np.isnan(dx[:, 1]).all(axis=-1).tolist() == [True, True, False, False, True, False]

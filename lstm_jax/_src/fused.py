@@ -23,12 +23,12 @@ Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
 bidirectional layer) are stacked on a leading axis and the reverse direction's input is
 flipped in time, so one loop advances both directions at once with batched products.
 
-On CPU, for float32 without a projection and a hidden size that is a multiple of 32,
-the forward and backward passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`,
-XLA FFI calls compiled on first use): the forward loop computes each step's input
-projection and recurrent product as one register-blocked product with the gate math
-applied to it in cache, and the backward call computes the input gradient per step and
-the weight gradients per chunk of steps. Elsewhere, and for derivatives of the native
+On CPU, for float32 without a projection, of any hidden size, the forward and backward
+passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`, XLA FFI calls compiled
+on first use): the forward loop computes each step's recurrent product and input
+projection (per chunk of steps where the weights outgrow the cache) as register-blocked
+products with the gate math applied to them in cache, and the backward call computes the
+input and weight gradients per chunk of steps. Elsewhere, and for derivatives of the native
 calls themselves (second-order gradients), the XLA loops below run. Each native call
 is wrapped by :func:`~lstm_jax._src.custom_calls.batch_parallel`: sharded along the
 batch under ``jit`` (each device its own rows, weight gradients all-reduced), folded
@@ -178,11 +178,11 @@ def portable_kernels():
     return _PORTABLE(True)
 
 
-def native_unsupported_reason(w_hh: jax.Array, dtypes, projection: bool) -> str | None:
+def native_unsupported_reason(dtypes, projection: bool) -> str | None:
     """Why a layer's loops cannot run as native CPU code, or ``None`` when they can.
 
-    They run for float32 throughout, no projection, a hidden size that is a multiple
-    of 32 and the native library built (:mod:`lstm_jax._src.native.lstm_cpu`), outside
+    They run for float32 throughout, without a projection, at any hidden size, with the
+    native library built (:mod:`lstm_jax._src.native.lstm_cpu`), outside
     :func:`portable_kernels`. The choice is made at trace time; on other platforms
     ``lax.platform_dependent`` lowers the XLA loops.
     """
@@ -193,16 +193,13 @@ def native_unsupported_reason(w_hh: jax.Array, dtypes, projection: bool) -> str 
     wrong = sorted({str(jnp.dtype(d)) for d in dtypes} - {"float32"})
     if wrong:
         return f"the native loops run float32 only, got {', '.join(wrong)}"
-    hidden = w_hh.shape[-1]
-    if hidden % lstm_cpu.UNITS_MULTIPLE:
-        return f"the native loops need a hidden size that is a multiple of 32, got {hidden}"
     reason = lstm_cpu.unavailable_reason()
     return None if reason is None else f"the native library is unavailable: {reason}"
 
 
 def _native(w: _Weights, x: jax.Array, h0: jax.Array) -> bool:
     arrays = (w.w_ih, w.w_hh, x, h0) + (() if w.bias is None else (w.bias,))
-    reason = native_unsupported_reason(w.w_hh, [a.dtype for a in arrays], w.w_hr is not None)
+    reason = native_unsupported_reason([a.dtype for a in arrays], w.w_hr is not None)
     return reason is None
 
 

@@ -919,12 +919,12 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
 
     Example:
       >>> import lstm_jax
-      >>> model = lstm_jax.LSTM(8, 20, rngs=nnx.Rngs(0))
+      >>> model = lstm_jax.LSTM(8, 20, proj_size=10, rngs=nnx.Rngs(0))
       >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 8), jnp.float32))
       >>> choice.backend, choice.native_cpu
       ('fused', False)
       >>> choice.reasons["native_cpu"]
-      'the native loops need a hidden size that is a multiple of 32, got 20'
+      'the native loops have no projection (proj_size > 0)'
     """
     with recording_choices() as choices:
         if isinstance(fn, nnx.Module):  # the model's state (dropout's RNG) is not advanced

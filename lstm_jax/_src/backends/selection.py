@@ -172,7 +172,7 @@ def _choice(chosen, cell, params, dtype, fused_reason, cudnn_reason) -> BackendC
     elif chosen == "fused":
         first = params[0][0]
         reasons["native_cpu"] = fused.native_unsupported_reason(
-            first.weight_hh, [jnp.dtype(dtype)], first.weight_hr is not None
+            [jnp.dtype(dtype)], first.weight_hr is not None
         )
     else:
         reasons["native_cpu"] = "the native loops run inside the fused kernel only"

@@ -36,7 +36,7 @@ CPU, beside its SHA-256 record ``lstm_cpu-<key>.so.sha256``. Its rules:
 
 :mod:`lstm_jax._src.fused` calls :func:`forward` and :func:`backward` from its custom VJP
 where :func:`unavailable_reason` is ``None`` and the layer is float32, without a
-projection, with a hidden size that is a multiple of :data:`UNITS_MULTIPLE`.
+projection, of any hidden size (the kernel's last block of units may be partial).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ import numpy as np
 _SOURCE = Path(__file__).with_name("lstm_cpu.cc")
 _FORWARD, _BACKWARD = "lstm_jax_native_forward", "lstm_jax_native_backward"
 _SYMBOLS = ("LstmForward", "LstmBackward")
-UNITS_MULTIPLE = 32  # the kernel splits the hidden units into blocks of 32
 
 
 class NativeStatus(NamedTuple):
