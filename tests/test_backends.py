@@ -32,7 +32,7 @@ def test_auto_on_cpu_takes_the_kernel_measured_faster():
     rnn = F.init_rnn_params(jax.random.key(0), IN, H)
     assert resolve_backend("auto", F.RNN_TANH_CELL, rnn, jnp.float32, dropout=False) == "fused"
     gru = F.init_gru_params(jax.random.key(0), IN, H)
-    assert resolve_backend("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "scan"
+    assert resolve_backend("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "fused"
     # zoneout mixes states inside each step: the scan
     assert (
         resolve_backend("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=True, zoneout=True)

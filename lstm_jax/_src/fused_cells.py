@@ -51,11 +51,25 @@ def _select(valid, new, old):
     return jax.tree.map(lambda n, o: jnp.where(valid[:, None], n, o), new, old)
 
 
+def _gate_blocks(cell, params, gates_x):
+    """``gates_x`` ``[..., G]`` as a tuple of its equal blocks of gates, for a loop's input.
+
+    There are ``G / n`` blocks, ``n`` the largest state size (4 for the LSTM, 3 for the
+    GRU), or one. XLA:CPU ran a step that reads each block as an array of its own up to
+    1.5x faster than one that slices a ``[batch, G]`` step (GRU, T100 B32 H256; measured);
+    the step's concatenation of the blocks folds into the slices ``update`` takes.
+    """
+    size = max(cell.state_sizes(params))
+    blocks = gates_x.shape[-1] // size if gates_x.shape[-1] % size == 0 else 1
+    return tuple(jnp.split(gates_x, blocks, axis=-1))
+
+
 def _forward(cell, unroll, reverse, params, gates_x, valid, state, recurrent_mask, save):
     product = recurrent_product_in_loop(params)
 
     def body(s, inputs):
-        gx_t, v_t = inputs
+        gx_blocks, v_t = inputs
+        gx_t = jnp.concatenate(gx_blocks, axis=-1)
         gh_t = product(s.h, recurrent_mask)
         new = cell.update(params, gx_t, gh_t, s)
         if v_t is not None:
@@ -65,7 +79,8 @@ def _forward(cell, unroll, reverse, params, gates_x, valid, state, recurrent_mas
             y = new.h
         return new, (y, gh_t, s) if save else y
 
-    return lax.scan(body, state, (gates_x, valid), reverse=reverse, unroll=unroll)
+    gx_blocks = _gate_blocks(cell, params, gates_x)
+    return lax.scan(body, state, (gx_blocks, valid), reverse=reverse, unroll=unroll)
 
 
 def _weight_gradient(dgates, inputs, dtype):
@@ -107,17 +122,18 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     w_hh = big["weight_hh"]
     acc = accumulation_dtype(w_hh.dtype)
 
-    def update(small_params, gx_t, gh_t, s):
+    def update(small_params, gx_blocks, gh_t, s):
+        gx_t = jnp.concatenate(gx_blocks, axis=-1)
         return cell.update(small_params._replace(**big), gx_t, gh_t, s)
 
     def body(carry, inputs):
         ds, d_small = carry
-        gx_t, gh_t, s_prev, dy_t, v_t = inputs
+        gx_blocks, gh_t, s_prev, dy_t, v_t = inputs
         d_new = ds._replace(h=ds.h + dy_t.astype(ds.h.dtype))
         if v_t is not None:  # a padded step passed the state through and output zeros
             keep = jax.tree.map(lambda d: jnp.where(v_t[:, None], jnp.zeros_like(d), d), ds)
             d_new = jax.tree.map(lambda d: jnp.where(v_t[:, None], d, jnp.zeros_like(d)), d_new)
-        _, vjp = jax.vjp(update, small, gx_t, gh_t, s_prev)
+        _, vjp = jax.vjp(update, small, gx_blocks, gh_t, s_prev)
         d_small_t, dgx_t, dgh_t, ds_prev = vjp(d_new)
         dh = jnp.matmul(dgh_t.astype(w_hh.dtype), w_hh, preferred_element_type=acc)
         dh = _masked(dh, recurrent_mask).astype(ds_prev.h.dtype)
@@ -132,14 +148,15 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     (d_state, d_small), (dgates_x, dgates_h) = lax.scan(
         body,
         (d_final, d_small0),
-        (gates_x, gates_h, previous, dy, valid),
+        (_gate_blocks(cell, params, gates_x), gates_h, previous, dy, valid),
         reverse=not reverse,
         unroll=unroll,
     )
     h_prev = _masked(previous.h, None if recurrent_mask is None else recurrent_mask[None])
     dw_hh = _weight_gradient(dgates_h, h_prev, w_hh.dtype)
     _, projection_vjp = jax.vjp(cell.input_projection, varying, x)
-    d_params, dx = projection_vjp(dgates_x.astype(gates_x.dtype))
+    dgates_x = jnp.concatenate(dgates_x, axis=-1).astype(gates_x.dtype)
+    d_params, dx = projection_vjp(dgates_x)
     d_params = d_params._replace(
         weight_hh=dw_hh,
         **{

@@ -26,6 +26,15 @@ class BackendChoice(NamedTuple):
         program is lowered for CPU (always ``False`` for the other kernels).
       reasons: for each kernel that does not run (``"fused"``, ``"cudnn"``,
         ``"native_cpu"``), why; ``"scan"`` is never ruled out.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import lstm_jax
+      >>> model = lstm_jax.GRU(3, 4, rngs=nnx.Rngs(0))
+      >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 3), jnp.float32))
+      >>> choice.backend, choice.native_cpu, "fused" in choice.reasons
+      ('scan', False, True)
     """
 
     backend: str
@@ -63,13 +72,6 @@ def recording_choices():
             yield choices
     finally:
         del _RECORDS[explain_id]
-
-
-# Cells whose derived fused layer was measured no faster than the scan on CPU, forward
-# and backward (``experiments/benchmarks/RESULTS.md``): ``"auto"`` keeps the scan.
-_SCAN_ON_CPU = {
-    "gru": "'auto' takes the scan for the GRU: its fused layer was measured no faster on CPU",
-}
 
 
 def _lstm_kernel_runs(cell: CellDef, params: Any) -> bool:
@@ -143,8 +145,6 @@ def resolve_backend(
             chosen = "cudnn"
         elif jax.default_backend() == "cpu" and fused_reason is None:
             chosen = "fused"
-            if cell.name in _SCAN_ON_CPU:
-                chosen, fused_reason = "scan", _SCAN_ON_CPU[cell.name]
         else:
             chosen = "scan"
             if fused_reason is None:
