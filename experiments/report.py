@@ -11,6 +11,11 @@
 
 Each prints a Markdown table; the figure path is optional. Numbers come from the files
 the runs wrote, never typed by hand.
+
+Every run of ``experiments.run`` is ``<workdir>/<cell>/``. Some committed results in
+``experiments/results/`` (``ptb_small``, ``depth/L*``, ``memory/*/T*/chrono|torch``) come
+from single-cell runs written directly into their workdir, before that layout; every
+reader here takes both (:func:`run_dirs`, :func:`runs_under`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ def load_run(run_dir: str) -> tuple[dict, list[dict]]:
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     return summary, train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+
+
+def run_dirs(path: str) -> list[str]:
+    """The run directories ``path`` names: ``path`` itself when it holds a run's
+    ``summary.json`` (a single-cell run written directly into its workdir), else each
+    ``<cell>/`` directly below it that does, in name order."""
+    if os.path.exists(os.path.join(path, "summary.json")):
+        return [path]
+    found = sorted(os.path.dirname(f) for f in glob.glob(os.path.join(path, "*", "summary.json")))
+    if not found:
+        raise FileNotFoundError(f"no run under {path}: neither summary.json nor */summary.json")
+    return found
 
 
 def table(workdir: str, cells: list[str]) -> str:
@@ -252,8 +269,12 @@ def depth(workdir: str, path: str | None = None) -> str:
     return "\n".join(rows)
 
 
-def ptb(*run_dirs: str) -> str:
-    """Perplexities of PTB runs (``summary.json``), against Zaremba et al. 2014, Table 1."""
+def ptb(*paths: str) -> str:
+    """Perplexities of PTB runs (``summary.json``), against Zaremba et al. 2014, Table 1.
+
+    Each path is a run directory or a workdir whose ``<cell>/`` runs are read
+    (:func:`run_dirs`).
+    """
     published = {
         200: ("small", 120.7, 114.5),
         650: ("medium", 86.2, 82.7),
@@ -264,7 +285,7 @@ def ptb(*run_dirs: str) -> str:
         "published | wall time (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for run_dir in run_dirs:
+    for run_dir in [d for p in paths for d in run_dirs(p)]:
         summary, _ = load_run(run_dir)
         with open(os.path.join(run_dir, "config.json")) as fh:
             config = json.load(fh)
@@ -272,7 +293,7 @@ def ptb(*run_dirs: str) -> str:
         name, pv, pt = published.get(m["hidden_size"], ("?", math.nan, math.nan))
         test = f.get("test/perplexity", math.nan)
         rows.append(
-            f"| {os.path.basename(os.path.normpath(run_dir))} | "
+            f"| {config['name']} | "
             f"{m['num_layers']} x {m['hidden_size']} ({name}) | {config['epochs']} | "
             f"{f.get('eval/perplexity', math.nan):.1f} | {test:.1f} | {pv} / {pt} | "
             f"{100 * (test / pt - 1):+.1f}% | {summary['wall_time_s']:.0f} |"

@@ -5,10 +5,16 @@ r"""The one entry point for experiments: a config file, overrides, a run directo
 
 Configs are ml_collections config files (as in Flax's examples and big_vision); any
 field can be overridden on the command line, and a field that does not exist is an
-error. A config lists one or more recurrent cells (``config.cells``); each is trained in
-``<workdir>/<cell>/`` (``config.json``, ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/``, ``summary.json``), and with several cells the job ends with a table of
-final losses against the task's baseline and a plot, ``<workdir>/comparison.{md,png}``.
+error, and so is a value out of range (checked by :func:`validate_config` before
+anything is built). A config lists one or more recurrent cells (``config.cells``); each
+is trained in ``<workdir>/<cell>/`` whatever their number (``config.json``,
+``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``, ``summary.json``), the job's
+whole config goes to ``<workdir>/config.json``, and with several cells the job ends with
+a table of final losses against the task's baseline and a plot,
+``<workdir>/comparison.{md,png}``. ``--resume`` continues each cell's run, and refuses a
+workdir laid out otherwise or a config that differs from the stored one in anything but
+the step budget and the logging, evaluation and checkpoint cadence (:data:`RESUMABLE`).
+When stdout is not a terminal (a scheduler's log) progress is plain lines, not a bar.
 
 Data for the text tasks is found under ``--data_dir``, which defaults to
 ``$LSTM_JAX_DATA``. On several hosts, start the same command on every host with
@@ -41,6 +47,25 @@ from experiments import gradients, report
 from lstm_jax import data, train
 
 DATA_ENV = "LSTM_JAX_DATA"
+TASKS = ("adding", "copy", "mnist1d", "char", "ptb")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# the config fields a resumed run may change: its length and its cadence
+RESUMABLE = frozenset(
+    {
+        "steps",
+        "epochs",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "progress",
+        "distributed",
+        "download",
+    }
+)
+# what a run writes into its own directory: found directly in a workdir, it is a run
+# written there before every run had its <workdir>/<cell>/
+RUN_MARKERS = ("checkpoints", "metrics.jsonl", "summary.json")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file.", lock_config=True
@@ -244,6 +269,152 @@ class Task:
         return model
 
 
+class ConfigError(ValueError):
+    """A config value out of range; the message names each field, its value and the rule."""
+
+
+_MISSING = object()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_config(c) -> None:
+    """Checks every field the entry point reads, before anything is built.
+
+    Raises:
+      ConfigError: one line per bad field: ``config.<field> must be <rule>, got <value>``.
+    """
+    errors = []
+
+    def check(path, ok, rule):
+        value = c
+        for key in path.split("."):
+            value = value.get(key, _MISSING) if hasattr(value, "get") else _MISSING
+        if value is not _MISSING and not ok(value):
+            errors.append(f"config.{path} must be {rule}, got {value!r}")
+
+    def count(minimum, *also):
+        return lambda v: (_is_int(v) and v >= minimum) or v in also
+
+    def positive(v):
+        return _is_number(v) and v > 0
+
+    def boolean(v):
+        return isinstance(v, bool)
+
+    def fraction(v):
+        return _is_number(v) and 0 <= v < 1
+
+    check("task", lambda v: v in TASKS, f"one of {TASKS}")
+    check(
+        "cells",
+        lambda v: isinstance(v, tuple | list) and v and all(x in train.CELL_KINDS for x in v),
+        f"a non-empty tuple of registered cell kinds {train.CELL_KINDS}, e.g. ('lstm',)",
+    )
+    check("epochs", count(0), "an integer >= 0 (0: count steps)")
+    if not c.get("epochs"):
+        check("steps", count(1), "an integer >= 1")
+    for field in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
+        check(field, count(1), "an integer >= 1")
+    check("seed", _is_int, "an integer")
+    check("eval_every", count(0, -1), "an integer >= 1, 0 (only at the end) or -1 (each epoch)")
+    check("checkpoint_every", count(1, -1), "an integer >= 1 or -1 (each epoch)")
+    if c.get("task") in ("adding", "copy"):
+        check("eval_batches", count(1), f"an integer >= 1 for the {c.task} task")
+    else:
+        check("eval_batches", _is_int, "an integer (<= 0: the whole split)")
+    check("probe_gradients", count(0), "an integer >= 0")
+    check("distributed", lambda v: v in ("auto", "on", "off"), "'auto', 'on' or 'off'")
+    for field in ("eval_test", "loss_sum_over_time", "progress", "download", "model.bidirectional"):
+        check(field, boolean, "True or False (a bool, not a string)")
+    check("model.hidden_size", count(1), "an integer >= 1")
+    check("model.num_layers", count(1), "an integer >= 1")
+    check("model.embed_size", count(0), "an integer >= 0")
+    check("model.dropout", fraction, "a number in [0, 1)")
+    check("model.io_dropout", fraction, "a number in [0, 1)")
+    check("model.init_scale", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)")
+    check("model.nonlinearity", lambda v: v in ("tanh", "relu"), "'tanh' or 'relu'")
+    check("model.lstm_forget_bias", lambda v: v is None or _is_number(v), "a number or None")
+    check("model.lstm_chrono_init", lambda v: v is None or positive(v), "a number > 0 or None")
+    check("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
+    check("optimizer.learning_rate", positive, "a number > 0")
+    check("optimizer.clip_norm", lambda v: v is None or positive(v), "a number > 0 or None")
+    check("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0")
+    check("optimizer.warmup_steps", count(0), "an integer >= 0")
+    check("optimizer.decay_steps", count(0), "an integer >= 0")
+    check("optimizer.decay_rate", positive, "a number > 0 (1: no decay)")
+    check("optimizer.decay_after_epochs", count(0), "an integer >= 0")
+    for field in ("eval_every", "checkpoint_every"):
+        if c.get(field) == -1 and not c.get("epochs"):
+            errors.append(f"config.{field} = -1 means once an epoch, which needs epochs > 0")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_workdir(workdir: str, cell_configs: dict[str, dict], resume: bool) -> None:
+    """Refuses a workdir whose layout or stored configs do not match this job.
+
+    Every run is ``<workdir>/<cell>/``, so run files directly in ``workdir`` are a run of
+    another layout; with ``resume``, each ``<workdir>/<cell>/config.json`` must equal the
+    cell's config but for the fields in :data:`RESUMABLE`.
+
+    Raises:
+      FileExistsError: naming the directory, what it holds and what to do.
+    """
+    found = [name for name in RUN_MARKERS if os.path.exists(os.path.join(workdir, name))]
+    if found:
+        cell = next(iter(cell_configs))
+        raise FileExistsError(
+            f"{workdir} holds a run's {', '.join(found)} directly, but every run now goes to "
+            f"<workdir>/<cell>/ (here {os.path.join(workdir, cell)}/): move that run's files "
+            f"there to {'resume' if resume else 'keep'} it, or choose another --workdir"
+        )
+    if not resume:
+        return
+    for cell, config in cell_configs.items():
+        path = os.path.join(workdir, cell, "config.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            stored = _flat(json.load(f))
+        now = _flat(json.loads(json.dumps(config, default=str)))
+        diffs = [
+            f"{k}: stored {stored.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
+            for k in sorted(set(stored) | set(now))
+            if k not in RESUMABLE and stored.get(k, _MISSING) != now.get(k, _MISSING)
+        ]
+        if diffs:
+            raise FileExistsError(
+                f"--resume: {path} was written by a different config ("
+                + "; ".join(diffs)
+                + f"); a resumed run may change only {sorted(RESUMABLE)}. Resume with the "
+                "stored values, or choose another --workdir"
+            )
+
+
+def cell_config(c, cell: str) -> dict:
+    """The config of one cell's run (``<workdir>/<cell>/config.json``)."""
+    config = c.to_dict()
+    config["cells"] = [cell]
+    return config
+
+
 def token_loss_fresh_state(model, batch, carry):
     """Per-step cross-entropy where every sequence starts from a zero state (copy task)."""
     reset = np.ones((batch["inputs"].shape[1],), dtype=bool)
@@ -254,10 +425,9 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     """Trains one cell kind in ``run_dir`` and returns its summary."""
     c = task.config
     os.makedirs(run_dir, exist_ok=True)
-    cell_config = c.to_dict()
-    cell_config["cells"] = [cell]
+    config = cell_config(c, cell)
     if jax.process_index() == 0:
-        train.write_json(os.path.join(run_dir, "config.json"), cell_config)
+        train.write_json(os.path.join(run_dir, "config.json"), config)
     model = task.model(cell)
     if c.probe_gradients and jax.process_index() == 0:
         probe = gradients.probe_batch(c)
@@ -284,6 +454,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         progress=c.progress,
         desc=f"{c.name}/{cell}",
         stop_check=_exit_if_stopped,
+        hparams=config,
         extra_summary={
             "cell": cell,
             "task": c.task,
@@ -343,23 +514,29 @@ def main(argv):
     c = _CONFIG.value
     if c is None:
         raise app.UsageError("--config is required, e.g. --config experiments/configs/adding.py")
+    try:
+        validate_config(c)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     train.initialize_distributed(c.distributed)
     workdir = _WORKDIR.value or os.path.join("runs", c.name)
     start = time.time()
     try:
         task = Task(c, _DATA_DIR.value)
-    except (FileNotFoundError, ValueError) as e:
+        for cell in c.cells:
+            train.recurrent_class(cell)  # fail before training if a cell kind is unknown
+        check_workdir(workdir, {cell: cell_config(c, cell) for cell in c.cells}, _RESUME.value)
+    except (FileNotFoundError, FileExistsError, NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    for cell in c.cells:
-        train.recurrent_class(cell)  # fail before training if a cell kind is unknown
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
     summaries = {}
     for cell in c.cells:
         _exit_if_stopped()
-        run_dir = os.path.join(workdir, cell) if len(c.cells) > 1 else workdir
+        run_dir = os.path.join(workdir, cell)
         try:
             summaries[cell] = train_cell(task, cell, run_dir, _RESUME.value)
         except (train.NonFiniteLossError, train.CheckpointError, FileExistsError) as e:

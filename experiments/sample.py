@@ -3,13 +3,16 @@ r"""Text sampled from a trained language-model run, at one or more temperatures.
   python -m experiments.sample --workdir runs/depth/L2 --data_dir ../shared/data \
       [--prompt "ROMEO:"] [--length 500] [--temperatures 0.5,0.8,1.0] [--seed 0]
 
+``--workdir`` is a run directory, or the workdir of a one-cell job (its ``<cell>/`` run).
 Rebuilds the run's model and data from its ``config.json``, restores the newest valid
-checkpoint, and writes ``<workdir>/samples.md`` (one section per temperature) besides
-printing it. Works for the ``char`` and ``ptb`` tasks (PTB's prompt is words).
+checkpoint, and writes ``samples.md`` into the run directory (one section per
+temperature) besides printing it. Works for the ``char`` and ``ptb`` tasks (PTB's prompt
+is words).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -32,6 +35,18 @@ _PROMPT = flags.DEFINE_string("prompt", "\n", "Text the model reads before sampl
 _LENGTH = flags.DEFINE_integer("length", 500, "Tokens to sample per temperature.")
 _TEMPERATURES = flags.DEFINE_list("temperatures", ["0.5", "0.8", "1.0"], "Temperatures.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed of the draws.")
+
+
+def resolve_run_dir(path: str) -> str:
+    """``path`` if it holds checkpoints, else the one ``<cell>/`` below it that does."""
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        return path
+    runs = sorted(os.path.dirname(d) for d in glob.glob(os.path.join(path, "*", "checkpoints")))
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise FileNotFoundError(f"no checkpoints under {path} nor under {path}/<cell>/")
+    raise ValueError(f"{path} holds several runs {runs}; pass one of them as --workdir")
 
 
 def restore_model(run_dir: str, data_dir: str | None) -> tuple[Task, nnx.Module, int]:
@@ -86,8 +101,9 @@ def main(argv):
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     try:
+        run_dir = resolve_run_dir(_WORKDIR.value)
         text = samples(
-            _WORKDIR.value,
+            run_dir,
             _DATA_DIR.value,
             _PROMPT.value,
             _LENGTH.value,
@@ -97,7 +113,7 @@ def main(argv):
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    with open(os.path.join(_WORKDIR.value, SAMPLES_FILE), "w") as f:
+    with open(os.path.join(run_dir, SAMPLES_FILE), "w") as f:
         f.write(text)
     print(text)
 

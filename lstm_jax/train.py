@@ -42,13 +42,14 @@ from lstm_jax._src.train.sharding import initialize_distributed as initialize_di
 from lstm_jax._src.train.sharding import make_mesh as make_mesh
 from lstm_jax._src.train.sharding import shard_batch as shard_batch
 from lstm_jax._src.train.step import TrainState as TrainState
+from lstm_jax._src.train.step import applied_learning_rate as applied_learning_rate
 from lstm_jax._src.train.step import create_train_state as create_train_state
 from lstm_jax._src.train.step import evaluate as evaluate
 from lstm_jax._src.train.step import make_eval_step as make_eval_step
 from lstm_jax._src.train.step import make_optimizer as make_optimizer
+from lstm_jax._src.train.step import make_schedule as make_schedule
 from lstm_jax._src.train.step import make_train_step as make_train_step
 from lstm_jax._src.train.step import place_state as place_state
-from lstm_jax._src.train.step import step_decay_schedule as step_decay_schedule
 
 __all__ = [
     "CELL_KINDS",
@@ -60,6 +61,7 @@ __all__ = [
     "SequenceRegressor",
     "TokenModel",
     "TrainState",
+    "applied_learning_rate",
     "classification_loss",
     "create_train_state",
     "environment_info",
@@ -70,6 +72,7 @@ __all__ = [
     "make_eval_step",
     "make_mesh",
     "make_optimizer",
+    "make_schedule",
     "make_recurrent",
     "make_train_step",
     "params_digest",
@@ -80,7 +83,6 @@ __all__ = [
     "reset_carry",
     "sample_tokens",
     "shard_batch",
-    "step_decay_schedule",
     "token_loss",
     "write_json",
     "zero_carry",

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax._src import validation
 from lstm_jax._src.cells import (
@@ -24,7 +25,7 @@ from lstm_jax._src.cells import (
 from lstm_jax._src.init import init_stack
 from lstm_jax._src.options import RecurrentOptions
 from lstm_jax._src.stack import run_stack, weight_drop
-from lstm_jax._src.types import GRUParams, LSTMState, RNNParams, StackParams
+from lstm_jax._src.types import GRUParams, LSTMParams, LSTMState, RNNParams, StackParams
 
 
 def init_params(
@@ -67,6 +68,102 @@ def init_params(
 
     output_size = cell.state_sizes(jax.eval_shape(lambda k: layer(k, input_size), key)).h
     return init_stack(layer, key, input_size, output_size, num_layers, bidirectional)
+
+
+_KINDS = {"lstm": "an LSTM", "gru": "a GRU", "rnn_tanh": "an RNN", "rnn_relu": "an RNN"}
+_FUNCTION_OF_PARAMS = {
+    LSTMParams: "lstm_jax.functional.lstm",
+    GRUParams: "lstm_jax.functional.gru",
+    RNNParams: "lstm_jax.functional.rnn",
+}
+
+
+def _kind(cell: CellDef) -> str:
+    return _KINDS.get(cell.name, f"the {cell.name!r} cell")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return f"an array of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return f"a {type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def _check_param_type(cell: CellDef, p: Any, name: str) -> None:
+    """Raises unless ``p`` is ``cell.param_type`` (any type for a cell that declares none)."""
+    expected = cell.param_type
+    if expected is None or isinstance(p, expected):
+        return
+    hint = ""
+    if type(p) in _FUNCTION_OF_PARAMS:
+        hint = f", which {_FUNCTION_OF_PARAMS[type(p)]} takes"
+    raise TypeError(
+        f"{name} must be {expected.__name__} for {_kind(cell)}, got {_describe(p)}{hint}"
+    )
+
+
+def _check_stack_params(cell: CellDef, params: Any) -> tuple[int, int]:
+    """Checks ``params[layer][direction]`` of the cell's parameter type; returns
+    ``(layers, directions)``."""
+    expected = cell.param_type.__name__ if cell.param_type is not None else "parameters"
+    nested = isinstance(params, (tuple, list)) and not hasattr(params, "_fields")
+    if not nested or not params:
+        raise TypeError(
+            f"params must be params[layer][direction], a non-empty sequence of sequences of "
+            f"{expected} (as init_params returns), got {_describe(params)}"
+        )
+    for layer, layer_params in enumerate(params):
+        if not isinstance(layer_params, (tuple, list)) or hasattr(layer_params, "_fields"):
+            raise TypeError(
+                f"params[{layer}] must be a sequence of one {expected} per direction, got "
+                f"{_describe(layer_params)} (params are params[layer][direction])"
+            )
+    directions = [len(layer_params) for layer_params in params]
+    if directions[0] not in (1, 2) or any(d != directions[0] for d in directions):
+        raise ValueError(
+            f"params must have 1 or 2 directions in every layer, got {directions} per layer"
+        )
+    for layer, layer_params in enumerate(params):
+        for direction, p in enumerate(layer_params):
+            _check_param_type(cell, p, f"params[{layer}][{direction}]")
+    return len(params), directions[0]
+
+
+def _check_hx_fields(cell: CellDef, hx: Any, fields: tuple[str, ...], suffix: str) -> None:
+    """Raises unless ``hx`` is a tuple (or list) of one array per state field."""
+    if isinstance(hx, (tuple, list)) and len(hx) == len(fields):
+        return
+    expected = "(" + ", ".join(f"{f}{suffix}" for f in fields) + ("," if len(fields) == 1 else "")
+    error = ValueError if isinstance(hx, (tuple, list)) else TypeError
+    raise error(f"hx must be {expected}) for {_kind(cell)}, got {_describe(hx)}")
+
+
+def single_state(cell: str | CellDef, hx: Any, name: str) -> tuple[Any] | None:
+    """``(hx,)`` for a cell whose state is one array (GRU, RNN), which torch passes bare.
+
+    Args:
+      cell: the cell, named in messages.
+      hx: ``None`` or the state array.
+      name: the state's name in messages, e.g. ``"h_0"``.
+
+    Raises:
+      TypeError: ``hx`` is a tuple or list.
+
+    Example:
+      >>> single_state("gru", None, "h_0") is None
+      True
+      >>> single_state("gru", (jnp.zeros(3), jnp.zeros(3)), "h_0")
+      Traceback (most recent call last):
+      ...
+      TypeError: hx must be one array (h_0) for a GRU, got a tuple of 2
+    """
+    if hx is None:
+        return None
+    if isinstance(hx, (tuple, list)):
+        kind = _kind(get_cell(cell))
+        raise TypeError(f"hx must be one array ({name}) for {kind}, got {_describe(hx)}")
+    return (hx,)
 
 
 def _structured_like(hx: Any, state: Any) -> Any:
@@ -120,9 +217,10 @@ def apply_recurrent(
         options = RecurrentOptions.build("apply_recurrent", option_values)
     elif option_values:
         options = options.replace(**option_values)
+    deterministic = validation.check_bool("deterministic", deterministic)
+    num_layers, directions = _check_stack_params(cell, params)
     first = params[0][0]
     input_size = first.weight_ih.shape[1]
-    num_layers, directions = len(params), len(params[0])
     x, batched = validation.check_input(x, input_size)
     if batched and options.batch_first:
         x = jnp.swapaxes(x, 0, 1)
@@ -147,10 +245,7 @@ def apply_recurrent(
             *(jnp.zeros((num_layers * directions, batch, n), state_dtype) for n in sizes)
         )
     else:
-        if len(hx) != len(sizes):
-            raise ValueError(
-                f"hx must have one array per state field {sizes._fields}, got {len(hx)}"
-            )
+        _check_hx_fields(cell, hx, sizes._fields, "_0")
         states = type(sizes)(
             *(
                 _check_initial_state(
@@ -221,6 +316,7 @@ def step_cell(cell: str | CellDef, params: Any, x: jax.Array, hx=None, *, dtype=
       ((2, 5), (2, 5))
     """
     cell = get_cell(cell)
+    _check_param_type(cell, params, "params")
     x, batched = validation.check_cell_input(x, params.weight_ih.shape[1])
     if not batched:
         x = x[None]
@@ -232,10 +328,7 @@ def step_cell(cell: str | CellDef, params: Any, x: jax.Array, hx=None, *, dtype=
     if hx is None:
         state = type(sizes)(*(jnp.zeros((batch, n), state_dtype) for n in sizes))
     else:
-        if len(hx) != len(sizes):
-            raise ValueError(
-                f"hx must have one array per state field {sizes._fields}, got {len(hx)}"
-            )
+        _check_hx_fields(cell, hx, sizes._fields, "")
         state = type(sizes)(
             *(
                 validation.check_state(
@@ -385,7 +478,7 @@ def gru(
         GRU_CELL,
         params,
         x,
-        None if hx is None else (hx,),
+        single_state(GRU_CELL, hx, "h_0"),
         seq_lengths=seq_lengths,
         key=key,
         deterministic=deterministic,
@@ -434,11 +527,12 @@ def rnn(
       >>> out.shape, h.shape, bool(jnp.all(out >= 0))
       ((5, 3, 40), (2, 3, 20), True)
     """
+    cell = rnn_cell_def(nonlinearity)
     output, state = apply_recurrent(
-        rnn_cell_def(nonlinearity),
+        cell,
         params,
         x,
-        None if hx is None else (hx,),
+        single_state(cell, hx, "h_0"),
         seq_lengths=seq_lengths,
         key=key,
         deterministic=deterministic,

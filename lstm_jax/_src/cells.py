@@ -202,6 +202,12 @@ def recurrent_product(params: Any, h: jax.Array, recurrent_mask: jax.Array | Non
 
     Returns:
       ``[batch, G]``.
+
+    Example:
+      >>> from lstm_jax.functional import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
+      >>> recurrent_product(p, jnp.ones((2, 5), jnp.float32)).shape
+      (2, 20)
     """
     return dense(_masked(h, recurrent_mask), params.weight_hh)
 
@@ -241,6 +247,14 @@ def lstm_update(
 
     Returns:
       The next :class:`LSTMState`, in the accumulation dtype.
+
+    Example:
+      >>> from lstm_jax.functional import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
+      >>> state = LSTMState(jnp.zeros((2, 5), jnp.float32), jnp.zeros((2, 5), jnp.float32))
+      >>> gates_x = lstm_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> lstm_update(p, gates_x, recurrent_product(p, state.h), state).c.shape
+      (2, 5)
     """
     recurrent = gates_h
     if params.ln_hh_weight is not None:
@@ -382,7 +396,16 @@ def gru_step(
 
 
 def gru_update(params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state: GRUState):
-    """The GRU's gate math given ``gates_x`` and ``gates_h = W_hh h_{t-1}``, ``[batch, 3H]``."""
+    """The GRU's gate math given ``gates_x`` and ``gates_h = W_hh h_{t-1}``, ``[batch, 3H]``.
+
+    Example:
+      >>> from lstm_jax.functional import init_gru_layer
+      >>> p = init_gru_layer(jax.random.key(0), 3, 5)
+      >>> state = GRUState(jnp.zeros((2, 5), jnp.float32))
+      >>> gates_x = gru_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> gru_update(p, gates_x, recurrent_product(p, state.h), state).h.shape
+      (2, 5)
+    """
     hidden = params.weight_hh.shape[1]
     x_r, x_z, x_n = jnp.split(gates_x, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(gates_h, 3, axis=-1)
@@ -444,13 +467,30 @@ def rnn_input_projection(params: RNNParams, x: jax.Array) -> jax.Array:
 
 
 def rnn_tanh_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
-    """``h_t = tanh(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``."""
+    """``h_t = tanh(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``.
+
+    Example:
+      >>> from lstm_jax.functional import init_rnn_layer
+      >>> p = init_rnn_layer(jax.random.key(0), 3, 5)
+      >>> state = RNNState(jnp.zeros((2, 5), jnp.float32))
+      >>> gates_x = rnn_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> h = rnn_tanh_update(p, gates_x, recurrent_product(p, state.h), state).h
+      >>> h.shape, bool(jnp.all(jnp.abs(h) < 1))
+      ((2, 5), True)
+    """
     del params, state
     return RNNState(jnp.tanh(gates_x + gates_h))
 
 
 def rnn_relu_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
-    """``h_t = relu(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``."""
+    """``h_t = relu(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``.
+
+    Example:
+      >>> gates_x = jnp.array([[0.5, -2.0]])
+      >>> gates_h = jnp.array([[0.5, 1.0]])
+      >>> rnn_relu_update(None, gates_x, gates_h, None).h.tolist()
+      [[1.0, 0.0]]
+    """
     del params, state
     return RNNState(jax.nn.relu(gates_x + gates_h))
 
@@ -530,7 +570,13 @@ def rnn_cell(
 
 
 def rnn_state_sizes(params: RNNParams) -> RNNState:
-    """``RNNState(h=hidden_size)``."""
+    """``RNNState(h=hidden_size)``.
+
+    Example:
+      >>> from lstm_jax.functional import init_rnn_layer
+      >>> rnn_state_sizes(init_rnn_layer(jax.random.key(0), 3, 5))
+      RNNState(h=5)
+    """
     return RNNState(h=params.weight_hh.shape[1])
 
 
@@ -557,6 +603,15 @@ class CellDef:
         params`` for one layer and direction, or ``None``.
       param_type: the parameters' named tuple; its field names are torch's (``weight_ih``,
         ``weight_hh``, ``bias_ih``, ``bias_hh``, ...), which torch interop uses.
+
+    Example:
+      >>> from lstm_jax import functional as F
+      >>> cell = F.get_cell("lstm")
+      >>> p = cell.init_layer(jax.random.key(0), 3, 5, bias=True, dtype=jnp.float32)
+      >>> cell.name, cell.state_sizes(p)
+      ('lstm', LSTMState(h=5, c=5))
+      >>> cell.step(p, cell.input_projection(p, jnp.ones((2, 3))), cell.zero_state(p, 2)).h.shape
+      (2, 5)
     """
 
     name: str

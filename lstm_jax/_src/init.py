@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax._src import validation
 from lstm_jax._src.types import GRUParams, LSTMParams, RNNParams, StackParams
@@ -63,6 +64,14 @@ def orthogonal_blocks(key: jax.Array, num_blocks: int, rows: int, cols: int, dty
 def _check_sizes(input_size, hidden_size) -> None:
     validation.check_positive_int("input_size", input_size)
     validation.check_positive_int("hidden_size", hidden_size)
+
+
+def _check_optional_number(name: str, value) -> None:
+    number = isinstance(value, (int, float, np.integer, np.floating)) or (
+        isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0
+    )
+    if value is not None and (isinstance(value, (bool, np.bool_)) or not number):
+        raise TypeError(f"{name} must be None or a number, got {type(value).__name__} {value!r}")
 
 
 def _recurrent_weight(key, recurrent_init, num_blocks, rows, cols, bound, dtype):
@@ -112,6 +121,8 @@ def init_lstm_layer(
       An :class:`LSTMParams` in torch's layout.
 
     Raises:
+      TypeError: for a flag that is not a bool (``bias="no"``) or a ``forget_bias`` or
+        ``chrono_init`` that is not a number, naming it.
       ValueError: for ``forget_bias`` or ``chrono_init`` without bias, both at once, or
         ``chrono_init <= 2``.
 
@@ -124,6 +135,12 @@ def init_lstm_layer(
       ((15, 3), None, (5,))
     """
     _check_sizes(input_size, hidden_size)
+    bias = validation.check_bool("bias", bias)
+    peephole = validation.check_bool("peephole", peephole)
+    layer_norm = validation.check_bool("layer_norm", layer_norm)
+    cifg = validation.check_bool("cifg", cifg)
+    _check_optional_number("forget_bias", forget_bias)
+    _check_optional_number("chrono_init", chrono_init)
     proj_size = validation.check_proj_size(proj_size, hidden_size)
     bound = 1.0 / math.sqrt(hidden_size)
     h_out = proj_size or hidden_size
@@ -207,6 +224,7 @@ def init_gru_layer(
       ((15, 3), (15, 5), (15,))
     """
     _check_sizes(input_size, hidden_size)
+    bias = validation.check_bool("bias", bias)
     bound = 1.0 / math.sqrt(hidden_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     weight_ih = uniform(k_ih, (3 * hidden_size, input_size), bound, dtype)
@@ -244,6 +262,7 @@ def init_rnn_layer(
       ((5, 5), True)
     """
     _check_sizes(input_size, hidden_size)
+    bias = validation.check_bool("bias", bias)
     bound = 1.0 / math.sqrt(hidden_size)
     k_ih, k_hh, k_bih, k_bhh = jax.random.split(key, 4)
     weight_ih = uniform(k_ih, (hidden_size, input_size), bound, dtype)
@@ -278,7 +297,7 @@ def init_stack(
       (2, 2, (12, 8))
     """
     validation.check_positive_int("num_layers", num_layers)
-    directions = 2 if bidirectional else 1
+    directions = 2 if validation.check_bool("bidirectional", bidirectional) else 1
     keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
     return tuple(
         tuple(

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from lstm_jax._src import validation
-from lstm_jax._src.apply import apply_recurrent, step_cell
+from lstm_jax._src.apply import apply_recurrent, single_state, step_cell
 from lstm_jax._src.cells import (
     GRU_CELL,
     LSTM_CELL,
@@ -71,6 +71,7 @@ class _Stack:
 
     def _check(self) -> None:
         validation.check_positive_int("num_layers", self.num_layers)
+        validation.check_bool("bidirectional", self.bidirectional)
         cell, cell_options = self._cell()
         layer = _layer_init(self, cell, cell_options)
         params = jax.eval_shape(lambda k: layer(k, self.input_size), jax.random.key(0))
@@ -263,7 +264,8 @@ class GRU(_Stack, nn.Module):
         seq_lengths: jax.Array | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
-        output, state = self._run(x, None if hx is None else (hx,), seq_lengths, deterministic)
+        hx = single_state(self._cell()[0], hx, "h_0")
+        output, state = self._run(x, hx, seq_lengths, deterministic)
         return output, state[0]
 
 
@@ -315,7 +317,8 @@ class RNN(_Stack, nn.Module):
         seq_lengths: jax.Array | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, jax.Array]:
-        output, state = self._run(x, None if hx is None else (hx,), seq_lengths, deterministic)
+        hx = single_state(self._cell()[0], hx, "h_0")
+        output, state = self._run(x, hx, seq_lengths, deterministic)
         return output, state[0]
 
 
@@ -343,6 +346,10 @@ class _Cell:
         with fields ``[..., batch, size]`` (one array for the GRU and RNN cells).
         """
         del rng
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(
+                f"input_shape must be a tuple [..., batch, input_size], got {input_shape!r}"
+            )
         cell, cell_options = self._cell()
         layer = _layer_init(self, cell, cell_options)
         params = jax.eval_shape(lambda k: layer(k, self.input_size), jax.random.key(0))
@@ -441,7 +448,7 @@ class GRUCell(_Cell, nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        return self._step(x, None if hx is None else (hx,))[0]
+        return self._step(x, single_state(self._cell()[0], hx, "h"))[0]
 
 
 class RNNCell(_Cell, nn.Module):
@@ -468,7 +475,7 @@ class RNNCell(_Cell, nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        return self._step(x, None if hx is None else (hx,))[0]
+        return self._step(x, single_state(self._cell()[0], hx, "h"))[0]
 
 
 class FlaxCell(nn.RNNCellBase):

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax._src import validation
-from lstm_jax._src.apply import apply_recurrent, init_params, step_cell
+from lstm_jax._src.apply import apply_recurrent, init_params, single_state, step_cell
 from lstm_jax._src.backends import BackendChoice, recording_choices
 from lstm_jax._src.cells import (
     GRU_CELL,
@@ -99,8 +99,8 @@ class Recurrent(nnx.Module):
         self.input_size = validation.check_positive_int("input_size", input_size)
         self.hidden_size = validation.check_positive_int("hidden_size", hidden_size)
         self.num_layers = validation.check_positive_int("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.bidirectional = bool(bidirectional)
+        self.bias = validation.check_bool("bias", bias)
+        self.bidirectional = validation.check_bool("bidirectional", bidirectional)
         cell_options, run_options = split_options(type(self).__name__, self.cell, options)
         self.cell_options = tuple(cell_options.items())  # hashable: static in NNX
         self.options = RecurrentOptions.build(
@@ -202,6 +202,8 @@ class Recurrent(nnx.Module):
           >>> h0.shape, c0.shape
           ((2, 3, 8), (2, 3, 8))
         """
+        if not isinstance(input_shape, (tuple, list)):
+            raise TypeError(f"input_shape must be a tuple (x.shape), got {input_shape!r}")
         shape = tuple(input_shape)
         if len(shape) not in (2, 3):
             raise ValueError(f"input_shape must have rank 2 or 3, got {shape}")
@@ -261,7 +263,7 @@ class _SingleStateStack(Recurrent):
     def __call__(
         self, x: jax.Array, hx: jax.Array | None = None, *, seq_lengths: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
-        output, state = self._run(x, None if hx is None else (hx,), seq_lengths)
+        output, state = self._run(x, single_state(self.cell, hx, "h_0"), seq_lengths)
         return output, state[0]
 
     def initialize_carry(self, input_shape: tuple[int, ...]) -> jax.Array:
@@ -384,6 +386,7 @@ class LSTM(Recurrent):
           >>> model.weight_hh_l1_reverse.shape
           (32, 8)
         """
+        torch_interop.check_torch_module(module, "LSTM")
         return cls._from_torch(module, rngs, kwargs, proj_size=module.proj_size)
 
 
@@ -451,6 +454,7 @@ class GRU(_SingleStateStack):
           >>> model.weight_hh_l0_reverse.shape
           (24, 8)
         """
+        torch_interop.check_torch_module(module, "GRU")
         return cls._from_torch(module, rngs, kwargs)
 
 
@@ -519,6 +523,7 @@ class RNN(_SingleStateStack):
           >>> lstm_jax.RNN.from_torch(torch.nn.RNN(4, 8, nonlinearity="relu")).nonlinearity
           'relu'
         """
+        torch_interop.check_torch_module(module, "RNN")
         return cls._from_torch(module, rngs, kwargs, nonlinearity=module.nonlinearity)
 
 
@@ -570,7 +575,7 @@ class RecurrentCell(nnx.Module):
         cell_options, _ = split_options(type(self).__name__, self.cell, cell_options, ())
         self.input_size = validation.check_positive_int("input_size", input_size)
         self.hidden_size = validation.check_positive_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.bias = validation.check_bool("bias", bias)
         self.dtype = None if dtype is None else jnp.dtype(dtype)
         params = self.cell.init_layer(
             rngs.params(), input_size, hidden_size, bias=bias, dtype=param_dtype, **cell_options
@@ -623,6 +628,10 @@ class RecurrentCell(nnx.Module):
           [(2, 5), (2, 5)]
         """
         del rngs
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(
+                f"input_shape must be a tuple [..., batch, input_size], got {input_shape!r}"
+            )
         params = self.params
         dtype = accumulation_dtype(self.dtype or params.weight_ih.dtype)
         sizes = self.cell.state_sizes(params)
@@ -659,7 +668,7 @@ class _SingleStateCell(RecurrentCell):
     """``GRUCell`` and ``RNNCell``: torch passes and returns their state as one array."""
 
     def __call__(self, x: jax.Array, hx: jax.Array | None = None) -> jax.Array:
-        return super().__call__(x, None if hx is None else (hx,))[0]
+        return super().__call__(x, single_state(self.cell, hx, "h"))[0]
 
     def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None) -> jax.Array:
         return super().initialize_carry(input_shape, rngs)[0]
@@ -733,6 +742,7 @@ class LSTMCell(RecurrentCell):
           >>> lstm_jax.LSTMCell.from_torch(torch.nn.LSTMCell(4, 8)).weight_hh.shape
           (32, 8)
         """
+        torch_interop.check_torch_module(module, "LSTMCell")
         return cls._from_torch(module, rngs, kwargs)
 
 
@@ -794,6 +804,7 @@ class GRUCell(_SingleStateCell):
           >>> lstm_jax.GRUCell.from_torch(torch.nn.GRUCell(4, 8)).weight_ih.shape
           (24, 4)
         """
+        torch_interop.check_torch_module(module, "GRUCell")
         return cls._from_torch(module, rngs, kwargs)
 
 
@@ -854,6 +865,7 @@ class RNNCell(_SingleStateCell):
           >>> lstm_jax.RNNCell.from_torch(torch.nn.RNNCell(4, 8, nonlinearity="relu")).nonlinearity
           'relu'
         """
+        torch_interop.check_torch_module(module, "RNNCell")
         return cls._from_torch(module, rngs, kwargs, nonlinearity=module.nonlinearity)
 
 

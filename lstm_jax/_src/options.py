@@ -72,7 +72,7 @@ class RecurrentOptions:
         def set_(name, value):
             object.__setattr__(self, name, value)
 
-        set_("batch_first", bool(self.batch_first))
+        set_("batch_first", validation.check_bool("batch_first", self.batch_first))
         for name in ("dropout", "input_dropout", "recurrent_dropout", "weight_dropout"):
             set_(name, validation.check_dropout_rate(getattr(self, name), name=name))
         zoneout = self.zoneout
@@ -87,10 +87,15 @@ class RecurrentOptions:
         set_("unroll", validation.check_positive_int("unroll", self.unroll))
         if self.checkpoint is not None:
             set_("checkpoint", validation.check_positive_int("checkpoint", self.checkpoint))
-        if self.backend not in BACKENDS:
+        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.dtype is not None:
-            set_("dtype", jnp.dtype(self.dtype))
+            try:
+                set_("dtype", jnp.dtype(self.dtype))
+            except TypeError:
+                raise TypeError(
+                    f"dtype must be None or a dtype (e.g. jnp.bfloat16), got {self.dtype!r}"
+                ) from None
 
     @classmethod
     def build(cls, caller: str, options: dict[str, Any]) -> RecurrentOptions:

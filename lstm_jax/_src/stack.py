@@ -148,6 +148,15 @@ def run_stack(
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
       final states stacked like ``initial_states``.
+
+    Example:
+      >>> from lstm_jax import functional as F
+      >>> params = F.init_lstm_params(jax.random.key(0), 3, 5, num_layers=2, bidirectional=True)
+      >>> zeros = jnp.zeros((4, 2, 5), jnp.float32)  # [layers * directions, batch, hidden]
+      >>> x = jnp.ones((7, 2, 3), jnp.float32)
+      >>> out, (h_n, c_n) = run_stack(F.LSTM_CELL, params, x, F.LSTMState(zeros, zeros))
+      >>> out.shape, h_n.shape
+      ((7, 2, 10), (4, 2, 5))
     """
     directions = len(params[0])
     time, batch = x.shape[:2]

@@ -29,6 +29,14 @@ class LSTMState(NamedTuple):
     Attributes:
       h: hidden state ``[batch, H_out]``.
       c: cell state ``[batch, hidden_size]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lstm_jax import LSTMState
+      >>> state = LSTMState(h=jnp.zeros((2, 4)), c=jnp.zeros((2, 8)))
+      >>> h, c = state  # unpacks like torch's (h, c)
+      >>> h.shape, state.c.shape
+      ((2, 4), (2, 8))
     """
 
     h: jax.Array

@@ -21,6 +21,25 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_bool(name: str, value) -> bool:
+    """Raises unless ``value`` is a bool (a NumPy bool or the ints 0 and 1 are taken too,
+    as torch takes them); a string such as ``"no"``, truthy in Python, is rejected.
+
+    Example:
+      >>> check_bool("bidirectional", True), check_bool("bias", 0)
+      (True, False)
+      >>> check_bool("bidirectional", "no")
+      Traceback (most recent call last):
+      ...
+      TypeError: bidirectional must be a bool (True or False), got str 'no'
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}")
+
+
 def check_dropout_rate(value, *, name: str = "dropout") -> float:
     """Raises unless ``0 <= value < 1``; ``name`` is the argument's name in messages."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):

@@ -81,7 +81,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
         stderr=subprocess.DEVNULL,
     )
     kill_after = random.Random().randint(20, 60)
-    metrics = killed_dir / "metrics.jsonl"
+    metrics = killed_dir / "rnn" / "metrics.jsonl"  # one cell: still <workdir>/<cell>/
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None:
         if metrics.exists():
@@ -97,19 +97,21 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
         pytest.fail(f"the run did not exit within 120 s of {signal.Signals(sig).name}")
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL, "the run finished before it could be killed"
-        assert not (killed_dir / "summary.json").exists()
+        assert not (killed_dir / "rnn" / "summary.json").exists()
     else:
         assert code == 128 + signal.SIGTERM, "the run finished before it could be stopped"
-        stopped = json.loads((killed_dir / "summary.json").read_text())
+        stopped = json.loads((killed_dir / "rnn" / "summary.json").read_text())
         assert stopped["status"] == "interrupted" and "SystemExit" in stopped["error"]
         assert kill_after <= stopped["last_checkpoint_step"] < 300
-    first_process = json.loads((killed_dir / "wall_clock.json").read_text())["process_seconds"]
+    first_process = json.loads((killed_dir / "rnn" / "wall_clock.json").read_text())[
+        "process_seconds"
+    ]
     _, err = full.communicate(timeout=300)
     assert full.returncode == 0, err[-3000:]
 
     run(*KILL_ARGS, "--workdir", str(killed_dir), "--resume")
-    resumed = json.loads((killed_dir / "summary.json").read_text())
-    reference = json.loads((full_dir / "summary.json").read_text())
+    resumed = json.loads((killed_dir / "rnn" / "summary.json").read_text())
+    reference = json.loads((full_dir / "rnn" / "summary.json").read_text())
     assert 0 < resumed["resumed_from_step"] < 300
     if sig == signal.SIGTERM:
         assert resumed["resumed_from_step"] == stopped["last_checkpoint_step"]
@@ -118,9 +120,97 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
     assert resumed["process_wall_times_s"][0] >= first_process[0]
     assert resumed["wall_time_s"] == pytest.approx(sum(resumed["process_wall_times_s"]), abs=0.02)
     assert resumed["params_sha256"] == reference["params_sha256"]
-    records = [json.loads(x) for x in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
     steps = [r["step"] for r in records if "train/loss" in r]
     assert steps == list(range(10, 301, 10))  # the redone steps are logged once
+
+
+def test_bad_values_exit_2_before_anything_is_built(tmp_path):
+    proc = run(
+        "--config",
+        SMOKE,
+        "--config.steps=-5",
+        "--config.checkpoint_every=0",
+        "--config.optimizer.learning_rate=-0.001",
+        "--workdir",
+        str(tmp_path / "run"),
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for line in (
+        "config.steps must be an integer >= 1, got -5",
+        "config.checkpoint_every must be an integer >= 1 or -1 (each epoch), got 0",
+        "config.optimizer.learning_rate must be a number > 0, got -0.001",
+    ):
+        assert line in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", 0, "config.steps must be an integer >= 1, got 0"),
+        ("log_every", 0, "config.log_every must be an integer >= 1, got 0"),
+        ("eval_every", -2, "config.eval_every must be an integer >= 1, 0 (only at the end)"),
+        ("eval_every", -1, "config.eval_every = -1 means once an epoch, which needs epochs > 0"),
+        ("checkpoint_every", 0, "config.checkpoint_every must be an integer >= 1 or -1"),
+        ("optimizer.learning_rate", 0.0, "config.optimizer.learning_rate must be a number > 0"),
+        ("optimizer.learning_rate", float("nan"), "learning_rate must be a number > 0, got nan"),
+        ("model.bidirectional", "no", "config.model.bidirectional must be True or False"),
+        ("progress", "false", "config.progress must be True or False (a bool, not a string)"),
+        ("cells", ("lstm", "tcn"), "config.cells must be a non-empty tuple of registered cell"),
+        ("cells", (), "config.cells must be a non-empty tuple"),
+        ("task", "imagenet", "config.task must be one of ('adding',"),
+        ("model.dropout", 1.0, "config.model.dropout must be a number in [0, 1), got 1.0"),
+    ],
+)
+def test_validate_config_names_the_field_value_and_rule(field, value, message):
+    from ml_collections import ConfigDict
+
+    from experiments import run as run_module
+    from experiments.configs import adding
+
+    config = adding.get_config("smoke").to_dict()
+    *parents, key = field.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[key] = value  # as a config file may write it (a str where a bool belongs)
+    with pytest.raises(run_module.ConfigError) as error:
+        run_module.validate_config(ConfigDict(config))
+    assert message in str(error.value)
+    run_module.validate_config(adding.get_config("smoke"))  # the unchanged config passes
+
+
+def test_one_cell_job_writes_its_cell_directory_and_resume_checks_the_layout(tmp_path):
+    from experiments import run as run_module
+    from experiments.configs import adding
+
+    config = adding.get_config("smoke")
+    config.cells, config.steps, config.checkpoint_every = ("lstm",), 4, 4
+    config.progress = False
+    proc = run(
+        "--config", SMOKE, "--config.cells=('lstm',)", "--config.steps=4",
+        "--config.checkpoint_every=4", "--config.progress=False", "--workdir", str(tmp_path),
+    )  # fmt: skip
+    assert (tmp_path / "lstm" / "checkpoints").is_dir(), proc.stdout
+    assert not (tmp_path / "checkpoints").exists()
+    cells = {"lstm": run_module.cell_config(config, "lstm")}
+    run_module.check_workdir(str(tmp_path), cells, resume=True)  # the same config: fine
+    longer = dict(cells["lstm"], steps=8, eval_every=2)  # the budget and cadence may change
+    run_module.check_workdir(str(tmp_path), {"lstm": longer}, resume=True)
+    changed = dict(cells["lstm"], model=dict(cells["lstm"]["model"], hidden_size=32))
+    with pytest.raises(FileExistsError, match=r"lstm/config.json.*model.hidden_size: stored 16"):
+        run_module.check_workdir(str(tmp_path), {"lstm": changed}, resume=True)
+
+    legacy = tmp_path / "legacy"  # a run written directly into its workdir
+    (legacy / "checkpoints").mkdir(parents=True)
+    (legacy / "metrics.jsonl").write_text("")
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match=r"legacy holds a run's checkpoints, metrics"):
+            run_module.check_workdir(str(legacy), cells, resume=resume)
+    proc = run("--config", SMOKE, "--workdir", str(legacy), "--resume", check=False)
+    assert proc.returncode == 2 and "legacy/rnn/" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_bad_config_key(tmp_path):

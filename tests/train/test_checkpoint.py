@@ -161,14 +161,14 @@ def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, mon
 
 @pytest.fixture
 def tiny_filesystem(tmp_path):
-    """A 256 KiB tmpfs at ``tmp_path/fs``; skips where mounting is not permitted."""
+    """A 1 MiB tmpfs at ``tmp_path/fs``; skips where mounting is not permitted."""
     mount = shutil.which("mount")
     path = tmp_path / "fs"
     path.mkdir()
     if mount is None or sys.platform != "linux":
         pytest.skip("needs Linux and mount(8)")
     made = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
         capture_output=True,
         text=True,
     )

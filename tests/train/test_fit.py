@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import struct
 
 import jax
 import numpy as np
@@ -117,3 +119,104 @@ def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):
     assert resumed.summary["params_sha256"] == full.summary["params_sha256"]
     times = resumed.summary["process_wall_times_s"]
     assert len(times) == 2 and resumed.summary["wall_time_s"] == pytest.approx(sum(times), abs=0.02)
+
+
+def read_events(path):
+    """``{tag: [(step, plugin, value)]}`` of a TensorBoard event file (TFRecord framing:
+    u64 length, u32 crc, payload, u32 crc), parsed with tensorboardX's protobuf."""
+    from tensorboardX.proto import event_pb2
+
+    raw, tags, i = path.read_bytes(), {}, 0
+    while i < len(raw):
+        (n,) = struct.unpack("<Q", raw[i : i + 8])
+        event = event_pb2.Event.FromString(raw[i + 12 : i + 12 + n])
+        i += 12 + n + 4
+        for v in event.summary.value:
+            entry = (event.step, v.metadata.plugin_data.plugin_name, v.simple_value)
+            tags.setdefault(v.tag, []).append(entry)
+    return tags
+
+
+def test_monitoring_lr_throughput_hparams_and_plain_log_lines(tmp_path, capsys):
+    """Each log step records the applied learning rate (a step decay here), the time per
+    step and tokens/s; the hparams go to TensorBoard once; a non-terminal stdout (pytest's
+    capture) gets plain lines and no carriage returns."""
+    lr, rate, begin, every = 0.1, 0.5, 2, 2
+
+    def reference_lr(update):  # the rate of update `update` (0-based)
+        return lr * rate ** max(0, (update - begin) // every + 1)
+
+    model = train.SequenceRegressor("rnn", 2, 4, rngs=nnx.Rngs(0))
+    opt = train.make_optimizer("sgd", lr, decay_rate=rate, decay_begin=begin, decay_every=every)
+    result = train.fit(
+        model,
+        train.regression_loss,
+        opt,
+        TASK.batch,
+        steps=8,
+        run_dir=tmp_path,
+        eval_batches=lambda: (TASK.batch(100 + i) for i in range(2)),
+        log_every=2,
+        checkpoint_every=8,
+        desc="adding",
+        hparams={"optimizer": {"learning_rate": lr, "name": "sgd"}, "cells": ("rnn",)},
+    )
+    records = [r for r in train.read_metrics(tmp_path / "metrics.jsonl") if "train/loss" in r]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    for r in records:
+        assert r["train/learning_rate"] == pytest.approx(reference_lr(r["step"] - 1), rel=1e-6)
+        assert r["train/step_time_s"] > 0
+        tokens = 5 * 4  # time x batch
+        assert r["train/tokens_per_s"] == pytest.approx(tokens / r["train/step_time_s"])
+    summary = result.summary
+    assert summary["compile_time_s"] > 0 and summary["tokens_per_step"] == 20
+    assert summary["tokens_per_s"] > 0 and summary["step_time_s"] > 0
+    assert summary["hparams"] == {
+        "optimizer.learning_rate": lr,
+        "optimizer.name": "sgd",
+        "cells": "('rnn',)",
+    }
+    assert set(summary["final"]) == {"train/loss", "train/grad_norm", "eval/loss"}
+
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    tags = read_events(events)
+    assert [step for step, _, _ in tags["train/learning_rate"]] == [2, 4, 6, 8]
+    assert tags["train/learning_rate"][-1][2] == pytest.approx(reference_lr(7), rel=1e-6)
+    assert {"train/step_time_s", "train/tokens_per_s", "eval/loss"} <= set(tags)
+    assert tags["_hparams_/experiment"][0][1] == "hparams"
+    assert len(tags["_hparams_/session_start_info"]) == 1
+    assert tags["hparams/text_summary"][0][1] == "text"
+
+    out, err = capsys.readouterr()
+    assert "\r" not in out and "\r" not in err
+    lines = out.splitlines()
+    step_lines = [x for x in lines if x.startswith("adding step ") and " eval " not in x]
+    assert len(step_lines) == 4, out
+    assert re.fullmatch(
+        r"adding step 2/8 loss \S+ grad_norm \S+ lr 1\.0e-01 [\d,]+ tok/s [\d.]+ ms/step",
+        step_lines[0],
+    ), step_lines[0]
+    assert "lr 1.3e-02" in step_lines[-1]  # 0.1 * 0.5 ** 3
+    assert any(re.match(r"adding step 8/8 eval loss \S+ \(2 batches", x) for x in lines), out
+
+
+def test_progress_bar_in_a_terminal_and_silence_without_progress(tmp_path, capsys, monkeypatch):
+    from lstm_jax._src.train import metrics as metrics_lib
+
+    monkeypatch.setattr(metrics_lib, "is_interactive", lambda: True)
+    run(tmp_path / "bar", 2, progress=True)
+    out, err = capsys.readouterr()
+    assert "step 2/2" not in out and "train" in err  # the tqdm bar, on stderr
+    run(tmp_path / "quiet", 2, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [("steps", 0), ("steps", -5), ("log_every", 0), ("checkpoint_every", 0), ("eval_every", -1)],
+)
+def test_fit_rejects_bad_counts_before_building_anything(tmp_path, argument, value):
+    kwargs = {"steps": 4, argument: value}
+    with pytest.raises(ValueError, match=rf"{argument} must be an integer >= \d, got {value}"):
+        run(tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()

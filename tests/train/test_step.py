@@ -43,8 +43,38 @@ def test_step_decay_is_zarembas_epoch_schedule(hold, rate):
         updates, opt_state = opt.update({"w": jnp.ones((1,), jnp.float32)}, opt_state, params)
         expected = rate ** max(epoch - hold, 0)
         assert float(-updates["w"][0]) == pytest.approx(expected, rel=1e-6), (step, epoch)
+        # the rate recorded in the state (what fit logs) is the one just applied
+        assert float(train.applied_learning_rate(opt_state)) == pytest.approx(expected, rel=1e-6)
+        schedule = train.make_schedule(
+            1.0, decay_rate=rate, decay_begin=hold * epoch_steps, decay_every=epoch_steps
+        )
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="does not combine"):
         train.make_optimizer("sgd", 1.0, decay_every=3, decay_steps=10)
+    with pytest.raises(ValueError, match="decay_begin must be >= 0, got -1"):
+        train.make_schedule(1.0, decay_rate=0.5, decay_begin=-1, decay_every=3)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_make_optimizer_keeps_the_parameter_dtype_and_records_the_rate(name):
+    """The learning rate sits in the state as float32 (optax.inject_hyperparams) and does
+    not promote float32 parameters, even with x64 on; without a schedule it is constant."""
+    opt = train.make_optimizer(name, 0.25, warmup_steps=0)
+    params = {"w": jnp.ones((3,), jnp.float32)}
+    state = opt.init(params)
+    updates, state = opt.update({"w": jnp.ones((3,), jnp.float32)}, state, params)
+    assert updates["w"].dtype == jnp.float32
+    lr = train.applied_learning_rate(state)
+    assert lr.dtype == jnp.float32 and float(lr) == 0.25
+    assert train.applied_learning_rate(optax.adam(0.1).init(params)) is None
+
+
+def test_warmup_and_cosine_schedules():
+    warm = train.make_schedule(1.0, warmup_steps=4)
+    assert [float(warm(s)) for s in (0, 2, 4, 10)] == [0.0, 0.5, 1.0, 1.0]
+    cosine = train.make_schedule(1.0, warmup_steps=2, decay_steps=4)
+    half = 0.5 * (1 + np.cos(np.pi * 2 / 4))
+    assert [float(cosine(s)) for s in (1, 2, 4, 6)] == pytest.approx([0.5, 1.0, half, 0.0])
 
 
 def regression_setup(cell="rnn"):

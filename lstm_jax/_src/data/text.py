@@ -1,8 +1,8 @@
 """Text corpora (character level, word-level Penn Treebank) and language-model batching.
 
 Loaders take a local path. Each known corpus also has a public download address and an
-MD5 checksum (:data:`KNOWN_FILES`); :func:`fetch` downloads a missing file on request and
-verifies it, for machines with internet access.
+MD5 checksum (:data:`KNOWN_FILES`); :func:`fetch` verifies a local file against it and
+downloads a missing (or corrupt) one on request, for machines with internet access.
 
 Language-model batching follows Zaremba et al. (2014): the token stream is cut into
 ``B`` contiguous columns (:func:`batchify`), and batch ``i`` is rows ``i*T .. i*T+T`` of
@@ -17,8 +17,8 @@ import collections
 import dataclasses
 import hashlib
 import os
-import shutil
 import urllib.request
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,7 +47,15 @@ EOS = "<eos>"
 
 
 def md5sum(path: str | os.PathLike) -> str:
-    """The hex MD5 digest of a file."""
+    """The hex MD5 digest of a file.
+
+    Example:
+      >>> import tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "empty.txt")
+      >>> _ = open(path, "w").write("")
+      >>> md5sum(path)
+      'd41d8cd98f00b204e9800998ecf8427e'
+    """
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -55,50 +63,110 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def fetch(name: str, data_dir: str | os.PathLike, *, download: bool = False) -> str:
-    """The local path of a known file under ``data_dir``, downloading it if asked.
+def _download(url: str, path: str, md5: str, timeout: float) -> None:
+    """Downloads ``url`` to ``path`` through a temporary file in the same directory, which
+    is removed on any failure; ``path`` appears (atomically) only once its MD5 matches."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"  # one per download: concurrent ones coexist
+    try:
+        with open(tmp, "xb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+            expected_size = response.headers.get("Content-Length")
+            size = 0
+            for block in iter(lambda: response.read(1 << 20), b""):
+                f.write(block)
+                size += len(block)
+        if expected_size is not None and size != int(expected_size):
+            raise ConnectionError(
+                f"the download of {url} ended after {size} of {expected_size} bytes"
+            )
+        got = md5sum(tmp)
+        if got != md5:
+            raise ValueError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fetch(
+    name: str, data_dir: str | os.PathLike, *, download: bool = False, timeout: float = 60.0
+) -> str:
+    """The local path of a known file under ``data_dir``, verified, downloading it if asked.
+
+    An existing file is accepted only if its MD5 is the known one (checked on every call:
+    hashing the largest, PTB's 5 MB train split, takes well under a second). A download
+    goes to a temporary ``.part`` file beside the target, removed on any failure, and
+    replaces the target atomically once its MD5 matches: an interrupted or corrupt
+    download never leaves a file that a later call would take.
 
     Args:
       name: a key of :data:`KNOWN_FILES`, e.g. ``"ptb/ptb.train.txt"``.
       data_dir: the data directory.
-      download: download a missing file from its public address.
+      download: download a missing file, or one whose MD5 does not match, from its
+        public address.
+      timeout: seconds to wait for the connection and for each read of a download.
 
     Returns:
       The path ``data_dir/name``.
 
     Raises:
+      KeyError: ``name`` is not a known file.
       FileNotFoundError: the file is missing and ``download`` is false; the message gives
         the address to download it from.
-      ValueError: a downloaded file's checksum does not match.
+      ValueError: the existing file's MD5 does not match and ``download`` is false (the
+        message says how to fix it), or a downloaded file's does not.
+      OSError: the download failed (``urllib.error.URLError``, ``TimeoutError``, or
+        ``ConnectionError`` for a download cut short); nothing is left behind.
+
+    Example:
+      >>> import tempfile
+      >>> fetch("ptb/ptb.valid.txt", tempfile.mkdtemp())
+      Traceback (most recent call last):
+      ...
+      FileNotFoundError: ... download it from https://raw.githubusercontent.com/...
     """
     if name not in KNOWN_FILES:
         raise KeyError(f"unknown file {name!r}; known: {sorted(KNOWN_FILES)}")
     url, md5 = KNOWN_FILES[name]
     path = os.path.join(os.fspath(data_dir), name)
     if os.path.exists(path):
-        return path
-    if not download:
+        got = md5sum(path)
+        if got == md5:
+            return path
+        if not download:
+            raise ValueError(
+                f"{path} is corrupt or not the known {name}: md5 {got}, expected {md5}. "
+                f"Delete it, or call fetch({name!r}, ..., download=True) to download it "
+                "again (the file is replaced only once the new one checks out)."
+            )
+    elif not download:
         raise FileNotFoundError(
             f"{path} does not exist. Point --data_dir (or $LSTM_JAX_DATA) at a directory "
             f"holding {name}, or download it from {url} (md5 {md5})."
         )
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".part"
-    with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
-        shutil.copyfileobj(response, f)
-    got = md5sum(tmp)
-    if got != md5:
-        os.remove(tmp)
-        raise ValueError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
-    os.replace(tmp, path)
+    _download(url, path, md5, timeout)
     return path
 
 
-def _read_text(path: str | os.PathLike) -> str:
+def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file {os.fspath(path)!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    try:
+        with open(path, encoding=encoding) as f:
+            return f.read()
+    except UnicodeDecodeError:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:  # decoded whole, so that the offset counts from the start of the file
+            raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"text file {os.fspath(path)!r} is not valid {encoding}: byte "
+                f"{raw[error.start]:#04x} at byte offset {error.start} ({error.reason}). "
+                f"Text files must be {encoding}-encoded: convert the file (e.g. "
+                f"iconv -f latin1 -t utf-8), or give load_char_text its encoding=."
+            ) from None
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +176,12 @@ class Corpus:
     Attributes:
       train, valid, test: int32 ``[tokens]``.
       vocab: ``vocab[id]`` is the token (a character or a word).
+
+    Example:
+      >>> ids = np.array([0, 1, 2, 1], np.int32)
+      >>> corpus = Corpus(train=ids, valid=ids[:2], test=ids[2:], vocab=("<eos>", "a", "cat"))
+      >>> corpus.vocab_size, corpus.decode(corpus.train[1:3], sep=" ")
+      (3, 'a cat')
     """
 
     train: np.ndarray
@@ -141,7 +215,10 @@ def split_fractions(n: int, fractions: tuple[float, float, float]) -> tuple[slic
 
 
 def load_char_text(
-    path: str | os.PathLike, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    path: str | os.PathLike,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+    *,
+    encoding: str = "utf-8",
 ) -> Corpus:
     """A character-level corpus from any UTF-8 text file.
 
@@ -152,12 +229,15 @@ def load_char_text(
     Args:
       path: the text file (e.g. tiny-shakespeare's ``input.txt``).
       fractions: train, valid and test fractions.
+      encoding: the file's text encoding.
 
     Returns:
       A :class:`Corpus` of character ids.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
+      ValueError: the file is empty, or not valid ``encoding`` (the message gives the
+        byte offset of the first invalid byte).
 
     Example:
       >>> import tempfile, os
@@ -167,7 +247,7 @@ def load_char_text(
       >>> c.vocab, c.train.shape, c.valid.shape, c.test.shape, c.decode(c.train[:4])
       (('a', 'b', 'c'), (18,), (1,), (1,), 'abca')
     """
-    text = _read_text(path)
+    text = _read_text(path, encoding)
     if not text:
         raise ValueError(f"text file {os.fspath(path)!r} is empty")
     vocab = tuple(sorted(set(text)))
@@ -200,7 +280,8 @@ def load_ptb(directory: str | os.PathLike) -> Corpus:
 
     Raises:
       FileNotFoundError: a file is missing (the message names it and its address).
-      ValueError: valid or test holds a word that train does not.
+      ValueError: valid or test holds a word that train does not, or a file is not
+        UTF-8 (the message names it and the byte offset).
 
     Example:
       >>> import tempfile, os

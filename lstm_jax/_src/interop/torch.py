@@ -26,6 +26,42 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+_TORCH_MODULES = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
+
+
+def check_torch_module(module: Any, expected: str) -> None:
+    """Raises unless ``module`` is a ``torch.nn.{expected}`` (or a subclass), read by class
+    name so that torch is not imported.
+
+    Args:
+      module: what the user passed to ``from_torch``.
+      expected: the torch class's name, one of ``LSTM``, ``GRU``, ``RNN``, ``LSTMCell``,
+        ``GRUCell``, ``RNNCell``; ``lstm_jax.{expected}`` is the class that converts it.
+
+    Raises:
+      TypeError: naming the class expected, the class given, and the lstm_jax class that
+        converts the class given when there is one.
+
+    Example:
+      >>> class LSTMCell:  # stands for torch.nn.LSTMCell
+      ...     pass
+      >>> check_torch_module(LSTMCell(), "LSTM")
+      Traceback (most recent call last):
+      ...
+      TypeError: lstm_jax.LSTM.from_torch takes a torch.nn.LSTM, got LSTMCell; convert a ...
+    """
+    names = [klass.__name__ for klass in type(module).__mro__]
+    if expected in names:
+        return
+    message = (
+        f"lstm_jax.{expected}.from_torch takes a torch.nn.{expected}, got {type(module).__name__}"
+    )
+    match = next((name for name in names if name in _TORCH_MODULES), None)
+    if match is not None:
+        message += f"; convert a torch.nn.{match} with lstm_jax.{match}.from_torch"
+    raise TypeError(message)
+
+
 def torch_name(field: str, layer: int, direction: int) -> str:
     """Torch's parameter name, e.g. ``torch_name("weight_ih", 1, 1) == "weight_ih_l1_reverse"``.
 

@@ -10,7 +10,8 @@ rounding. :func:`native_status` reports what was loaded, from where, and why not
 
 Environment variables (the threads are read at each trace, the others at the first use):
 
-- ``LSTM_JAX_NATIVE_CPU=0`` turns the native loops off.
+- ``LSTM_JAX_NATIVE_CPU=0`` turns the native loops off (``1``, the default, leaves them
+  on; any other value is an error).
 - ``LSTM_JAX_NATIVE_ISA``: ``native`` (default: AVX-512 where the CPU has it) or ``avx2``
   (the AVX2 version on an AVX-512 machine; the tests use it to check that version).
 - ``LSTM_JAX_NATIVE_THREADS``: the most threads a native loop may use, a positive
@@ -295,8 +296,23 @@ def _load() -> _Loaded:
         return _LOADED[0]
 
 
+def _native_cpu_enabled() -> bool:
+    """``$LSTM_JAX_NATIVE_CPU``: ``0`` turns the native loops off, ``1`` (default) on.
+
+    Raises:
+      ValueError: for any other value, naming the variable and the value.
+    """
+    value = os.environ.get("LSTM_JAX_NATIVE_CPU", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(
+            "LSTM_JAX_NATIVE_CPU must be '0' (native loops off) or '1' (on, the default), "
+            f"got {value!r}"
+        )
+    return value != "0"
+
+
 def _load_once(notes: list[str]) -> _Loaded:
-    if os.environ.get("LSTM_JAX_NATIVE_CPU", "1") == "0":
+    if not _native_cpu_enabled():
         return _Loaded("turned off by LSTM_JAX_NATIVE_CPU=0", None)
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return _Loaded(
@@ -350,8 +366,8 @@ def native_status() -> NativeStatus:
       native loop may use; ``cache_dir``, where built libraries are kept.
 
     Raises:
-      ValueError: for an ``LSTM_JAX_NATIVE_ISA`` or ``LSTM_JAX_NATIVE_THREADS`` that is
-        not one of the values expected.
+      ValueError: for an ``LSTM_JAX_NATIVE_CPU``, ``LSTM_JAX_NATIVE_ISA`` or
+        ``LSTM_JAX_NATIVE_THREADS`` that is not one of the values expected.
 
     Example:
       >>> status = native_status()

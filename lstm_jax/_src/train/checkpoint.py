@@ -1,25 +1,40 @@
-"""Orbax checkpoints of a whole :class:`TrainState`, verified on restore.
+"""Orbax checkpoints of a whole :class:`TrainState`, readable without lstm_jax, verified.
 
-What is saved: parameters, optimizer state, step (which is also the data position: every
-batch is a pure function of the step), the model's RNG streams and the carried recurrent
-state. Orbax's ``CheckpointManager`` writes each step into a temporary directory and
-renames it when complete, so a killed job never leaves a step directory that looks
-finished. On top of that, once a save has completed this module writes
-``integrity.json`` into the step directory (atomically, by rename) with the SHA-256 of
-every file; on restore a step without it, or with a file that does not match, is
-skipped with a warning and the previous step is used.
+Each step directory ``<directory>/<step>/`` holds one orbax item per part of the state,
+under the names the model gives them, so that plain orbax reads any of them back:
+
+- ``params``: the model's ``nnx.Param`` state as nested names, the same as
+  ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` (e.g. ``core/weight_ih_l0``);
+- ``opt_state``: the optax state, tuple indices and named-tuple fields as nested names
+  (e.g. ``.../0/mu/core/weight_ih_l0`` for Adam's first moment in a chain);
+- ``step``: JSON, ``{"step": <int>}``;
+- ``rng``: the model's other state, i.e. its RNG streams: each key as its raw key data
+  (``uint32 [..., 2]``, see ``jax.random.key_data``) and each counter;
+- ``carry``: the recurrent state carried between batches (absent when ``None``); an item
+  that is a single array is stored as ``{"value": array}``.
+
+Any other pytree is saved as the one item ``state``. Orbax's ``CheckpointManager`` writes
+each step into a temporary directory and renames it when complete, so a killed job never
+leaves a step directory that looks finished. On top of that, once a save has completed
+this module writes ``integrity.json`` into the step directory (atomically, by rename) with
+the size and SHA-256 of every file; on restore a step without it, or with a file that is
+missing, of another size or with another digest, is skipped with a warning and the
+previous step is used (``integrity=False`` turns this off; its cost is in
+:class:`Checkpointer`'s docstring). Saves can run in the background (``async_save``).
+Paths go through ``etils.epath``, so ``gs://`` and other URLs stay URLs. Checkpoints of
+the flat ``leaf_00000`` layout of earlier versions are not read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import gc
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -29,33 +44,118 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
+from etils import epath
+from flax import nnx
+
+from lstm_jax._src.train.step import TrainState
 
 log = logging.getLogger(__name__)
 
 INTEGRITY_FILE = "integrity.json"
+STEP_ITEM = "step"
+STATE_ITEM = "state"  # a pytree that is not a TrainState
+_ITEM_OF_FIELD = {"rest": "rng"}  # TrainState fields saved under another item name
+_ROOT_LEAF = "value"  # the name of an item's only array when the item is that array
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be written (e.g. the disk is full) or none could be read."""
+    """A checkpoint could not be written (e.g. the disk is full) or none could be read.
+
+    Example:
+      >>> from lstm_jax import train
+      >>> issubclass(train.CheckpointError, RuntimeError)
+      True
+    """
 
 
 def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _file_digests(directory: str) -> dict[str, str]:
-    digests = {}
-    for root, _, files in os.walk(directory):
-        for name in sorted(files):
-            if name == INTEGRITY_FILE:
-                continue
-            path = os.path.join(root, name)
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            digests[os.path.relpath(path, directory)] = h.hexdigest()
-    return digests
+def _host_int(x) -> int:
+    """``int(x)`` of a scalar, replicated or not, on one host or on several."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return int(x)
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey / FlattenedIndexKey, SequenceKey, GetAttrKey
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _layout(state: Any) -> list[tuple[str, tuple[str, ...], Any]]:
+    """``(item, names, leaf)`` for each leaf of ``state``, in ``jax.tree.leaves`` order.
+
+    ``nnx.Variable`` wrappers add no name (``params/core/bias``, not ``.../bias/value``),
+    so that the names are those of ``nnx.to_pure_dict``.
+    """
+    entries = []
+    for path, x in jax.tree_util.tree_flatten_with_path(
+        state, is_leaf=lambda v: isinstance(v, nnx.Variable)
+    )[0]:
+        subs = (
+            [(p[1:], v) for p, v in jax.tree_util.tree_flatten_with_path(x)[0]]
+            if isinstance(x, nnx.Variable)
+            else [((), x)]
+        )
+        for sub, leaf in subs:
+            names = tuple(_key_name(k) for k in path + sub)
+            if isinstance(state, TrainState):
+                item, names = _ITEM_OF_FIELD.get(names[0], names[0]), names[1:]
+            else:
+                item = STATE_ITEM
+            entries.append((item, names or (_ROOT_LEAF,), leaf))
+    return entries
+
+
+def _nest(entries: list[tuple[str, tuple[str, ...], Any]]) -> dict[str, dict[str, Any]]:
+    """``{item: nested dict of names}`` from :func:`_layout`'s entries."""
+    items: dict[str, dict[str, Any]] = {}
+    for item, names, leaf in entries:
+        node = items.setdefault(item, {})
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"checkpoint name {item}/{'/'.join(names)} is used twice")
+        if names[-1] in node:
+            raise ValueError(f"checkpoint name {item}/{'/'.join(names)} is used twice")
+        node[names[-1]] = leaf
+    return items
+
+
+def _lookup(tree: dict[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        tree = tree[name]
+    return tree
+
+
+def _files(directory: epath.Path) -> dict[str, epath.Path]:
+    """``{relative path: path}`` of every file under ``directory`` but ``integrity.json``."""
+    files, todo = {}, [directory]
+    while todo:
+        for path in todo.pop().iterdir():
+            if path.is_dir():
+                todo.append(path)
+            elif path.name != INTEGRITY_FILE or path.parent != directory:
+                files[path.relative_to(directory).as_posix()] = path
+    return dict(sorted(files.items()))
+
+
+def _file_records(directory: epath.Path) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` of every file under ``directory``."""
+    records = {}
+    for rel, path in _files(directory).items():
+        h = hashlib.sha256()
+        size = 0
+        with path.open("rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 22), b""):
+                h.update(block)
+                size += len(block)
+        records[rel] = {"size": size, "sha256": h.hexdigest()}
+    return records
 
 
 # How the OS says it (errno), and how tensorstore passes it on (a ValueError whose text
@@ -184,102 +284,230 @@ class _HeldReports(logging.Filter):
                 traceback.print_exception(exc_type, exc_value, exc_traceback)
 
 
-def _leaf_name(i: int) -> str:
-    return f"leaf_{i:05d}"
-
-
 class Checkpointer:
-    """Saves and restores train states under ``directory/<step>/``.
+    """Saves and restores train states under ``directory/<step>/``, one orbax item a part.
+
+    A step directory holds the orbax items ``params``, ``opt_state``, ``step``, ``rng`` and
+    ``carry`` (see the module docstring) and ``integrity.json``; plain orbax restores any
+    of them, as below. The integrity layer reads every file once after a save has
+    completed (to digest it) and, on restore, compares sizes, then digests the files of
+    the step restored while orbax reads them (older steps are not read). Its cost, for a
+    model of 10.5M float32 parameters with its Adam state (125 MB) on a shared 2-core
+    machine with a local disk (medians of 5; runs differ by about 30%): ``save`` 0.86 s
+    without it and 0.89 s with it (digesting a step alone: 0.24 s), ``restore_latest``
+    0.48 s without and 0.70 s with it; with ``async_save``, ``save`` returns in 0.05 s.
 
     Args:
-      directory: the checkpoint directory (created if needed).
+      directory: the checkpoint directory (created if needed): a local path or a URL such
+        as ``gs://bucket/run/checkpoints`` (through ``etils.epath``).
       max_to_keep: how many recent checkpoints to keep.
+      async_save: if true, :meth:`save` returns once the arrays are copied off the
+        devices and the files are written in the background; :meth:`wait` (called by
+        the next :meth:`save`, :meth:`restore_latest` and :meth:`close`) waits for that
+        write, writes ``integrity.json`` and raises its error, if any.
+      integrity: write ``integrity.json`` after each save and check it on restore.
 
     Example:
       >>> import tempfile
       >>> import jax.numpy as jnp
+      >>> import orbax.checkpoint as ocp
+      >>> from flax import nnx
+      >>> import lstm_jax
+      >>> from lstm_jax import train
+      >>> model = lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(0))
+      >>> _, state = train.create_train_state(model, train.make_optimizer())
       >>> ckpt = Checkpointer(tempfile.mkdtemp())
-      >>> state = {"w": jnp.arange(3, dtype=jnp.float32), "step": jnp.array(7, jnp.int32)}
-      >>> ckpt.save(state, step=7)
-      >>> ckpt.latest_step(), ckpt.restore_latest(state)[1]["w"].tolist()
-      (7, [0.0, 1.0, 2.0])
+      >>> ckpt.save(state.replace(step=jnp.array(7, jnp.int32)), step=7)
+      >>> sorted(p.name for p in (ckpt.directory / "7").iterdir() if p.is_dir())
+      ['opt_state', 'params', 'rng', 'step']
+
+      Reading the parameters back into a new model with plain orbax:
+
+      >>> fresh = lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(1))
+      >>> target = nnx.to_pure_dict(nnx.state(fresh, nnx.Param))
+      >>> manager = ocp.CheckpointManager(ckpt.directory)
+      >>> restored = manager.restore(7, args=ocp.args.Composite(
+      ...     params=ocp.args.StandardRestore(target), step=ocp.args.JsonRestore()))
+      >>> nnx.update(fresh, restored["params"])
+      >>> restored["step"], bool((fresh.weight_hh_l0[...] == model.weight_hh_l0[...]).all())
+      ({'step': 7}, True)
+      >>> manager.close(); ckpt.close()
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3):
-        self.directory = os.path.abspath(os.fspath(directory))
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_to_keep: int = 3,
+        async_save: bool = False,
+        integrity: bool = True,
+    ):
+        path = epath.Path(directory)
+        self.directory = path if "://" in str(path) else path.absolute()
+        self.async_save = async_save
+        self.integrity = integrity
+        self._pending: int | None = None  # a step being written in the background
+        self._verified: set[int] = set()  # steps checked (or written) by this checkpointer
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            enable_async_checkpointing=False,
+            enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
             create=True,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def _step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+    def _step_dir(self, step: int) -> epath.Path:
+        return self.directory / str(step)
 
     def all_steps(self) -> list[int]:
         """Steps with a step directory (complete or not), ascending."""
         return sorted(self._manager.all_steps())
 
     def is_valid(self, step: int) -> bool:
-        """Whether ``step``'s files match the digests written after its save completed."""
-        path = os.path.join(self._step_dir(step), INTEGRITY_FILE)
+        """Whether ``step``'s files match the sizes and digests written after its save.
+
+        Sizes are compared first (no file is read); digests only when they all match.
+        A step this checkpointer wrote or has already found valid is not read again.
+        Always true with ``integrity=False``.
+        """
+        expected = self._check_sizes(step)
+        return expected is not None and self._check_digests(step, expected)
+
+    def _check_sizes(self, step: int) -> dict[str, dict[str, Any]] | None:
+        """``step``'s integrity record if every file is there with its size, else ``None``.
+
+        Empty when there is nothing to check (``integrity=False``, or checked already).
+        """
+        step_dir = self._step_dir(step)
+        if (step_dir / "default").is_dir():  # one orbax item: lstm_jax's old flat layout
+            log.warning("checkpoint %d has the flat leaf_ layout, which is not read", step)
+            return None
+        if not self.integrity or step in self._verified:
+            return {}
         try:
-            with open(path) as f:
-                expected = json.load(f)["files"]
-        except (OSError, ValueError, KeyError) as e:
+            expected = json.loads((step_dir / INTEGRITY_FILE).read_text())["files"]
+            sizes = {k: v["size"] for k, v in expected.items()}
+        except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning(
                 "checkpoint %d has no readable %s (%s): incomplete", step, INTEGRITY_FILE, e
             )
-            return False
-        got = _file_digests(self._step_dir(step))
+            return None
+        found = {rel: p.stat().length for rel, p in _files(step_dir).items()}
+        if found != sizes:
+            bad = sorted(k for k in set(found) | set(sizes) if found.get(k) != sizes.get(k))
+            log.warning(
+                "checkpoint %d is corrupt: files %s are missing or have another size than in %s",
+                step,
+                bad[:5],
+                INTEGRITY_FILE,
+            )
+            return None
+        return expected
+
+    def _check_digests(self, step: int, expected: dict[str, dict[str, Any]]) -> bool:
+        if not expected:
+            return True
+        got = _file_records(self._step_dir(step))
         if got != expected:
-            bad = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+            bad = sorted(k for k in expected if got.get(k) != expected[k])
             log.warning(
                 "checkpoint %d is corrupt: files %s differ from %s", step, bad[:5], INTEGRITY_FILE
             )
             return False
+        self._verified.add(step)
         return True
 
     def latest_step(self) -> int | None:
         """The newest step that passes :meth:`is_valid`, or ``None``."""
         for step in reversed(self.all_steps()):
-            if self.is_valid(step):
+            if step != self._pending and self.is_valid(step):
                 return step
         return None
 
     def save(self, state: Any, *, step: int) -> None:
-        """Writes ``state`` as checkpoint ``step`` and waits until it is complete.
+        """Writes ``state`` as checkpoint ``step``.
+
+        Without ``async_save`` this waits until the checkpoint is complete; with it, it
+        first waits for the previous save (see :meth:`wait`), then returns once the arrays
+        are copied off the devices.
 
         Orbax writes from its own threads; when a write fails, they, asyncio and
         tensorstore report it, each with a traceback, before orbax raises it. Those
-        reports are held back while saving: when the disk is full the ones about the full
-        disk are dropped, as the error raised here says all there is to say (and chains
-        orbax's); any other is passed on.
+        reports are held back while saving and waiting: when the disk is full the ones
+        about the full disk are dropped, as the error raised here says all there is to
+        say (and chains orbax's); any other is passed on. (With ``async_save``, what they
+        report while the write runs in the background is passed on as it comes.)
+
+        Args:
+          state: a :class:`TrainState` (saved as named items) or any pytree of arrays
+            (saved as the item ``state``).
+          step: the step number, the step directory's name.
 
         Raises:
-          CheckpointError: the write failed; its message says when the disk is full and
-            whether an earlier checkpoint is there to resume from. The half-written
-            checkpoint is removed and the previous ones are untouched.
+          CheckpointError: the write failed (with ``async_save``, this one's or the
+            previous one's); its message says when the disk is full and whether an
+            earlier checkpoint is there to resume from. The half-written checkpoint is
+            removed and the previous ones are untouched.
         """
-        leaves = jax.tree.leaves(state)
-        # jax.Arrays go to orbax as they are, so each host writes the shards it holds.
-        items = {
-            _leaf_name(i): jax.random.key_data(x) if _is_key(x) else x for i, x in enumerate(leaves)
+        self.wait()
+        entries = _layout(state)
+        items = _nest([(i, n, jax.random.key_data(x) if _is_key(x) else x) for i, n, x in entries])
+        args = {
+            name: ocp.args.JsonSave({STEP_ITEM: _host_int(tree[_ROOT_LEAF])})
+            if name == STEP_ITEM and isinstance(state, TrainState)
+            else ocp.args.StandardSave(tree)
+            for name, tree in items.items()
         }
-        failure = None
         with _HeldReports() as held:
             try:
-                self._write(items, step=step, num_leaves=len(leaves))
+                if step in self._manager.all_steps():  # only a leftover that failed verification
+                    self._manager.delete(step)
+                self._verified.discard(step)
+                self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+                if self.async_save:
+                    self._pending = step
+                else:
+                    self._finish(step)
             except Exception as e:  # nothing of this step may remain, whatever failed
-                failure = e
-                held.settle()  # first, so that no write still in flight follows
-                self._remove_partial(step)
-        no_space = _out_of_space(failure)
-        held.release(drop=no_space is not None)
-        if failure is None:
+                self._fail(step, e, held)
+        held.release()
+
+    def wait(self) -> None:
+        """Waits for a save running in the background (with ``async_save``) to complete.
+
+        Raises:
+          CheckpointError: that save failed (see :meth:`save`).
+        """
+        step, self._pending = self._pending, None
+        if step is None:
             return
+        with _HeldReports() as held:
+            try:
+                self._finish(step)
+            except Exception as e:
+                self._fail(step, e, held)
+        held.release()
+
+    def _finish(self, step: int) -> None:
+        """Waits for orbax to complete ``step``, then writes its ``integrity.json``."""
+        self._manager.wait_until_finished()
+        step_dir = self._step_dir(step)
+        if not step_dir.exists():  # orbax logged why and skipped the final rename
+            raise CheckpointError(f"orbax did not complete {step_dir}")
+        if self.integrity and jax.process_index() == 0:
+            record = {"step": step, "files": _file_records(step_dir)}
+            tmp = step_dir / (INTEGRITY_FILE + ".tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            tmp.replace(step_dir / INTEGRITY_FILE)
+        self._verified.add(step)
+
+    def _fail(self, step: int, failure: Exception, held: _HeldReports) -> None:
+        """Removes what ``step`` left and raises the :class:`CheckpointError` for it."""
+        held.settle()  # first, so that no write still in flight follows
+        self._remove_partial(step)
+        no_space = _out_of_space(failure)
+        held.__exit__()
+        held.release(drop=no_space is not None)
         previous = self.latest_step()
         kept = (
             f"step {previous}, the newest checkpoint, is intact"
@@ -296,61 +524,84 @@ class Checkpointer:
             f"{type(failure).__name__}: {failure} ({kept})"
         ) from failure
 
-    def _write(self, items: dict[str, Any], *, step: int, num_leaves: int) -> None:
-        if step in self._manager.all_steps():  # only a leftover that failed verification
-            self._manager.delete(step)
-        self._manager.save(step, args=ocp.args.StandardSave(items), force=True)
-        self._manager.wait_until_finished()
-        if jax.process_index() == 0:
-            record = {
-                "step": step,
-                "num_leaves": num_leaves,
-                "files": _file_digests(self._step_dir(step)),
-            }
-            tmp = os.path.join(self._step_dir(step), INTEGRITY_FILE + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, os.path.join(self._step_dir(step), INTEGRITY_FILE))
-
     def _remove_partial(self, step: int) -> None:
-        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+        self._verified.discard(step)
+        if jax.process_index() != 0 or not self.directory.is_dir():
             return
-        for name in os.listdir(self.directory):
-            if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        for path in self.directory.iterdir():
+            if path.name == str(step) or path.name.startswith(f"{step}.orbax-checkpoint-tmp"):
+                try:
+                    path.rmtree(missing_ok=True)
+                except OSError as e:
+                    log.warning("could not remove %s: %s", path, e)
         self._manager.reload()
 
     def restore_latest(self, template: Any, shardings: Any = None) -> tuple[int, Any] | None:
         """The newest valid checkpoint as ``(step, state)``, skipping bad ones; or ``None``.
 
+        Waits for a save in the background first (see :meth:`wait`). Only the step
+        restored, and the newer ones found bad, are checked against ``integrity.json``.
+
         Args:
           template: a state of the same structure, shapes and dtypes (e.g. a fresh one).
-          shardings: optional pytree of shardings like ``template`` to place leaves with.
+          shardings: optional pytree of shardings like ``template`` to place leaves with
+            (by default, each leaf of ``template``'s own sharding).
+
+        Raises:
+          CheckpointError: the save in the background failed.
         """
+        self.wait()
         leaves, treedef = jax.tree.flatten(template)
         if shardings is None:
             sharding_leaves = [getattr(x, "sharding", None) for x in leaves]
         else:
             sharding_leaves = treedef.flatten_up_to(shardings)
-        abstract = {}
-        for i, (x, s) in enumerate(zip(leaves, sharding_leaves, strict=True)):
+        abstract_leaves = []
+        for x, s in zip(leaves, sharding_leaves, strict=True):
             raw = jax.random.key_data(x) if _is_key(x) else x
-            abstract[_leaf_name(i)] = jax.ShapeDtypeStruct(np.shape(raw), raw.dtype, sharding=s)
+            abstract_leaves.append(jax.ShapeDtypeStruct(np.shape(raw), raw.dtype, sharding=s))
+        entries = _layout(jax.tree.unflatten(treedef, abstract_leaves))
+        is_train_state = isinstance(template, TrainState)
+        args = {
+            name: ocp.args.JsonRestore()
+            if name == STEP_ITEM and is_train_state
+            else ocp.args.StandardRestore(tree)
+            for name, tree in _nest(entries).items()
+        }
         for step in reversed(self.all_steps()):
-            if not self.is_valid(step):
+            expected = self._check_sizes(step)
+            if expected is None:
                 continue
-            try:
-                items = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            except Exception as e:  # a bad checkpoint must not stop the run: try the previous
+            # The digests are computed while orbax reads: the step's files are read twice,
+            # at the same time.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                digests_match = pool.submit(self._check_digests, step, expected)
+                try:
+                    items, error = (
+                        self._manager.restore(step, args=ocp.args.Composite(**args)),
+                        None,
+                    )
+                except Exception as e:  # a bad checkpoint must not stop the run
+                    items, error = None, e
+                if not digests_match.result():
+                    continue
+            if error is not None:
+                self._verified.discard(step)
                 log.warning(
-                    "checkpoint %d could not be restored (%s); trying the previous", step, e
+                    "checkpoint %d could not be restored (%s); trying the previous", step, error
                 )
                 continue
             restored = []
-            for i, x in enumerate(leaves):
-                value = items[_leaf_name(i)]
+            for x, s, (item, names, a) in zip(leaves, sharding_leaves, entries, strict=True):
+                if item == STEP_ITEM and is_train_state:
+                    host = np.asarray(items[STEP_ITEM][STEP_ITEM], a.dtype)
+                    value = (
+                        jax.numpy.asarray(host)
+                        if s is None
+                        else jax.make_array_from_callback(host.shape, s, lambda i, h=host: h[i])
+                    )
+                else:
+                    value = _lookup(items[item], names)
                 if _is_key(x):
                     value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(x))
                 restored.append(value)
@@ -358,4 +609,12 @@ class Checkpointer:
         return None
 
     def close(self) -> None:
-        self._manager.close()
+        """Waits for a save in the background (see :meth:`wait`), then closes orbax's manager.
+
+        Raises:
+          CheckpointError: the save in the background failed.
+        """
+        try:
+            self.wait()
+        finally:
+            self._manager.close()

@@ -2,7 +2,8 @@
 
 :func:`fit` is what an experiment calls once it has a model, a loss and its data. It owns
 the run directory (``metrics.jsonl``, TensorBoard events, ``checkpoints/``,
-``summary.json``; the experiment writes ``config.json``).
+``summary.json``; the experiment writes ``config.json``). Besides the loss, every log step
+records the learning rate applied, the time per step and the throughput.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -26,6 +28,7 @@ from lstm_jax._src.train import sharding as sharding_lib
 from lstm_jax._src.train.checkpoint import Checkpointer
 from lstm_jax._src.train.step import (
     LossFn,
+    applied_learning_rate,
     create_train_state,
     evaluate,
     make_eval_step,
@@ -40,7 +43,13 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or gradient became NaN or infinite; the run stopped before saving it."""
+    """The loss or gradient became NaN or infinite; the run stopped before saving it.
+
+    Example:
+      >>> from lstm_jax import train
+      >>> issubclass(train.NonFiniteLossError, FloatingPointError)
+      True
+    """
 
 
 @dataclasses.dataclass
@@ -52,6 +61,12 @@ class FitResult:
       state: the final train state.
       graphdef: the model's graph definition (``nnx.merge(graphdef, state.params,
         state.rest)`` rebuilds the trained model).
+
+    Example:
+      >>> import dataclasses
+      >>> from lstm_jax import train
+      >>> [field.name for field in dataclasses.fields(train.FitResult)]
+      ['summary', 'state', 'graphdef']
     """
 
     summary: dict[str, Any]
@@ -84,6 +99,50 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
 
 
+# the monitoring scalars of each log step, beside the loss function's metrics
+LEARNING_RATE = "train/learning_rate"
+STEP_TIME = "train/step_time_s"
+MONITORING = (LEARNING_RATE, STEP_TIME, "train/tokens_per_s", "train/examples_per_s")
+
+
+def items_per_step(batch: Mapping[str, Any]) -> tuple[int, str]:
+    """What one step processes: ``(T * B, "tokens")`` for a time-major ``[T, B, ...]``
+    sequence batch (its ``"inputs"``, else its first array), ``(B, "examples")`` for a
+    ``[B]`` one.
+
+    Example:
+      >>> items_per_step({"inputs": np.zeros((20, 8, 2)), "targets": np.zeros(8)})
+      (160, 'tokens')
+      >>> items_per_step({"x": np.zeros(8)})
+      (8, 'examples')
+    """
+    shape = np.shape(batch["inputs"] if "inputs" in batch else next(iter(batch.values())))
+    if len(shape) >= 2:
+        return int(shape[0]) * int(shape[1]), "tokens"
+    return int(shape[0]), "examples"
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _progress_line(
+    desc: str, done: int, steps: int, window: dict[str, float], monitoring: dict[str, float]
+) -> str:
+    """``train step 200/3000 loss 0.1234 grad_norm 0.5 lr 1.0e-03 12,345 tok/s 5.1 ms/step``."""
+    window = {"loss": window["loss"], **window} if "loss" in window else window  # loss first
+    parts = [f"{desc} step {done}/{steps}", metrics_lib.format_metrics(window)]
+    if LEARNING_RATE in monitoring:
+        parts.append(f"lr {monitoring[LEARNING_RATE]:.1e}")
+    for key, label in (("train/tokens_per_s", "tok/s"), ("train/examples_per_s", "ex/s")):
+        if key in monitoring:
+            parts.append(f"{monitoring[key]:,.0f} {label}")
+    if STEP_TIME in monitoring:
+        parts.append(f"{1e3 * monitoring[STEP_TIME]:.1f} ms/step")
+    return " ".join(parts)
+
+
 def fit(
     model: nnx.Module,
     loss_fn: LossFn,
@@ -105,11 +164,21 @@ def fit(
     desc: str = "train",
     extra_summary: dict[str, Any] | None = None,
     stop_check: Callable[[], None] | None = None,
+    hparams: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
     Batch ``step`` is ``train_batch(step)``, a pure function of the step, so the data
     position is the step and a resumed run sees the same batches as an uninterrupted one.
+
+    Every ``log_every`` steps ``metrics.jsonl`` and TensorBoard get the mean of the loss
+    function's metrics over the window (``train/loss``, ...) and ``train/grad_norm``, and:
+    ``train/learning_rate``, the rate applied by the window's last update (read from the
+    optimizer state, present when the optimizer is built with ``optax.inject_hyperparams``
+    as :func:`make_optimizer` does); ``train/step_time_s``, wall seconds per step over the
+    window, evaluation and checkpoints excluded; and ``train/tokens_per_s`` (time x batch
+    of a ``[T, B, ...]`` batch, see :func:`items_per_step`) or ``train/examples_per_s``.
+    The first step, which compiles, is timed apart: ``compile_time_s`` in the summary.
 
     Args:
       model: an NNX model; ``loss_fn`` calls it.
@@ -128,19 +197,25 @@ def fit(
       checkpoint_every: checkpoint every this many steps (and always at the end).
       keep_checkpoints: how many checkpoints to keep.
       resume: continue from the newest valid checkpoint in ``run_dir``.
-      progress: show a tqdm progress bar.
-      desc: the progress bar's label.
+      progress: report progress on process 0: a tqdm bar in a terminal or Jupyter; where
+        stdout is not a terminal (a scheduler's log file, a pipe), a plain line per log
+        step instead (``train step 200/3000 loss 0.1234 ... lr 1.0e-03 12,345 tok/s``).
+      desc: the label of the bar or the lines.
       extra_summary: more entries for ``summary.json``.
       stop_check: called before every step; what it raises stops training there, at a
         step boundary, handled as below for ``SystemExit``. A signal handler should only
         record the signal and let this raise: an exception raised from the handler itself
         can land inside a library call (a TensorBoard writer's queue, a checkpoint) and
         leave it unable to close.
+      hparams: the run's hyperparameters (a nested config), recorded once for
+        TensorBoard's HParams and Text tabs and as ``hparams`` in ``summary.json``.
 
     Returns:
       A :class:`FitResult`.
 
     Raises:
+      ValueError: ``steps``, ``log_every``, ``checkpoint_every`` or ``keep_checkpoints``
+        below 1, or ``eval_every`` below 0.
       FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is false.
       NonFiniteLossError: the loss went NaN/inf; nothing after the last finite step was
         saved, so the newest checkpoint is the last good one.
@@ -149,7 +224,30 @@ def fit(
         reached (when its metrics are finite) and a ``summary.json`` with status
         ``"interrupted"``; Ctrl-C in Jupyter and ``experiments.run`` under SIGTERM (through
         ``stop_check``) land here.
+
+    Example:
+      >>> import tempfile
+      >>> from flax import nnx
+      >>> from lstm_jax import data, train
+      >>> task = data.SyntheticTask("adding", batch_size=8, length=5)
+      >>> model = train.SequenceRegressor("lstm", 2, 4, rngs=nnx.Rngs(0))
+      >>> result = train.fit(model, train.regression_loss, train.make_optimizer("adam", 1e-2),
+      ...                    task.batch, steps=3, log_every=3, run_dir=tempfile.mkdtemp(),
+      ...                    progress=False)
+      >>> result.summary["status"], int(result.state.step)
+      ('completed', 3)
+      >>> trained = nnx.merge(result.graphdef, result.state.params, result.state.rest)
+      >>> trained(task.batch(0)["inputs"]).shape
+      (8, 1)
     """
+    for name, value, minimum in (
+        ("steps", steps, 1),
+        ("log_every", log_every, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+        ("keep_checkpoints", keep_checkpoints, 1),
+        ("eval_every", eval_every, 0),
+    ):
+        _check_count(name, value, minimum)
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     clock = metrics_lib.WallClock(run_dir, resume=resume)
@@ -158,6 +256,8 @@ def fit(
     sharding_lib.check_batch_size(
         next(v.shape[sharding_lib.batch_axis(v.ndim)] for v in first.values()), mesh
     )
+    per_step, unit = items_per_step(first)
+    lines = progress and jax.process_index() == 0 and not metrics_lib.is_interactive()
 
     graphdef, state = create_train_state(model, optimizer, carry)
     model.eval()
@@ -166,7 +266,7 @@ def fit(
     shardings = state_shardings(state, mesh)
     state = place_state(state, mesh)
 
-    checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), max_to_keep=keep_checkpoints)
+    checkpointer = Checkpointer(f"{run_dir}/{CHECKPOINT_DIR}", max_to_keep=keep_checkpoints)
     start_step = 0
     if checkpointer.all_steps() and not resume:
         raise FileExistsError(
@@ -184,6 +284,10 @@ def fit(
     state_step = start_step  # the step `state` has reached
 
     writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
+    if hparams is not None:
+        writer.write_hparams(
+            hparams, ("train/loss", "eval/loss") if eval_batches else ("train/loss",)
+        )
     train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
     eval_step = make_eval_step(eval_graphdef, loss_fn, mesh) if eval_batches else None
     status, error = "completed", None
@@ -194,7 +298,13 @@ def fit(
             for prefix, target in (("train/", train_metrics), ("eval/", eval_metrics)):
                 if any(k.startswith(prefix) for k in record):
                     target.clear()
-                    target.update({k: v for k, v in record.items() if k.startswith(prefix)})
+                    target.update(
+                        {
+                            k: v
+                            for k, v in record.items()
+                            if k.startswith(prefix) and k not in MONITORING
+                        }
+                    )
     pending: list[dict[str, jax.Array]] = []
 
     def run_eval(step):
@@ -206,6 +316,7 @@ def fit(
             mesh,
             eval_carry() if eval_carry else None,
             progress=progress,
+            desc=f"{desc} step {step}/{steps} eval",
         )
         eval_metrics = {f"eval/{k}": v for k, v in result.items()}
         writer.write(step, eval_metrics)
@@ -215,9 +326,17 @@ def fit(
         initial=start_step,
         desc=desc,
         dynamic_ncols=True,
-        disable=not progress or jax.process_index() != 0,
+        disable=not progress or jax.process_index() != 0 or lines,
         mininterval=1.0,
     )
+    if lines and start_step < steps:
+        metrics_lib.log_line(
+            f"{desc} steps {start_step + 1}-{steps}, {per_step:,} {unit} a step, "
+            f"logging every {log_every}"
+        )
+    compile_time_s = None
+    timed_s, timed_steps = 0.0, 0  # this process's steps after the first, and their time
+    window_start, window_steps, paused = time.perf_counter(), 0, 0.0
     try:
         for step in range(start_step, steps):
             if stop_check is not None:
@@ -227,8 +346,17 @@ def fit(
             pending.append(step_metrics)
             state, state_step = new_state, step + 1  # one statement: an interrupt sees a pair
             done = step + 1
+            if compile_time_s is None:  # the first step compiles: timed on its own
+                jax.block_until_ready(step_metrics)
+                compile_time_s = round(time.perf_counter() - window_start, 3)
+                window_start = time.perf_counter()
+                if lines:
+                    metrics_lib.log_line(f"{desc} first step (compilation) {compile_time_s:.1f} s")
+            else:
+                window_steps += 1
             save = done % checkpoint_every == 0 or done == steps
-            if done % log_every == 0 or save:
+            logged = done % log_every == 0 or save
+            if logged:
                 host = jax.device_get(pending)
                 bad = _non_finite(host)
                 if bad:
@@ -245,14 +373,35 @@ def fit(
                 window = _mean_metrics(host)
                 pending = []
                 train_metrics = {f"train/{k}": v for k, v in window.items()}
-                writer.write(done, train_metrics)
+                monitoring = {}
+                lr = applied_learning_rate(state.opt_state)
+                if lr is not None:
+                    monitoring[LEARNING_RATE] = float(jax.device_get(lr))
+                if window_steps:
+                    seconds = time.perf_counter() - window_start - paused
+                    timed_s, timed_steps = timed_s + seconds, timed_steps + window_steps
+                    monitoring[STEP_TIME] = seconds / window_steps
+                    monitoring[f"train/{unit}_per_s"] = per_step * window_steps / seconds
+                writer.write(done, {**train_metrics, **monitoring})
                 clock.save()
-                bar.set_postfix(loss=f"{window['loss']:.4f}", refresh=False)
-            if eval_step and ((eval_every and done % eval_every == 0) or done == steps):
-                run_eval(done)
-            if save:
-                checkpointer.save(state, step=done)
-                last_saved = done
+                postfix = {"loss": f"{window['loss']:.4f}"}
+                if lr is not None:
+                    postfix["lr"] = f"{monitoring[LEARNING_RATE]:.1e}"
+                bar.set_postfix(postfix, refresh=False)
+                if lines:
+                    metrics_lib.log_line(_progress_line(desc, done, steps, window, monitoring))
+            evaluating = eval_step and ((eval_every and done % eval_every == 0) or done == steps)
+            if evaluating or save:  # not part of the step time
+                jax.block_until_ready(state.step)
+                pause_start = time.perf_counter()
+                if evaluating:
+                    run_eval(done)
+                if save:
+                    checkpointer.save(state, step=done)
+                    last_saved = done
+                paused += time.perf_counter() - pause_start
+            if logged:
+                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
             bar.update(1)
     except NonFiniteLossError as e:
         status, error = "diverged", str(e)
@@ -285,8 +434,14 @@ def fit(
             "params_sha256": params_digest(state.params) if status == "completed" else None,
             "wall_time_s": clock.total(),  # every process of the run, kills and resumes included
             "process_wall_times_s": clock.process_seconds(),
+            # this process's: its first step (compilation) and the mean of the others
+            "compile_time_s": compile_time_s,
+            "step_time_s": timed_s / timed_steps if timed_steps else None,
+            f"{unit}_per_s": per_step * timed_steps / timed_s if timed_steps else None,
+            f"{unit}_per_step": per_step,
             "mesh": {"shape": dict(mesh.shape), "devices": int(mesh.devices.size)},
             **metrics_lib.environment_info(),
+            **({"hparams": metrics_lib.flatten_hparams(hparams)} if hparams is not None else {}),
             **(extra_summary or {}),
         }
         if jax.process_index() == 0:

@@ -27,10 +27,19 @@ def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
 
     Returns:
       ``(mse, ({"loss": mse}, carry))``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import data, train
+      >>> model = train.SequenceRegressor("lstm", 2, 8, rngs=nnx.Rngs(0))
+      >>> batch = data.SyntheticTask("adding", batch_size=4, length=10).batch(0)
+      >>> loss, (metrics, carry) = regression_loss(model, batch)
+      >>> loss.shape, sorted(metrics), carry
+      ((), ['loss'], None)
     """
     pred = model(batch["inputs"])[:, 0]
     targets = batch["targets"].astype(pred.dtype)
-    mse = jnp.mean(jnp.square(pred - targets))
+    mse = jnp.mean(optax.squared_error(pred, targets))
     return mse, ({"loss": mse}, carry)
 
 
@@ -44,6 +53,15 @@ def classification_loss(model, batch: dict[str, jax.Array], carry: Any = None):
 
     Returns:
       ``(loss, ({"loss": loss, "accuracy": acc}, carry))``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import train
+      >>> model = train.SequenceRegressor("gru", 3, 8, out_size=5, rngs=nnx.Rngs(0))
+      >>> batch = {"inputs": jnp.ones((6, 4, 3), jnp.float32), "labels": jnp.arange(4)}
+      >>> loss, (metrics, _) = classification_loss(model, batch)
+      >>> sorted(metrics), bool(0.0 <= metrics["accuracy"] <= 1.0)
+      (['accuracy', 'loss'], True)
     """
     logits = model(batch["inputs"]).astype(jnp.float32)
     labels = batch["labels"]
@@ -72,6 +90,17 @@ def token_loss(model, batch: dict[str, jax.Array], carry: Any, *, sum_over_time:
 
     Returns:
       ``(objective, ({"loss": mean_loss, "accuracy": acc}, new_carry))``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import train
+      >>> model = train.TokenModel("lstm", vocab_size=10, embed_size=4, hidden_size=8,
+      ...                          rngs=nnx.Rngs(0))
+      >>> tokens = jnp.zeros((5, 3), jnp.int32)  # [T, B]
+      >>> batch = {"inputs": tokens, "targets": tokens, "reset": jnp.array([True, False, True])}
+      >>> loss, (metrics, carry) = token_loss(model, batch, model.zero_carry(3))
+      >>> sorted(metrics), carry[0].shape
+      (['accuracy', 'loss'], (1, 3, 8))
     """
     if "reset" in batch:
         carry = reset_carry(carry, batch["reset"])

@@ -1,4 +1,5 @@
-"""Run-directory files: ``metrics.jsonl`` beside TensorBoard events, and run provenance.
+"""Run-directory files: ``metrics.jsonl`` beside TensorBoard events, run provenance, and
+the plain progress lines of a job whose output is not a terminal.
 
 Only process 0 writes, so a multi-host job produces one set of files.
 """
@@ -30,8 +31,70 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b": value}`` with TensorBoard's value types.
+
+    Booleans, numbers and strings are kept; anything else (``None``, tuples) becomes its
+    ``repr``.
+
+    Example:
+      >>> flatten_hparams({"lr": 0.1, "model": {"cells": ("lstm",), "bias": None}})
+      {'lr': 0.1, 'model.cells': "('lstm',)", 'model.bias': 'None'}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_hparams(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = repr(value)
+    return flat
+
+
+def is_interactive() -> bool:
+    """Whether progress is drawn as a bar: stdout is a terminal, or this is a Jupyter kernel.
+
+    Elsewhere (a scheduler's log file, a pipe) a redrawn bar would fill the log with
+    carriage returns, so the training loop writes plain lines instead (:func:`log_line`).
+    """
+    try:
+        if sys.stdout.isatty():
+            return True
+    except (AttributeError, ValueError):  # a replaced or closed stdout
+        pass
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def log_line(text: str) -> None:
+    """Writes one line of progress to stdout, flushed (process 0 only)."""
+    if jax.process_index() == 0:
+        print(text, file=sys.stdout, flush=True)
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``name value`` pairs with 4 significant digits, for a progress line.
+
+    Example:
+      >>> format_metrics({"train/loss": 0.123456, "train/accuracy": 0.5})
+      'loss 0.1235 accuracy 0.5'
+    """
+    return " ".join(f"{k.rsplit('/', 1)[-1]} {v:.4g}" for k, v in metrics.items())
+
+
 def write_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> None:
-    """Writes ``obj`` as indented JSON, atomically (temporary file and rename)."""
+    """Writes ``obj`` as indented JSON, atomically (temporary file and rename).
+
+    Example:
+      >>> import json, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "summary.json")
+      >>> write_json(path, {"status": "completed", "steps": 3})
+      >>> json.load(open(path))
+      {'status': 'completed', 'steps': 3}
+    """
     tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
@@ -61,6 +124,14 @@ class MetricsWriter:
       tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
       truncate_after: on resume, drop records with a step above this (they belong to the
         part of the killed run that is being redone).
+
+    Example:
+      >>> import tempfile
+      >>> writer = MetricsWriter(tempfile.mkdtemp(), tensorboard=False)
+      >>> writer.write(1, {"train/loss": 0.25})
+      >>> writer.close()
+      >>> open(os.path.join(writer.run_dir, "metrics.jsonl")).read().splitlines()
+      ['{"step": 1, "train/loss": 0.25}']
     """
 
     def __init__(
@@ -100,6 +171,28 @@ class MetricsWriter:
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))
+
+    def write_hparams(
+        self, hparams: Mapping[str, Any], metrics: tuple[str, ...] = ("train/loss",)
+    ) -> None:
+        """Records a run's hyperparameters once, for TensorBoard's HParams and Text tabs.
+
+        Args:
+          hparams: the (nested) config; flattened by :func:`flatten_hparams`.
+          metrics: the scalar tags the HParams tab shows against them.
+        """
+        if not self.active or self._tb is None:
+            return
+        from tensorboardX.summary import hparams as hparams_summary
+
+        flat = flatten_hparams(hparams)
+        # the three summaries add_hparams writes, here into this run's own event file
+        # (add_hparams opens a new writer in a subdirectory)
+        writer = self._tb._get_file_writer()
+        for summary in hparams_summary(flat, dict.fromkeys(metrics, 0.0)):
+            writer.add_summary(summary)
+        table = "\n".join(f"| {k} | {v} |" for k, v in flat.items())
+        self._tb.add_text("hparams", "| name | value |\n| --- | --- |\n" + table, 0)
 
     def close(self) -> None:
         if not self.active:
@@ -180,7 +273,13 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
 
 
 def environment_info() -> dict[str, Any]:
-    """Versions, devices and git commit, for ``summary.json``."""
+    """Versions, devices and git commit, for ``summary.json``.
+
+    Example:
+      >>> info = environment_info()
+      >>> info["versions"]["jax"] == jax.__version__, "git_commit" in info
+      (True, True)
+    """
     import flax
     import numpy
     import optax

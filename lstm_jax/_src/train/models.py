@@ -85,6 +85,12 @@ def zero_carry(core: nnx.Module, batch_size: int, input_size: int) -> Any:
     Returns:
       The state pytree (``(h, c)`` for the LSTM, ``h`` for GRU/RNN), leaves
       ``[layers * directions, batch, size]``.
+
+    Example:
+      >>> core = make_recurrent("lstm", 3, 8, num_layers=2, rngs=nnx.Rngs(0))
+      >>> h, c = zero_carry(core, batch_size=4, input_size=3)
+      >>> h.shape, c.shape
+      ((2, 4, 8), (2, 4, 8))
     """
     shape = (batch_size, 1, input_size) if core.batch_first else (1, batch_size, input_size)
     return core.initialize_carry(shape)

@@ -8,6 +8,7 @@ shardings, checkpointed whole, and resumed bit for bit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +21,10 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from lstm_jax._src.train import metrics as metrics_lib
 from lstm_jax._src.train import sharding as sharding_lib
+
+_EVAL_LINE_EVERY_S = 60.0  # a long evaluation's plain progress lines, in seconds
 
 LossFn = Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
 
@@ -35,6 +39,14 @@ class TrainState:
       rest: the model's other state (RNG key and counter of each stream).
       opt_state: the optax state.
       carry: the recurrent state carried between batches (truncated BPTT), or ``None``.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import LSTM, train
+      >>> model = LSTM(2, 4, rngs=nnx.Rngs(0))
+      >>> _, state = train.create_train_state(model, train.make_optimizer())
+      >>> int(state.step), state.carry, int(state.replace(step=state.step + 1).step)
+      (0, None, 1)
     """
 
     step: jax.Array
@@ -42,6 +54,77 @@ class TrainState:
     rest: nnx.State
     opt_state: optax.OptState
     carry: Any = None
+
+
+def make_schedule(
+    learning_rate: float = 1e-3,
+    *,
+    warmup_steps: int = 0,
+    decay_steps: int = 0,
+    decay_rate: float = 1.0,
+    decay_begin: int = 0,
+    decay_every: int = 0,
+) -> optax.Schedule:
+    """The learning-rate schedule of :func:`make_optimizer`, built from optax's schedules.
+
+    Two schedules: a cosine decay (``decay_steps``, after an optional linear warm-up), or
+    a step decay (``decay_every``), Zaremba et al. (2014)'s: the learning rate is kept for
+    ``decay_begin`` steps, then multiplied by ``decay_rate`` at the start of every block of
+    ``decay_every`` steps, i.e. ``lr * decay_rate ** max(0, (step - decay_begin) //
+    decay_every + 1)``. With ``decay_begin = 4 * E`` and ``decay_every = E`` (``E`` steps an
+    epoch) the rate is ``lr`` for epochs 1-4 and ``lr * decay_rate ** (k - 4)`` in epoch
+    ``k > 4``. The step decay is ``optax.exponential_decay(staircase=True)`` joined after a
+    constant by ``optax.join_schedules``; ``step`` counts updates from 0.
+
+    Args:
+      learning_rate: peak learning rate.
+      warmup_steps: linear warm-up from 0.
+      decay_steps: if > 0, cosine decay to 0 over this many steps after warm-up.
+      decay_rate: the step decay's factor (with ``decay_every > 0``).
+      decay_begin: steps at the full rate before the first step decay.
+      decay_every: if > 0, a step decay every this many steps after ``decay_begin``.
+
+    Returns:
+      ``step -> learning rate``.
+
+    Raises:
+      ValueError: a step decay combined with warm-up or a cosine decay, or a negative
+        ``decay_begin``.
+
+    Example:
+      >>> sched = make_schedule(1.0, decay_rate=0.5, decay_begin=4, decay_every=2)
+      >>> [float(sched(s)) for s in (0, 3, 4, 5, 6)]
+      [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+    if decay_every > 0:
+        if decay_steps > 0 or warmup_steps > 0:
+            raise ValueError(
+                "a step decay (decay_every > 0) does not combine with warmup_steps or "
+                f"decay_steps, got warmup_steps={warmup_steps}, decay_steps={decay_steps}"
+            )
+        if decay_begin < 0:
+            raise ValueError(f"decay_begin must be >= 0, got {decay_begin}")
+        decayed = optax.exponential_decay(
+            learning_rate * decay_rate, decay_every, decay_rate, staircase=True
+        )
+        return optax.join_schedules(
+            [optax.constant_schedule(learning_rate), decayed], [decay_begin]
+        )
+    if decay_steps > 0:
+        return optax.warmup_cosine_decay_schedule(
+            0.0, learning_rate, max(warmup_steps, 1), warmup_steps + decay_steps
+        )
+    if warmup_steps > 0:
+        return optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    return optax.constant_schedule(learning_rate)
+
+
+_OPTIMIZERS = {
+    "adam": lambda lr, weight_decay, momentum: optax.adam(lr),
+    "adamw": lambda lr, weight_decay, momentum: optax.adamw(lr, weight_decay=weight_decay),
+    "sgd": lambda lr, weight_decay, momentum: optax.sgd(lr, momentum=momentum or None),
+    "rmsprop": lambda lr, weight_decay, momentum: optax.rmsprop(lr),
+}
 
 
 def make_optimizer(
@@ -59,13 +142,10 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """An optax optimizer with global-norm gradient clipping and an optional schedule.
 
-    Two schedules: a cosine decay (``decay_steps``, after an optional linear warm-up), or
-    a step decay (``decay_every``), Zaremba et al. (2014)'s: the learning rate is kept for
-    ``decay_begin`` steps, then multiplied by ``decay_rate`` at the start of every block of
-    ``decay_every`` steps, i.e. ``lr * decay_rate ** max(0, (step - decay_begin) //
-    decay_every + 1)``. With ``decay_begin = 4 * E`` and ``decay_every = E`` (``E`` steps an
-    epoch) the rate is ``lr`` for epochs 1-4 and ``lr * decay_rate ** (k - 4)`` in epoch
-    ``k > 4``.
+    The schedule is :func:`make_schedule`'s. The optimizer is wrapped in
+    ``optax.inject_hyperparams``, so the learning rate applied by the last update sits in
+    the optimizer state, where :func:`~lstm_jax.train.fit` reads it
+    (:func:`applied_learning_rate`) to log it.
 
     Args:
       name: ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"rmsprop"``.
@@ -80,69 +160,61 @@ def make_optimizer(
       decay_every: if > 0, a step decay every this many steps after ``decay_begin``.
 
     Raises:
-      ValueError: an unknown ``name``, or a step decay combined with warm-up or a cosine
-        decay.
+      ValueError: an unknown ``name``, or a schedule :func:`make_schedule` rejects.
 
     Example:
       >>> opt = make_optimizer("adam", 1e-3, clip_norm=1.0)
       >>> params = {"w": jnp.ones((2,), jnp.float32)}
-      >>> updates, _ = opt.update({"w": jnp.full((2,), 100.0, jnp.float32)}, opt.init(params))
+      >>> updates, state = opt.update(
+      ...     {"w": jnp.full((2,), 100.0, jnp.float32)}, opt.init(params))
       >>> [round(float(u), 6) for u in updates["w"]]  # clipped to norm 1, then Adam's step
       [-0.001, -0.001]
-      >>> sched = step_decay_schedule(1.0, decay_rate=0.5, decay_begin=4, decay_every=2)
-      >>> [float(sched(jnp.asarray(s, jnp.int32))) for s in (0, 3, 4, 5, 6)]
-      [1.0, 1.0, 0.5, 0.5, 0.25]
+      >>> float(applied_learning_rate(state))  # float32
+      0.0010000000474974513
     """
-    if decay_every > 0:
-        if decay_steps > 0 or warmup_steps > 0:
-            raise ValueError(
-                "a step decay (decay_every > 0) does not combine with warmup_steps or "
-                f"decay_steps, got warmup_steps={warmup_steps}, decay_steps={decay_steps}"
-            )
-        schedule = step_decay_schedule(
-            learning_rate, decay_rate=decay_rate, decay_begin=decay_begin, decay_every=decay_every
-        )
-    elif decay_steps > 0:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, learning_rate, max(warmup_steps, 1), warmup_steps + decay_steps
-        )
-    elif warmup_steps > 0:
-        schedule = optax.linear_schedule(0.0, learning_rate, warmup_steps)
-    else:
-        schedule = learning_rate
-    if name == "adam":
-        opt = optax.adam(schedule)
-    elif name == "adamw":
-        opt = optax.adamw(schedule, weight_decay=weight_decay)
-    elif name == "sgd":
-        opt = optax.sgd(schedule, momentum=momentum or None)
-    elif name == "rmsprop":
-        opt = optax.rmsprop(schedule)
-    else:
+    if name not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be adam, adamw, sgd or rmsprop, got {name!r}")
+    schedule = make_schedule(
+        learning_rate,
+        warmup_steps=warmup_steps,
+        decay_steps=decay_steps,
+        decay_rate=decay_rate,
+        decay_begin=decay_begin,
+        decay_every=decay_every,
+    )
+    factory = _OPTIMIZERS[name]
+    opt = optax.inject_hyperparams(
+        lambda learning_rate: factory(learning_rate, weight_decay, momentum),
+        hyperparam_dtype=jnp.float32,
+    )(learning_rate=schedule)
     if clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(clip_norm), opt)
     return standard_promotion(opt)
 
 
-def step_decay_schedule(
-    learning_rate: float, *, decay_rate: float, decay_begin: int, decay_every: int
-) -> optax.Schedule:
-    """``lr * decay_rate ** max(0, (step - decay_begin) // decay_every + 1)``, a step decay.
+def applied_learning_rate(opt_state: optax.OptState) -> jax.Array | None:
+    """The learning rate of the last update, from a state of ``optax.inject_hyperparams``.
 
-    See :func:`make_optimizer`; ``step`` counts updates from 0.
+    Args:
+      opt_state: an optax state.
+
+    Returns:
+      The float32 scalar ``learning_rate`` hyperparameter, or ``None`` if the state holds
+      none (an optimizer built without ``optax.inject_hyperparams``).
+
+    Example:
+      >>> opt = make_optimizer("sgd", 0.5)
+      >>> float(applied_learning_rate(opt.init({"w": jnp.zeros(2, jnp.float32)})))
+      0.5
+      >>> applied_learning_rate(optax.sgd(0.5).init({"w": jnp.zeros(2, jnp.float32)})) is None
+      True
     """
-    if decay_every < 1 or decay_begin < 0:
-        raise ValueError(
-            f"decay_every must be >= 1 and decay_begin >= 0, got {decay_every}, {decay_begin}"
-        )
-
-    def schedule(count):
-        count = jnp.asarray(count, jnp.int32)
-        blocks = jnp.maximum((count - decay_begin) // decay_every + 1, 0)
-        return jnp.float32(learning_rate) * jnp.float32(decay_rate) ** blocks.astype(jnp.float32)
-
-    return schedule
+    return optax.tree_utils.tree_get(
+        opt_state,
+        "learning_rate",
+        default=None,
+        filtering=lambda _, value: isinstance(value, jax.Array),  # not the schedule's state
+    )
 
 
 def standard_promotion(opt: optax.GradientTransformation) -> optax.GradientTransformation:
@@ -197,7 +269,16 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def place_state(state: TrainState, mesh: Mesh) -> TrainState:
-    """Puts a train state on ``mesh`` with :func:`state_shardings`."""
+    """Puts a train state on ``mesh`` with :func:`state_shardings`.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import LSTM, train
+      >>> model = LSTM(2, 4, rngs=nnx.Rngs(0))
+      >>> _, state = train.create_train_state(model, train.make_optimizer())
+      >>> train.place_state(state, train.make_mesh()).step.sharding.is_fully_replicated
+      True
+    """
     return sharding_lib.put_global(state, state_shardings(state, mesh))
 
 
@@ -222,6 +303,18 @@ def make_train_step(
       loss_fn: ``loss_fn(model, batch, carry) -> (loss, (metrics, carry))``.
       state: a state of the right structure (only its structure is used).
       mesh: the device mesh.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import data, train
+      >>> model = train.SequenceRegressor("lstm", 2, 4, rngs=nnx.Rngs(0))
+      >>> optimizer, mesh = train.make_optimizer("adam", 1e-2), train.make_mesh()
+      >>> graphdef, state = train.create_train_state(model, optimizer)
+      >>> step = train.make_train_step(graphdef, optimizer, train.regression_loss, state, mesh)
+      >>> batch = data.SyntheticTask("adding", batch_size=8, length=5).batch(0)
+      >>> state, metrics = step(train.place_state(state, mesh), train.shard_batch(batch, mesh))
+      >>> int(state.step), sorted(metrics)
+      (1, ['grad_norm', 'loss'])
     """
     shardings = state_shardings(state, mesh)
     rep = sharding_lib.replicated(mesh)
@@ -258,6 +351,19 @@ def make_eval_step(graphdef: nnx.GraphDef, loss_fn: LossFn, mesh: Mesh):
 
     ``graphdef`` should come from a model in evaluation mode (``model.eval()``), so that
     dropout is off.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import data, train
+      >>> model = train.SequenceRegressor("lstm", 2, 4, rngs=nnx.Rngs(0))
+      >>> _, state = train.create_train_state(model, train.make_optimizer())
+      >>> model.eval()
+      >>> eval_step = train.make_eval_step(nnx.graphdef(model), train.regression_loss,
+      ...                                  train.make_mesh())
+      >>> batch = data.SyntheticTask("adding", batch_size=8, length=5).batch(0)
+      >>> metrics, carry = eval_step(state.params, state.rest, None, batch)
+      >>> sorted(metrics), carry
+      (['loss'], None)
     """
     rep = sharding_lib.replicated(mesh)
 
@@ -277,6 +383,7 @@ def evaluate(
     carry: Any = None,
     *,
     progress: bool = False,
+    desc: str = "eval",
 ) -> dict[str, float]:
     """Averages ``eval_step``'s metrics over ``batches`` (equal-sized), carrying the state.
 
@@ -286,22 +393,38 @@ def evaluate(
       batches: host batches, in order (for a language model, consecutive windows).
       mesh: the device mesh the batches are sharded over.
       carry: the initial recurrent state (zeros for a language model), or ``None``.
-      progress: show a (transient) tqdm progress bar.
+      progress: report progress: a transient tqdm bar in a terminal or Jupyter; where
+        stdout is not a terminal (a scheduler's log file), a plain line with the result
+        (and one every minute of a long evaluation) instead.
+      desc: the label of the bar or the lines.
 
     Returns:
       The mean of each metric, as Python floats.
+
+    Raises:
+      ValueError: ``batches`` is empty.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import data, train
+      >>> model = train.SequenceRegressor("lstm", 2, 4, rngs=nnx.Rngs(0))
+      >>> _, state = train.create_train_state(model, train.make_optimizer())
+      >>> model.eval()
+      >>> mesh = train.make_mesh()
+      >>> eval_step = train.make_eval_step(nnx.graphdef(model), train.regression_loss, mesh)
+      >>> task = data.SyntheticTask("adding", batch_size=8, length=5)
+      >>> result = train.evaluate(eval_step, state, [task.batch(0), task.batch(1)], mesh)
+      >>> sorted(result), type(result["loss"]).__name__
+      (['loss'], 'float')
     """
     if carry is not None:
         carry = sharding_lib.put_global(carry, sharding_lib.carry_sharding(mesh, carry))
     totals: dict[str, jax.Array] = {}
     count = 0
-    bar = tqdm(
-        batches,
-        desc="eval",
-        leave=False,
-        delay=2.0,
-        disable=not progress or jax.process_index() != 0,
-    )
+    show = progress and jax.process_index() == 0
+    bar_mode = show and metrics_lib.is_interactive()
+    bar = tqdm(batches, desc=desc, leave=False, delay=2.0, disable=not bar_mode)
+    start = last_line = time.perf_counter()
     for batch in bar:
         metrics, carry = eval_step(
             state.params, state.rest, carry, sharding_lib.shard_batch(batch, mesh)
@@ -309,6 +432,15 @@ def evaluate(
         for k, v in metrics.items():
             totals[k] = totals[k] + v if k in totals else v
         count += 1
+        if show and not bar_mode and time.perf_counter() - last_line > _EVAL_LINE_EVERY_S:
+            last_line = time.perf_counter()
+            metrics_lib.log_line(f"{desc}: {count} batches, {last_line - start:.0f} s")
     if count == 0:
         raise ValueError("evaluate got no batches")
-    return {k: float(v) / count for k, v in totals.items()}
+    result = {k: float(v) / count for k, v in totals.items()}
+    if show and not bar_mode:
+        metrics_lib.log_line(
+            f"{desc} {metrics_lib.format_metrics(result)} "
+            f"({count} batches, {time.perf_counter() - start:.1f} s)"
+        )
+    return result
