@@ -31,10 +31,10 @@ class BackendChoice(NamedTuple):
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> import lstm_jax
-      >>> model = lstm_jax.GRU(3, 4, rngs=nnx.Rngs(0))
+      >>> model = lstm_jax.GRU(3, 4, backend="scan", rngs=nnx.Rngs(0))
       >>> [choice] = lstm_jax.explain_backend(model, jnp.ones((5, 2, 3), jnp.float32))
-      >>> choice.backend, choice.native_cpu, "fused" in choice.reasons
-      ('scan', False, True)
+      >>> choice.backend, choice.native_cpu, choice.reasons["fused"]
+      ('scan', False, "backend='scan' was asked for")
     """
 
     backend: str
