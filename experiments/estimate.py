@@ -8,6 +8,10 @@ the train and eval steps, then times ``--steps`` train steps and as many eval st
 the real batches. The estimate is ``steps x train step + evaluations x eval windows x
 eval step``; checkpoint writes and logging are left out (small next to the steps). A
 JSON record goes to ``--out`` when given.
+
+``--backends scan,fused`` times every cell once per kernel (``model.backend`` forced), so
+cells are compared on the same kernel; each row also has the analytic FLOPs of a train
+step (``experiments/analytic.py``) and the rate achieved.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import jax
 from absl import app, flags
 from flax import nnx
 
-from experiments import run
+from experiments import analytic, run
 from lstm_jax import train
 
 _CONFIG = run._CONFIG  # the entry point's --config and --data_dir (absl flags are global)
 _DATA_DIR = run._DATA_DIR
 _STEPS = flags.DEFINE_integer("steps", 50, "Train steps to time (after compilation).")
 _OUT = flags.DEFINE_string("out", None, "Write the record as JSON here.")
+_BACKENDS = flags.DEFINE_list("backends", [], "Kernels to time each cell on (default: config's).")
 
 
 def _timed(fn, n):
@@ -69,8 +74,21 @@ def time_cell(task: run.Task, cell: str, steps: int) -> dict:
     n_test = sum(1 for _ in task.test_batches()) if task.test_batches else 0
     evals = plan["steps"] // plan["eval_every"] if plan["eval_every"] else 1
     total = plan["steps"] * t_train + (evals * n_eval + n_test) * t_eval
+    m = c.model
+    features = task.input_size if task.vocab_size is None else m.embed_size
+    flops = analytic.step_flops(
+        cell,
+        features,
+        task.hidden_size(cell),
+        m.num_layers,
+        directions=2 if m.bidirectional else 1,
+        batch_size=c.batch_size,
+        seq_len=c.seq_len,
+    )
     return {
         "cell": cell,
+        "backend": m.get("backend", "auto"),
+        "train_flops": flops,
         "train_step_s": t_train,
         "eval_step_s": t_eval,
         "timed_steps": steps,
@@ -84,16 +102,20 @@ def time_cell(task: run.Task, cell: str, steps: int) -> dict:
 
 def main(argv):
     del argv
-    c = _CONFIG.value
-    task = run.Task(c, _DATA_DIR.value)
     rows = []
-    for cell in c.cells:
-        rows.append(time_cell(task, cell, _STEPS.value))
-        print(json.dumps(rows[-1]))
-        print(
-            f"{cell}: estimated wall time {rows[-1]['estimated_wall_time_s'] / 3600:.2f} h",
-            file=sys.stderr,
-        )
+    for backend in _BACKENDS.value or [None]:
+        c = run.seed_config(_CONFIG.value, run.seeds_of(_CONFIG.value)[0])
+        if backend:
+            c.model.backend = backend
+        task = run.Task(c, _DATA_DIR.value)
+        for cell in c.cells:
+            rows.append(time_cell(task, cell, _STEPS.value))
+            print(json.dumps(rows[-1]))
+            print(
+                f"{cell} ({c.model.backend}): estimated wall time "
+                f"{rows[-1]['estimated_wall_time_s'] / 3600:.2f} h",
+                file=sys.stderr,
+            )
     record = {
         "config": c.name,
         "command": " ".join(sys.argv),

@@ -8,14 +8,24 @@
   python -m experiments.report cost runs/estimate/cost.json experiments/figures/cost.png
   python -m experiments.report classify runs/bidirectional experiments/figures/bidirectional.png
   python -m experiments.report collect runs experiments/results   # the run files to commit
+  python -m experiments.report table [experiments/results]        # experiments/README.md's table
 
 Each prints a Markdown table; the figure path is optional. Numbers come from the files
 the runs wrote, never typed by hand.
 
-Every run of ``experiments.run`` is ``<workdir>/<cell>/``. Some committed results in
-``experiments/results/`` (``ptb_small``, ``depth/L*``, ``memory/*/T*/chrono|torch``) come
-from single-cell runs written directly into their workdir, before that layout; every
-reader here takes both (:func:`run_dirs`, :func:`runs_under`).
+Every run of ``experiments.run`` is ``<workdir>/<cell>/seed<k>/``, one per seed. The
+committed results in ``experiments/results/`` predate seeds: ``<workdir>/<cell>/`` (and,
+for ``ptb_small``, ``depth/L*``, ``memory/*/T*/chrono|torch``, single-cell runs written
+directly into their workdir); every reader takes each of these layouts and reads an old
+run as one seed (:func:`run_dirs`, :func:`runs_under`, :func:`setting_of`).
+
+Over seeds, a number is reported as ``mean ± std`` (the sample standard deviation,
+``n - 1``; 0 for one seed) with ``n``. A run *solves* a task with a memoryless baseline
+when its final eval loss is below :data:`SOLVED_FRACTION` of the baseline; its *steps to
+solve* are the first evaluation step under that mark. Per setting, the fraction of seeds
+that solve and the median steps to solve over the seeds that do are reported, and a
+memory horizon (the longest T) counts as solved when at least :data:`SOLVED_SEEDS` of the
+seeds solve it.
 """
 
 from __future__ import annotations
@@ -24,12 +34,17 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
+import statistics
 import sys
 
+from experiments import analytic
 from lstm_jax import train
 
 SOLVED_FRACTION = 0.1  # "solved": final eval loss below 10% of the memoryless baseline
+SOLVED_SEEDS = 2 / 3  # a setting is solved when at least this fraction of its seeds solve
+SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
 def load_run(run_dir: str) -> tuple[dict, list[dict]]:
@@ -39,64 +54,165 @@ def load_run(run_dir: str) -> tuple[dict, list[dict]]:
     return summary, train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
 
 
-def run_dirs(path: str) -> list[str]:
-    """The run directories ``path`` names: ``path`` itself when it holds a run's
-    ``summary.json`` (a single-cell run written directly into its workdir), else each
-    ``<cell>/`` directly below it that does, in name order."""
+def seed_runs(path: str) -> list[str]:
+    """The seeds' run directories of one setting: ``path`` itself when it holds a run (an
+    old single-seed run), else each ``seed<k>/`` below it that does, in seed order."""
     if os.path.exists(os.path.join(path, "summary.json")):
         return [path]
-    found = sorted(os.path.dirname(f) for f in glob.glob(os.path.join(path, "*", "summary.json")))
+    found = [
+        os.path.dirname(f)
+        for f in glob.glob(os.path.join(path, "seed*", "summary.json"))
+        if SEED_DIR.match(os.path.basename(os.path.dirname(f)))
+    ]
+    return sorted(found, key=lambda d: int(SEED_DIR.match(os.path.basename(d)).group(1)))
+
+
+def run_dirs(path: str) -> list[str]:
+    """The run directories ``path`` names: ``path`` itself when it holds a run's
+    ``summary.json`` (a single-cell run written directly into its workdir), else the
+    seeds of ``path`` (``seed<k>/``), else those of each ``<cell>/`` below it, in order."""
+    found = seed_runs(path)
     if not found:
-        raise FileNotFoundError(f"no run under {path}: neither summary.json nor */summary.json")
+        found = [
+            d for cell in sorted(glob.glob(os.path.join(path, "*", ""))) for d in seed_runs(cell)
+        ]
+    if not found:
+        raise FileNotFoundError(
+            f"no run under {path}: neither summary.json, seed*/summary.json nor "
+            "*/[seed*/]summary.json"
+        )
     return found
 
 
+def setting_of(run_dir: str) -> str:
+    """The directory of the setting a run belongs to: ``run_dir`` without its ``seed<k>``."""
+    run_dir = os.path.normpath(run_dir)
+    return os.path.dirname(run_dir) if SEED_DIR.match(os.path.basename(run_dir)) else run_dir
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """``(mean, sample std, n)`` of the finite values; ``std`` is 0 for one value."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return math.nan, math.nan, 0
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0), len(v)
+
+
+def fmt(values, digits: int = 4) -> str:
+    """``mean ± std`` of ``values`` (just the number for one seed; ``-`` for none)."""
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def solved_step(records: list[dict], baseline: float) -> int | None:
+    """The first evaluation step whose loss is below the solved mark, or ``None``."""
+    for r in records:
+        if "eval/loss" in r and r["eval/loss"] < SOLVED_FRACTION * baseline:
+            return r["step"]
+    return None
+
+
+def seed_stats(dirs: list[str]) -> dict:
+    """Per-setting numbers over the seeds' run directories ``dirs``.
+
+    Returns ``n``, lists ``final_eval``, ``final_train``, ``best_eval`` (lowest logged eval
+    loss), ``test`` (the final ``test/loss``) and ``best_test`` (``summary["best"]``'s, the
+    test loss at the best validation checkpoint), ``ratio`` (final eval / baseline),
+    ``accuracy``; ``solved`` (seeds whose final eval is under the mark), ``steps_to_solve``
+    (their first evaluation step under it; for a seed that solves only on the way, too),
+    ``median_steps`` and ``wall_time_s`` (summed), ``baseline``.
+    """
+    out = {k: [] for k in ("final_eval", "final_train", "best_eval", "test", "best_test")}
+    out.update(ratio=[], accuracy=[], steps_to_solve=[], solved=0, wall_time_s=0.0)
+    baseline = math.nan
+    for d in dirs:
+        summary, records = load_run(d)
+        f = summary["final"]
+        baseline = summary.get("baseline", math.nan)
+        out["final_eval"].append(f.get("eval/loss"))
+        out["final_train"].append(f.get("train/loss"))
+        out["test"].append(f.get("test/loss"))
+        out["accuracy"].append(f.get("eval/accuracy"))
+        out["best_test"].append(summary.get("best", {}).get("test/loss"))
+        ev = [r["eval/loss"] for r in records if "eval/loss" in r]
+        out["best_eval"].append(min(ev) if ev else None)
+        if f.get("eval/loss") is not None and baseline:
+            out["ratio"].append(f["eval/loss"] / baseline)
+            out["solved"] += f["eval/loss"] < SOLVED_FRACTION * baseline
+            step = solved_step(records, baseline)
+            if step is not None and f["eval/loss"] < SOLVED_FRACTION * baseline:
+                out["steps_to_solve"].append(step)
+        out["wall_time_s"] += summary.get("wall_time_s", 0.0)
+    out["n"], out["baseline"] = len(dirs), baseline
+    steps = out["steps_to_solve"]
+    out["median_steps"] = statistics.median(steps) if steps else None
+    return out
+
+
 def table(workdir: str, cells: list[str]) -> str:
-    """A Markdown table of each cell's final losses against the task's baseline."""
+    """A Markdown table of each cell's final losses (mean ± std over its seeds) against the
+    task's baseline, with the fraction of seeds that solve and their median steps."""
     rows = [
-        "| cell | final train loss | final eval loss | baseline | eval / baseline | solved | "
-        "wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| cell | seeds | final train loss | final eval loss | baseline | eval / baseline | "
+        "solved | median steps to solve | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for cell in cells:
-        summary, _ = load_run(os.path.join(workdir, cell))
-        final, baseline = summary["final"], summary["baseline"]
-        eval_loss = final.get("eval/loss", float("nan"))
-        ratio = eval_loss / baseline
+        st = seed_stats(seed_runs(os.path.join(workdir, cell)))
+        median = "-" if st["median_steps"] is None else f"{st['median_steps']:.0f}"
         rows.append(
-            f"| {cell} | {final.get('train/loss', float('nan')):.4f} | {eval_loss:.4f} | "
-            f"{baseline:.4f} | {ratio:.3f} | {'yes' if ratio < SOLVED_FRACTION else 'no'} | "
-            f"{summary['wall_time_s']:.0f} |"
+            f"| {cell} | {st['n']} | {fmt(st['final_train'])} | {fmt(st['final_eval'])} | "
+            f"{st['baseline']:.4f} | {fmt(st['ratio'], 3)} | {st['solved']}/{st['n']} | "
+            f"{median} | {st['wall_time_s']:.0f} |"
         )
     return "\n".join(rows)
 
 
+def curves(dirs: list[str], key: str) -> tuple[list[int], list[list[float]]]:
+    """``(steps, values per seed)`` of ``key`` at the steps every seed logged."""
+    per_seed = []
+    for d in dirs:
+        _, records = load_run(d)
+        per_seed.append({r["step"]: r[key] for r in records if key in r})
+    steps = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
+    return steps, [[p[s] for s in steps] for p in per_seed]
+
+
+def band(ax, steps, values, label, style="-", color=None):
+    """The mean over seeds as a line and the min-max range over seeds as a band."""
+    if not steps:
+        return None
+    cols = list(zip(*values, strict=True))
+    mean = [statistics.fmean(c) for c in cols]
+    (line,) = ax.plot(steps, mean, style, color=color, label=f"{label} (n={len(values)})")
+    if len(values) > 1:
+        lo, hi = [min(c) for c in cols], [max(c) for c in cols]
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
 def plot(workdir: str, cells: list[str], path: str) -> None:
-    """Training and evaluation loss against step for each cell, with the baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Training and evaluation loss against step for each cell (mean over seeds, min-max
+    band), with the baseline."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     baseline = None
     for cell in cells:
-        summary, records = load_run(os.path.join(workdir, cell))
+        dirs = seed_runs(os.path.join(workdir, cell))
+        summary, _ = load_run(dirs[0])
         baseline = summary["baseline"]
-        tr = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
-        ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
-        (line,) = ax.plot(*zip(*tr, strict=True), label=f"{cell} (train)", alpha=0.8)
-        if ev:
-            ax.plot(*zip(*ev, strict=True), "o--", color=line.get_color(), label=f"{cell} (eval)")
+        line = band(ax, *curves(dirs, "train/loss"), f"{cell} (train)")
+        color = line.get_color() if line else None
+        band(ax, *curves(dirs, "eval/loss"), f"{cell} (eval)", "o--", color)
     ax.axhline(baseline, color="k", linestyle=":", label=f"baseline {baseline:.3f}")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"{summary['task']}, T = {summary.get('seq_len', '?')}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def compare(workdir: str, cells: list[str]) -> str:
@@ -124,33 +240,56 @@ def _save(fig, path: str) -> None:
     fig.clf()
 
 
+def _label(run_dir: str, workdir: str) -> str:
+    """A setting's name: its directory relative to ``workdir`` (``.`` for ``workdir``)."""
+    return os.path.relpath(setting_of(run_dir), workdir)
+
+
+def _grouped(runs):
+    """``{setting: [(run_dir, config, summary), ...]}`` in first-seen order."""
+    groups: dict[str, list] = {}
+    for run in runs:
+        groups.setdefault(setting_of(run[0]), []).append(run)
+    return groups
+
+
 def vanishing(workdir: str, path: str | None = None) -> str:
     """``||dL/dh_t||`` against ``T - t`` at initialisation and after training (log scale).
 
-    Reads ``<workdir>/<cell>/gradient_norms.json`` (``experiments/gradients.py``); the
-    table gives the geometric mean over the probe sequences of the whole state's gradient
-    norm at distances 0, 10, 50 and ``T - 1``, and the ratio of the last to the first.
+    Reads every ``gradient_norms.json`` below ``workdir`` (``experiments/gradients.py``):
+    ``<init>/<cell>/seed<k>/`` or, committed before seeds, ``<cell>/``. Per setting, the
+    table gives the geometric mean over seeds of each seed's geometric mean over the probe
+    sequences of the whole state's gradient norm at distances 0, 10, 50 and ``T - 1``,
+    and the ratio of the last to the first (its range over seeds in brackets); the figure
+    draws that mean and the min-max band over seeds.
     """
-    runs = {}
-    for f in sorted(glob.glob(os.path.join(workdir, "*", "gradient_norms.json"))):
+    runs: dict[str, list[dict]] = {}
+    for f in sorted(glob.glob(os.path.join(workdir, "**", "gradient_norms.json"), recursive=True)):
         with open(f) as fh:
-            runs[os.path.basename(os.path.dirname(f))] = json.load(fh)
+            runs.setdefault(_label(os.path.dirname(f), workdir), []).append(json.load(fh))
     if not runs:
-        raise FileNotFoundError(f"no */gradient_norms.json under {workdir}")
+        raise FileNotFoundError(f"no gradient_norms.json under {workdir}")
     rows = [
-        "| cell | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | seeds | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 [range] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for cell in [c for c in ("rnn", "gru", "lstm") if c in runs] + sorted(
-        set(runs) - {"rnn", "gru", "lstm"}
-    ):
+
+    def geo(xs):
+        xs = [x for x in xs if x > 0]
+        return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else 0.0
+
+    for label, seeds in runs.items():
         for when in ("init", "trained"):
-            g = runs[cell][when]["state"]["geomean"]
-            picks = [g[d] if d < len(g) else math.nan for d in (0, 10, 50, len(g) - 1)]
+            gs = [s[when]["state"]["geomean"] for s in seeds]
+            picks = [
+                geo(g[d] for g in gs) if d < len(gs[0]) else math.nan
+                for d in (0, 10, 50, len(gs[0]) - 1)
+            ]
+            ratios = [g[-1] / g[0] for g in gs]
             rows.append(
-                f"| {cell} | {when} | "
+                f"| {label} | {len(gs)} | {when} | "
                 + " | ".join(f"{v:.2e}" for v in picks)
-                + f" | {g[-1] / g[0]:.1e} |"
+                + f" | {geo(ratios):.1e} [{min(ratios):.0e}, {max(ratios):.0e}] |"
             )
     if path:
         plt = _pyplot()
@@ -158,17 +297,28 @@ def vanishing(workdir: str, path: str | None = None) -> str:
         for ax, when, title in zip(
             axes, ("init", "trained"), ("at initialisation", "after training"), strict=True
         ):
-            for cell, run in runs.items():
-                r = run[when]["state"]
-                d = run[when]["distance"]
-                (line,) = ax.plot(d, r["geomean"], label=cell)
-                ax.fill_between(d, r["q10"], r["q90"], color=line.get_color(), alpha=0.2)
+            for label, seeds in runs.items():
+                d = seeds[0][when]["distance"]
+                gs = [[max(v, 1e-300) for v in s[when]["state"]["geomean"]] for s in seeds]
+                logs = [[math.log10(v) for v in g] for g in gs]
+                mean = [10 ** statistics.fmean(c) for c in zip(*logs, strict=True)]
+                (line,) = ax.plot(d, mean, label=f"{label} (n={len(gs)})")
+                if len(gs) > 1:
+                    cols = list(zip(*gs, strict=True))
+                    ax.fill_between(
+                        d,
+                        [min(c) for c in cols],
+                        [max(c) for c in cols],
+                        color=line.get_color(),
+                        alpha=0.2,
+                        linewidth=0,
+                    )
             ax.set_yscale("log")
             ax.set_xlabel("distance T - t (steps)")
             ax.set_title(f"adding problem, {title}")
             ax.grid(True, which="major", alpha=0.3)
-        axes[0].set_ylabel("||dL/d state_t|| (LSTM: h_t and c_t)\ngeometric mean, 10-90% band")
-        axes[0].legend()
+        axes[0].set_ylabel("||dL/d state_t|| (LSTM: h_t and c_t)\ngeometric mean, seeds' range")
+        axes[0].legend(fontsize=7)
         _save(fig, path)
     return "\n".join(rows)
 
@@ -187,44 +337,105 @@ def runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
     return out
 
 
-def memory(workdir: str, path: str | None = None) -> str:
-    """Final eval loss / baseline against T, per task, cell and initialisation."""
-    points: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    rows = [
-        "| task | T | cell | init | eval loss | baseline | eval / baseline |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+MEMORY_INITS = ("fb1", "torch", "chrono")
+
+
+def memory_settings(workdir: str) -> dict[tuple, dict]:
+    """``{(task, T, model, learning rate): seed_stats}`` of the memory runs below
+    ``workdir``; ``model`` is the cell, with the LSTM's initialisation (``lstm (fb1)``)
+    and the hidden size when it was matched to another cell's parameters."""
+    out: dict[tuple, list[str]] = {}
+    for runs in _grouped(runs_under(workdir)).values():
+        _, config, summary = runs[0]
+        cell = summary["cell"]
+        parts = config["name"].split("/")
+        init = next((p for p in parts if p in MEMORY_INITS), "fb1")
+        model = f"lstm ({init})" if cell == "lstm" else cell
+        if config["model"].get("match_params") not in (None, cell):
+            model += f" ({summary.get('hidden_size', '?')} units, matched)"
+        key = (summary["task"], summary["seq_len"], model, config["optimizer"]["learning_rate"])
+        out.setdefault(key, []).extend(r[0] for r in runs)
     order = {"rnn": 0, "gru": 1, "lstm": 2}
-    runs = sorted(
-        runs_under(workdir),
-        key=lambda r: (r[2]["task"], r[2]["seq_len"], order.get(r[2]["cell"], 3), r[1]["name"]),
-    )
-    for _, config, summary in runs:
-        cell, task, length = summary["cell"], summary["task"], summary["seq_len"]
-        init = config["name"].rsplit("/", 1)[-1] if cell == "lstm" else "-"  # LSTM's only
-        loss, base = summary["final"]["eval/loss"], summary["baseline"]
+    keys = sorted(out, key=lambda k: (k[0], k[1], order.get(k[2].split()[0], 3), k[2], k[3]))
+    return {k: seed_stats(out[k]) for k in keys}
+
+
+def memory_horizon(settings: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
+    """Per (task, model): the best learning rate at each T (lowest mean final eval loss)
+    and the longest T solved by at least :data:`SOLVED_SEEDS` of its seeds there."""
+    best: dict[tuple[str, str], dict[int, tuple[float, dict]]] = {}
+    for (task, length, model, lr), st in settings.items():
+        mean = mean_std(st["final_eval"])[0]
+        current = best.setdefault((task, model), {}).get(length)
+        if current is None or mean < mean_std(current[1]["final_eval"])[0]:
+            best[(task, model)][length] = (lr, st)
+    out = {}
+    for key, by_length in best.items():
+        solved = [
+            t
+            for t, (_, st) in by_length.items()
+            if st["n"] and st["solved"] / st["n"] >= SOLVED_SEEDS
+        ]
+        out[key] = {"best": dict(sorted(by_length.items())), "longest": max(solved, default=None)}
+    return out
+
+
+def memory(workdir: str, path: str | None = None) -> str:
+    """Final eval loss / baseline against T, per task, model and learning rate (mean ± std
+    over seeds, fraction solved, median steps to solve), then the memory horizon: per
+    (task, model), the longest T solved at its best learning rate."""
+    settings = memory_settings(workdir)
+    rows = [
+        "| task | T | model | lr | seeds | eval loss | eval / baseline | solved | "
+        "median steps to solve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (task, length, model, lr), st in settings.items():
+        median = "-" if st["median_steps"] is None else f"{st['median_steps']:.0f}"
         rows.append(
-            f"| {task} | {length} | {cell} | {init} | {loss:.4f} | {base:.4f} | {loss / base:.3f} |"
+            f"| {task} | {length} | {model} | {lr:g} | {st['n']} | {fmt(st['final_eval'])} | "
+            f"{fmt(st['ratio'], 3)} | {st['solved']}/{st['n']} | {median} |"
         )
-        label = f"lstm ({init})" if cell == "lstm" else cell
-        points.setdefault((task, label), []).append((length, loss / base))
+    horizon = memory_horizon(settings)
+    rows += [
+        "",
+        "| task | model | longest T solved (>= 2/3 of seeds) | best lr per T |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (task, model), h in sorted(horizon.items()):
+        lrs = ", ".join(f"{t}: {lr:g}" for t, (lr, _) in h["best"].items())
+        rows.append(f"| {task} | {model} | {h['longest'] or 'none'} | {lrs} |")
     if path:
         plt = _pyplot()
-        tasks = sorted({t for t, _ in points})
+        tasks = sorted({t for t, _ in horizon})
         fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4))
         axes = [axes] if len(tasks) <= 1 else axes
         for ax, task in zip(axes, tasks, strict=False):
-            for (t, label), pts in sorted(points.items()):
-                if t == task:
-                    ax.plot(*zip(*sorted(pts), strict=True), "o-", label=label)
+            lengths = set()
+            for (t, model), h in sorted(horizon.items()):
+                if t != task:
+                    continue
+                xs = list(h["best"])
+                lengths |= set(xs)
+                ratios = [h["best"][x][1]["ratio"] for x in xs]
+                mean = [mean_std(r)[0] for r in ratios]
+                (line,) = ax.plot(xs, mean, "o-", label=model)
+                ax.fill_between(
+                    xs,
+                    [min(r) for r in ratios],
+                    [max(r) for r in ratios],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
             ax.axhline(1.0, color="k", linestyle=":", label="memoryless baseline")
+            ax.axhline(SOLVED_FRACTION, color="k", linestyle="--", lw=0.8, label="solved mark")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            lengths = sorted({x for (t, _), pts in points.items() if t == task for x, _ in pts})
-            ax.set_xticks(lengths, [str(x) for x in lengths])
+            ax.set_xticks(sorted(lengths), [str(x) for x in sorted(lengths)])
             ax.minorticks_off()
             ax.set_xlabel("T")
-            ax.set_ylabel("final eval loss / baseline")
+            ax.set_ylabel("final eval loss / baseline (best lr; seeds' range)")
             ax.set_title(task)
             ax.legend(fontsize=7)
         _save(fig, path)
@@ -232,39 +443,41 @@ def memory(workdir: str, path: str | None = None) -> str:
 
 
 def depth(workdir: str, path: str | None = None) -> str:
-    """Validation loss of each depth: best and final numbers, and the curves."""
-    from experiments.configs.depth import lstm_params
-
+    """Validation loss of each depth (mean ± std over seeds): best and final, the test
+    loss at the best validation checkpoint where the runs kept it, and the curves."""
     rows = [
-        "| layers | hidden | recurrent parameters | best eval loss (step) | final eval loss | "
-        "final train loss | steps | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | layers | hidden | recurrent parameters | seeds | best eval loss | "
+        "test loss at best eval | final eval loss | steps | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    curves = []
-    for run_dir, config, summary in sorted(
-        runs_under(workdir), key=lambda r: r[1]["model"]["num_layers"]
-    ):
-        m, f = config["model"], summary["final"]
-        records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-        ev = [(r["step"], r["eval/loss"]) for r in records if "eval/loss" in r]
-        best_step, best = min(ev, key=lambda p: p[1]) if ev else (0, math.nan)
-        rows.append(
-            f"| {m['num_layers']} | {m['hidden_size']} | "
-            f"{lstm_params(m['hidden_size'], m['num_layers'], m['embed_size']):,} | "
-            f"{best:.4f} ({best_step}) | {f.get('eval/loss', math.nan):.4f} | "
-            f"{f.get('train/loss', math.nan):.4f} | {summary['steps']} | "
-            f"{summary['wall_time_s']:.0f} |"
+    groups = sorted(
+        _grouped(runs_under(workdir)).items(),
+        key=lambda g: (g[1][0][1]["name"].rsplit("/", 1)[0], g[1][0][1]["model"]["num_layers"]),
+    )
+    bands = []
+    for setting, runs in groups:
+        _, config, summary = runs[0]
+        m = config["model"]
+        hidden = summary.get("hidden_size", m["hidden_size"])
+        params = summary.get("recurrent_params") or analytic.recurrent_params(
+            "lstm", m["embed_size"], hidden, m["num_layers"]
         )
-        curves.append((f"{m['num_layers']} x {m['hidden_size']}", ev))
+        dirs = [r[0] for r in runs]
+        st = seed_stats(dirs)
+        rows.append(
+            f"| {os.path.relpath(setting, workdir)} | {m['num_layers']} | {hidden} | "
+            f"{params:,} | {st['n']} | {fmt(st['best_eval'])} | {fmt(st['best_test'])} | "
+            f"{fmt(st['final_eval'])} | {summary['steps']} | {st['wall_time_s']:.0f} |"
+        )
+        bands.append((f"{os.path.relpath(setting, workdir)}: {m['num_layers']} x {hidden}", dirs))
     if path:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
-        for label, ev in curves:
-            if ev:
-                ax.plot(*zip(*ev, strict=True), "o-", label=label)
+        for label, dirs in bands:
+            band(ax, *curves(dirs, "eval/loss"), label, "o-")
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (nats/char)")
-        ax.legend()
+        ax.legend(fontsize=7)
         _save(fig, path)
     return "\n".join(rows)
 
@@ -302,24 +515,38 @@ def ptb(*paths: str) -> str:
 
 
 def cost(record_path: str, path: str | None = None) -> str:
-    """Time per train step of each cell (``experiments.estimate``'s JSON record)."""
+    """Time per train step of each cell (``experiments.estimate``'s JSON record), on the
+    kernel named in each row, with the analytic FLOPs of the step and the rate achieved."""
     with open(record_path) as fh:
         record = json.load(fh)
     cells = record["cells"]
-    ref = next((r["train_step_s"] for r in cells if r["cell"] == "rnn"), cells[0]["train_step_s"])
     rows = [
-        "| cell | train step (ms) | eval step (ms) | train step / RNN's |",
-        "| --- | --- | --- | --- |",
+        "| cell | backend | train step (ms) | eval step (ms) | train step / RNN's | "
+        "GFLOP per train step | GFLOP/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in cells:
+        backend = r.get("backend", "auto")
+        ref = next(
+            (
+                x["train_step_s"]
+                for x in cells
+                if x["cell"] == "rnn" and x.get("backend", "auto") == backend
+            ),
+            cells[0]["train_step_s"],
+        )
+        flops = r.get("train_flops")
+        rate = f"{flops / r['train_step_s'] / 1e9:.1f}" if flops else "-"
         rows.append(
-            f"| {r['cell']} | {1e3 * r['train_step_s']:.2f} | {1e3 * r['eval_step_s']:.2f} | "
-            f"{r['train_step_s'] / ref:.2f} |"
+            f"| {r['cell']} | {backend} | {1e3 * r['train_step_s']:.2f} | "
+            f"{1e3 * r['eval_step_s']:.2f} | {r['train_step_s'] / ref:.2f} | "
+            f"{flops / 1e9 if flops else math.nan:.3f} | {rate} |"
         )
     if path:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.bar([r["cell"] for r in cells], [1e3 * r["train_step_s"] for r in cells])
+        labels = [f"{r['cell']}\n{r.get('backend', 'auto')}" for r in cells]
+        ax.bar(labels, [1e3 * r["train_step_s"] for r in cells])
         ax.set_ylabel("ms per train step")
         ax.set_title(
             f"{record['config']}, T = {record['seq_len']}, B = {record['batch_size']}, "
@@ -330,28 +557,147 @@ def cost(record_path: str, path: str | None = None) -> str:
 
 
 def classify(workdir: str, path: str | None = None) -> str:
-    """Test accuracy of each sequence classifier below ``workdir`` (bidirectional.py)."""
+    """Accuracy of each sequence classifier or tagger below ``workdir`` (bidirectional.py),
+    mean ± std over seeds, with the eval loss against the task's baseline."""
     rows = [
-        "| model | test accuracy | test loss | steps | wall time (s) |",
-        "| --- | --- | --- | --- | --- |",
+        "| setting | model | seeds | eval accuracy | eval loss | eval / baseline | steps | "
+        "wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     bars = []
-    for _, config, summary in runs_under(workdir):
+    for setting, runs in _grouped(runs_under(workdir)).items():
+        _, config, summary = runs[0]
         name = ("Bi" if config["model"]["bidirectional"] else "") + summary["cell"].upper()
-        f = summary["final"]
+        st = seed_stats([r[0] for r in runs])
         rows.append(
-            f"| {name} | {f['eval/accuracy']:.3f} | {f['eval/loss']:.3f} | {summary['steps']} | "
-            f"{summary['wall_time_s']:.0f} |"
+            f"| {os.path.relpath(os.path.dirname(setting), workdir)} | {name} | {st['n']} | "
+            f"{fmt(st['accuracy'], 3)} | {fmt(st['final_eval'], 3)} | {fmt(st['ratio'], 3)} | "
+            f"{summary['steps']} | {st['wall_time_s']:.0f} |"
         )
-        bars.append((name, f["eval/accuracy"]))
+        mean, std, _ = mean_std(st["accuracy"])
+        bars.append((f"{config['task']}\n{name}", mean, std))
     if path:
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.bar(*zip(*bars, strict=True))
+        fig, ax = plt.subplots(figsize=(max(5, len(bars)), 3.5))
+        ax.bar([b[0] for b in bars], [b[1] for b in bars], yerr=[b[2] for b in bars])
         ax.set_ylim(0, 1)
-        ax.set_ylabel("test accuracy")
-        ax.set_title("MNIST-1D sequence classification")
+        ax.set_ylabel("eval accuracy (mean ± std over seeds)")
         _save(fig, path)
+    return "\n".join(rows)
+
+
+#: The rows of experiments/README.md's results table: what each experiment is, its
+#: config and command, its run files under the results directory (``None``: none are
+#: committed) and the published number it is compared with.
+EXPERIMENTS = (
+    (
+        "adding problem, T = 100, RNN / GRU / LSTM (the main job)",
+        "`adding.py`",
+        "`python -m experiments.run --config experiments/configs/adding.py`",
+        "adding",
+        "baseline 1/6 ≈ 0.167; LSTM solves T = 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
+    ),
+    (
+        "1. PTB small (2x200, no dropout, 13 epochs)",
+        "`ptb.py:small`",
+        "`python -m experiments.run --config experiments/configs/ptb.py:small`",
+        "ptb_small",
+        "valid 120.7 / test 114.5 (Zaremba et al. 2014, Table 1)",
+    ),
+    (
+        "2. depth: 1 / 2 / 3 layers, equal parameters and equal width, tiny-shakespeare",
+        "`depth.py:<params|width>-<L>`",
+        "loop in `depth.py`'s docstring",
+        "depth",
+        "2 layers clearly beat 1, 3 beat 2 a little (char-rnn; Karpathy et al. 2015)",
+    ),
+    (
+        "4. memory horizon: adding and copy, T = 10 ... 400, lr grid",
+        "`memory.py:<task>-<T>-<init>-lr<lr>`",
+        "`experiments/sweeps/memory.sh`",
+        "memory",
+        "LSTM solves adding at T ≥ 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
+    ),
+    (
+        "5. vanishing gradients: ‖dL/dh_t‖ vs T − t, adding T = 100",
+        "`vanishing.py:fb1`, `:torch`",
+        "loop in `vanishing.py`'s docstring",
+        "vanishing",
+        "the LSTM mitigates vanishing gradients (Hochreiter & Schmidhuber 1997)",
+    ),
+    (
+        "6. bidirectional vs unidirectional (lookahead tagging; MNIST-1D)",
+        "`bidirectional.py:<task>-<uni|bi>`",
+        "loop in `bidirectional.py`'s docstring",
+        "bidirectional",
+        "a causal model cannot beat the baseline on lookahead; Schuster & Paliwal 1997",
+    ),
+    (
+        "7. cost: train step, every cell on the same kernel, FLOP-normalised",
+        "`adding.py` + override",
+        "`python -m experiments.estimate --config experiments/configs/adding.py "
+        "--config.model.hidden_size=256 --backends scan,fused --out runs/estimate/cost.json`",
+        "estimate/cost.json",
+        "the LSTM is slower to train",
+    ),
+)
+
+
+def _summary_line(kind: str, src: str) -> tuple[str, str, str]:
+    """``(hardware, wall time, our number)`` of one experiment's committed run files."""
+    if kind.endswith(".json"):
+        with open(src) as fh:
+            record = json.load(fh)
+        hardware = f"{record['device']['kind']} ({record['device'].get('cpu_count', '?')} cores)"
+        number = "ms per train step: " + ", ".join(
+            f"{r['cell'].upper()} {r.get('backend', 'auto')} {1e3 * r['train_step_s']:.0f}"
+            for r in record["cells"]
+        )
+        return hardware, "-", number
+    runs = runs_under(src)
+    if not runs:
+        return "-", "-", "not yet run at this commit"
+    device = runs[0][2].get("device", {})
+    hardware = f"{device.get('kind', '?')} ({device.get('cpu_count', '?')} cores)"
+    wall = f"{sum(r[2].get('wall_time_s', 0.0) for r in runs):,.0f} s"
+    parts = []
+    for setting, group in _grouped(runs).items():
+        st = seed_stats([r[0] for r in group])
+        name = os.path.relpath(setting, src)
+        f = group[0][2]["final"]
+        if kind == "depth":
+            value = f"best eval {fmt(st['best_eval'], 3)}, test at best {fmt(st['best_test'], 3)}"
+        elif "eval/perplexity" in f:
+            value = "test ppl " + fmt([r[2]["final"].get("test/perplexity") for r in group], 1)
+        elif "eval/accuracy" in f and kind == "bidirectional":
+            value = f"acc {fmt(st['accuracy'], 3)}"
+        else:
+            value = f"eval/baseline {fmt(st['ratio'], 3)} ({st['solved']}/{st['n']} solved)"
+        name = kind if name == "." else name
+        parts.append(f"{name}: {value} (n={st['n']})")
+    if kind == "memory":
+        horizon = memory_horizon(memory_settings(src))
+        parts = [f"{t} {m}: longest T {h['longest'] or 'none'}" for (t, m), h in horizon.items()]
+    return hardware, wall, "; ".join(parts)
+
+
+def results_table(results: str = "experiments/results") -> str:
+    """experiments/README.md's results table, each number from the run files under
+    ``results`` (mean ± std over seeds, n seeds; committed single-seed runs count as one)."""
+    rows = [
+        "| experiment | config | command | hardware | wall time | our number | "
+        "published number (source) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for title, config, command, kind, published in EXPERIMENTS:
+        src = os.path.join(results, kind)
+        if os.path.exists(src):
+            hardware, wall, number = _summary_line(kind, src)
+        else:
+            hardware, wall, number = "-", "-", "not yet run at this commit"
+        rows.append(
+            f"| {title} | {config} | {command} | {hardware} | {wall} | {number} | {published} |"
+        )
     return "\n".join(rows)
 
 
@@ -384,6 +730,7 @@ COMMANDS = {
     "ptb": ptb,
     "cost": cost,
     "classify": classify,
+    "table": results_table,
 }
 
 

@@ -6,14 +6,19 @@ r"""The one entry point for experiments: a config file, overrides, a run directo
 Configs are ml_collections config files (as in Flax's examples and big_vision); any
 field can be overridden on the command line, and a field that does not exist is an
 error, and so is a value out of range (checked by :func:`validate_config` before
-anything is built). A config lists one or more recurrent cells (``config.cells``); each
-is trained in ``<workdir>/<cell>/`` whatever their number (``config.json``,
-``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``, ``summary.json``), the job's
-whole config goes to ``<workdir>/config.json``, and with several cells the job ends with
-a table of final losses against the task's baseline and a plot,
-``<workdir>/comparison.{md,png}``. ``--resume`` continues each cell's run, and refuses a
-workdir laid out otherwise or a config that differs from the stored one in anything but
-the step budget and the logging, evaluation and checkpoint cadence (:data:`RESUMABLE`).
+anything is built). A config lists one or more recurrent cells (``config.cells``) and
+seeds (``config.seeds``); each (cell, seed) is trained in ``<workdir>/<cell>/seed<k>/``
+whatever their number (``config.json``, ``metrics.jsonl``, ``tensorboard/``,
+``checkpoints/``, ``summary.json``), the job's whole config goes to
+``<workdir>/config.json``, and with several cells or seeds the job ends with a table of
+final losses (mean ± std over seeds) against the task's baseline and a plot,
+``<workdir>/comparison.{md,png}``. The seed sets the model's initialisation, dropout and
+the training and evaluation streams. ``--resume`` continues each seed's run, skips a
+seed that has completed its budget, and refuses a workdir laid out otherwise or a config
+that differs from the stored one in anything but the step budget and the logging,
+evaluation and checkpoint cadence (:data:`RESUMABLE`). With ``config.select_best`` the
+checkpoint of the best validation loss is kept in ``best/`` and evaluated on the
+validation and test sets (``summary.json``'s ``best``).
 When stdout is not a terminal (a scheduler's log) progress is plain lines, not a bar.
 
 Data for the text tasks is found under ``--data_dir``, which defaults to
@@ -37,17 +42,19 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 from flax import nnx
 from ml_collections import config_flags
 
-from experiments import gradients, report
+from experiments import analytic, gradients, protocols, report
 from lstm_jax import data, train
 
 DATA_ENV = "LSTM_JAX_DATA"
-TASKS = ("adding", "copy", "mnist1d", "char", "ptb")
+TASKS = ("adding", "copy", "lookahead", "mnist1d", "char", "ptb")
+SYNTHETIC = ("adding", "copy", "lookahead")  # generated on the fly: data.SyntheticTask
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 # the config fields a resumed run may change: its length and its cadence
 RESUMABLE = frozenset(
@@ -61,6 +68,7 @@ RESUMABLE = frozenset(
         "progress",
         "distributed",
         "download",
+        "seeds",
     }
 )
 # what a run writes into its own directory: found directly in a workdir, it is a run
@@ -81,25 +89,35 @@ class Task:
     """A task's data, model and loss, built from the config (public API only)."""
 
     def __init__(self, config, data_dir: str | None):
+        if config.get("seed") is None:  # a job config: its first seed
+            config = seed_config(config, seeds_of(config)[0])
         self.config = config
         c = config
         self.carry_batch = None
         self.out_size, self.input_size = 1, 2  # the sequence models' (adding problem)
         self.steps_per_epoch = None  # text tasks: windows per pass over the training split
         self.test_batches = None
+        self.heldout_batches = None  # synthetic tasks: the test stream of select_best
         self.corpus = None  # the text tasks' data.Corpus (its vocab decodes samples)
-        if c.task in ("adding", "copy"):
+        if c.task in SYNTHETIC:
             if c.epochs:
                 raise ValueError(f"config.epochs is for the text tasks; {c.task} counts steps")
-            train_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed)
-            eval_data = data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=c.seed + 10**6)
+            k = c.get("lookahead_k", 5)
+
+            def stream(offset):
+                seed = c.seed + offset
+                return data.SyntheticTask(c.task, c.batch_size, c.seq_len, seed=seed, k=k)
+
+            train_data, eval_data, test_data = stream(0), stream(10**6), stream(3 * 10**6)
             self.baseline = train_data.baseline
             self.train_batch = train_data.batch
             self.eval_batches = lambda: (eval_data.batch(i) for i in range(c.eval_batches))
+            # a held-out stream, apart from the one that selects checkpoints and rates
+            self.heldout_batches = lambda: (test_data.batch(i) for i in range(c.eval_batches))
             if c.task == "adding":
                 self.loss_fn, self.vocab_size = train.regression_loss, None
             else:
-                self.loss_fn, self.vocab_size = token_loss_fresh_state, data.COPY_VOCAB_SIZE
+                self.loss_fn, self.vocab_size = token_loss_fresh_state, train_data.vocab_size
                 self.carry_batch = c.batch_size
             return
         if c.task == "mnist1d":
@@ -115,7 +133,7 @@ class Task:
                 path = data.fetch(c.text_file, data_dir, download=c.download)
             else:
                 path = os.path.join(data_dir, c.text_file)
-            corpus = data.load_char_text(path)
+            corpus = data.load_char_text(path, split=c.get("text_split", "contiguous"))
         elif c.task == "ptb":
             for split in ("train", "valid", "test"):
                 data.fetch(f"ptb/ptb.{split}.txt", data_dir, download=c.download)
@@ -125,6 +143,7 @@ class Task:
                 f"config.task must be adding, copy, mnist1d, char or ptb, got {c.task!r}"
             )
         self.corpus = corpus
+        self.eval_protocol = protocols.check_protocol(c, corpus)  # of the test split
         self.baseline = float(np.log(corpus.vocab_size))  # uniform guess, nats per token
         self.vocab_size = corpus.vocab_size
         stream = data.LMStream(data.batchify(corpus.train, c.batch_size), c.seq_len)
@@ -240,12 +259,27 @@ class Task:
             kwargs["chrono_init"] = m.lstm_chrono_init
         if m.bidirectional:
             kwargs["bidirectional"] = True
+        if m.get("backend", "auto") != "auto":
+            kwargs["backend"] = m.backend
+        hidden = self.hidden_size(cell)
         rngs = nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1)
-        if self.vocab_size is None:
+        if self.vocab_size is not None and m.bidirectional:
+            model = Tagger(
+                cell,
+                self.vocab_size,
+                m.embed_size,
+                hidden,
+                m.num_layers,
+                dropout=m.dropout,
+                io_dropout=m.io_dropout,
+                rngs=rngs,
+                **kwargs,
+            )
+        elif self.vocab_size is None:
             model = train.SequenceRegressor(
                 cell,
                 self.input_size,
-                m.hidden_size,
+                hidden,
                 m.num_layers,
                 self.out_size,
                 rngs=rngs,
@@ -257,7 +291,7 @@ class Task:
                 cell,
                 self.vocab_size,
                 m.embed_size,
-                m.hidden_size,
+                hidden,
                 m.num_layers,
                 dropout=m.dropout,
                 io_dropout=m.io_dropout,
@@ -267,6 +301,63 @@ class Task:
         if m.init_scale:  # every parameter uniform in [-s, s] (Zaremba et al. 2014)
             train.init_uniform(model, m.init_scale, key=jax.random.key(self.config.seed + 2))
         return model
+
+    def hidden_size(self, cell: str) -> int:
+        """``model.hidden_size``, or with ``model.match_params`` naming a cell kind, the
+        hidden size at which ``cell``'s recurrent layers have as many parameters as that
+        cell's at ``model.hidden_size`` (:func:`experiments.analytic.matched_hidden`)."""
+        m = self.config.model
+        ref = m.get("match_params")
+        if not ref or ref == cell or cell not in analytic.GATES:
+            return m.hidden_size
+        features = self.input_size if self.vocab_size is None else m.embed_size
+        directions = 2 if m.bidirectional else 1
+        target = analytic.recurrent_params(ref, features, m.hidden_size, m.num_layers, directions)
+        return analytic.matched_hidden(cell, target, features, m.num_layers, directions)
+
+
+class Tagger(nnx.Module):
+    """Embedding, a (bidirectional) recurrent core and a read-out at every step.
+
+    :class:`lstm_jax.train.TokenModel` with a read-out of both directions' outputs
+    (``[T, B, 2H]``): the model of a tagging task whose answer at a step may depend on
+    later inputs (the lookahead task). Called as ``model(tokens [T, B], carry) ->
+    (logits [T, B, vocab], carry)``.
+    """
+
+    def __init__(
+        self,
+        cell,
+        vocab_size,
+        embed_size,
+        hidden_size,
+        num_layers=1,
+        *,
+        dropout=0.0,
+        io_dropout=0.0,
+        rngs,
+        **core_kwargs,
+    ):
+        self.embed_size = embed_size
+        directions = 2 if core_kwargs.get("bidirectional") else 1
+        self.io_dropout = nnx.Dropout(io_dropout, rngs=rngs) if io_dropout > 0 else None
+        self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
+        self.core = train.make_recurrent(
+            cell, embed_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **core_kwargs
+        )
+        self.head = nnx.Linear(directions * hidden_size, vocab_size, rngs=rngs)
+
+    def zero_carry(self, batch_size: int):
+        return train.zero_carry(self.core, batch_size, self.embed_size)
+
+    def __call__(self, tokens, carry=None):
+        x = self.embed(tokens)
+        if self.io_dropout is not None:
+            x = self.io_dropout(x)
+        out, carry = self.core(x, carry)
+        if self.io_dropout is not None:
+            out = self.io_dropout(out)
+        return self.head(out), carry
 
 
 class ConfigError(ValueError):
@@ -323,6 +414,26 @@ def validate_config(c) -> None:
     for field in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
         check(field, count(1), "an integer >= 1")
     check("seed", _is_int, "an integer")
+    check(
+        "seeds",
+        lambda v: (
+            isinstance(v, tuple | list)
+            and v
+            and all(_is_int(x) and x >= 0 for x in v)
+            and len(set(v)) == len(v)
+        ),
+        "a non-empty tuple of distinct integers >= 0, e.g. (0, 1, 2)",
+    )
+    check("lookahead_k", count(1), "an integer >= 1")
+    check("select_best", boolean, "True or False (a bool, not a string)")
+    check("model.backend", lambda v: v in ("auto", "scan", "fused", "cudnn"), "a backend name")
+    check(
+        "model.match_params",
+        lambda v: v is None or v in analytic.GATES,
+        f"None or one of {tuple(analytic.GATES)}",
+    )
+    if c.get("select_best") and not c.get("eval_every"):
+        errors.append("config.select_best needs evaluations during training (eval_every != 0)")
     check("eval_every", count(0, -1), "an integer >= 1, 0 (only at the end) or -1 (each epoch)")
     check("checkpoint_every", count(1, -1), "an integer >= 1 or -1 (each epoch)")
     if c.get("task") in ("adding", "copy"):
@@ -367,28 +478,52 @@ def _flat(d, prefix=""):
     return out
 
 
-def check_workdir(workdir: str, cell_configs: dict[str, dict], resume: bool) -> None:
+def seeds_of(c) -> tuple[int, ...]:
+    """The config's seeds: ``config.seeds``, or ``(config.seed,)`` for a config without."""
+    seeds = c.get("seeds")
+    return tuple(seeds) if seeds else (c.get("seed", 0),)
+
+
+def run_name(cell: str, seed: int) -> str:
+    """A run's directory relative to its workdir: ``<cell>/seed<k>``."""
+    return os.path.join(cell, f"seed{seed}")
+
+
+def seed_config(c, seed: int) -> ml_collections.ConfigDict:
+    """The job config ``c`` for one seed: ``seed`` set, ``seeds`` that one seed."""
+    config = ml_collections.ConfigDict(c.to_dict())
+    config.seed = seed
+    config.seeds = (seed,)
+    return config
+
+
+def check_workdir(workdir: str, run_configs: dict[str, dict], resume: bool) -> None:
     """Refuses a workdir whose layout or stored configs do not match this job.
 
-    Every run is ``<workdir>/<cell>/``, so run files directly in ``workdir`` are a run of
-    another layout; with ``resume``, each ``<workdir>/<cell>/config.json`` must equal the
-    cell's config but for the fields in :data:`RESUMABLE`.
+    Every run is ``<workdir>/<cell>/seed<k>/`` (the keys of ``run_configs``, relative
+    paths), so run files directly in ``workdir`` or in ``<workdir>/<cell>/`` are runs of
+    an older layout; with ``resume``, each run's stored ``config.json`` must equal its
+    config but for the fields in :data:`RESUMABLE`.
 
     Raises:
       FileExistsError: naming the directory, what it holds and what to do.
     """
-    found = [name for name in RUN_MARKERS if os.path.exists(os.path.join(workdir, name))]
-    if found:
-        cell = next(iter(cell_configs))
-        raise FileExistsError(
-            f"{workdir} holds a run's {', '.join(found)} directly, but every run now goes to "
-            f"<workdir>/<cell>/ (here {os.path.join(workdir, cell)}/): move that run's files "
-            f"there to {'resume' if resume else 'keep'} it, or choose another --workdir"
-        )
+    for name in run_configs:
+        parts = name.split(os.sep)
+        for depth in range(len(parts)):  # the workdir and each directory above the run
+            above = os.path.join(workdir, *parts[:depth])
+            found = [m for m in RUN_MARKERS if os.path.exists(os.path.join(above, m))]
+            if found:
+                raise FileExistsError(
+                    f"{above} holds a run's {', '.join(found)} directly, but every run now "
+                    f"goes to <workdir>/<cell>/seed<k>/ (here {os.path.join(workdir, name)}/):"
+                    f" move that run's files there to {'resume' if resume else 'keep'} it, "
+                    "or choose another --workdir"
+                )
     if not resume:
         return
-    for cell, config in cell_configs.items():
-        path = os.path.join(workdir, cell, "config.json")
+    for name, config in run_configs.items():
+        path = os.path.join(workdir, name, "config.json")
         if not os.path.exists(path):
             continue
         with open(path) as f:
@@ -408,11 +543,25 @@ def check_workdir(workdir: str, cell_configs: dict[str, dict], resume: bool) -> 
             )
 
 
-def cell_config(c, cell: str) -> dict:
-    """The config of one cell's run (``<workdir>/<cell>/config.json``)."""
+def cell_config(c, cell: str, seed: int | None = None) -> dict:
+    """The config of one run (``<workdir>/<cell>/seed<k>/config.json``)."""
     config = c.to_dict()
     config["cells"] = [cell]
+    if seed is not None:
+        config["seed"], config["seeds"] = seed, [seed]
     return config
+
+
+def completed_summary(run_dir: str, steps: int) -> dict | None:
+    """The run's summary when it has completed at least ``steps`` steps, else ``None``."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    if summary.get("status") == "completed" and summary.get("steps", 0) >= steps:
+        return summary
+    return None
 
 
 def token_loss_fresh_state(model, batch, carry):
@@ -436,6 +585,9 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     eval_carry = (lambda: model.zero_carry(c.batch_size)) if task.carry_batch else None
     plan = task.schedule()
     optimizer = task.optimizer()
+    keep = c.keep_checkpoints
+    if c.get("select_best"):  # every evaluation's checkpoint, until the best is known
+        keep = max(keep, plan["steps"] // plan["checkpoint_every"] + 1)
     result = train.fit(
         model,
         task.loss_fn,
@@ -449,7 +601,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         log_every=c.log_every,
         eval_every=plan["eval_every"],
         checkpoint_every=plan["checkpoint_every"],
-        keep_checkpoints=c.keep_checkpoints,
+        keep_checkpoints=keep,
         resume=resume,
         progress=c.progress,
         desc=f"{c.name}/{cell}",
@@ -459,6 +611,9 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
             "cell": cell,
             "task": c.task,
             "seq_len": c.seq_len,
+            "seed": c.seed,
+            "hidden_size": task.hidden_size(cell),
+            "recurrent_params": _recurrent_params(model),
             "baseline": task.baseline,
             "steps_per_epoch": plan["steps_per_epoch"],
         },
@@ -467,26 +622,74 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     trained = nnx.merge(result.graphdef, result.state.params, result.state.rest)
     trained.eval()
     extra = {}
-    if task.test_batches is not None:
-        mesh = train.make_mesh()
-        eval_step = train.make_eval_step(nnx.graphdef(trained), task.loss_fn, mesh)
-        test = train.evaluate(
-            eval_step, result.state, task.test_batches(), mesh, model.zero_carry(c.batch_size)
-        )
-        extra.update({f"test/{k}": v for k, v in test.items()})
+    if task.test_batches is not None:  # text tasks: both protocols, one as test/loss
+        extra.update(protocols.evaluate_test(task, nnx.graphdef(trained), result.state, model))
     if task.vocab_size is not None and c.task in ("char", "ptb"):  # perplexity = exp(nats)
         for split in ("train", "eval", "test"):
             loss = {**summary["final"], **extra}.get(f"{split}/loss")
             if loss is not None:
                 extra[f"{split}/perplexity"] = math.exp(loss)
+    if c.get("select_best"):
+        summary["best"] = evaluate_best(task, cell, run_dir, result)
     if c.probe_gradients and jax.process_index() == 0:
         trained_norms = gradients.carry_gradient_norms(trained, probe)
         gradients.write(run_dir, cell, init_norms, trained_norms)
-    if extra:
+    if extra or c.get("select_best"):
         summary["final"].update(extra)
         if jax.process_index() == 0:
             train.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
+
+
+def _recurrent_params(model) -> int:
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model.core, nnx.Param)))
+
+
+BEST_DIR = "best"  # <run_dir>/best/<step>/: the checkpoint of the best validation loss
+
+
+def evaluate_best(task: Task, cell: str, run_dir: str, result) -> dict:
+    """Evaluates the checkpoint of the lowest validation loss on validation and test.
+
+    The step is read from ``metrics.jsonl``; that checkpoint is copied to
+    ``<run_dir>/best/<step>/`` (kept, unlike the rotating ones) and restored from there.
+    Returns ``{"step", "eval/<metric>", "test/<metric>"}`` (and perplexities for text).
+    """
+    import shutil
+
+    c = task.config
+    records = train.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    evals = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
+    _, step = min(evals)
+    best_dir = os.path.join(run_dir, BEST_DIR)
+    src, dst = os.path.join(run_dir, "checkpoints", str(step)), os.path.join(best_dir, str(step))
+    if jax.process_index() == 0 and not os.path.isdir(dst):
+        if not os.path.isdir(src):
+            raise train.CheckpointError(
+                f"no checkpoint of step {step} (the best validation) in {run_dir}/checkpoints: "
+                "select_best needs checkpoint_every = eval_every"
+            )
+        shutil.rmtree(best_dir, ignore_errors=True)
+        shutil.copytree(src, dst)
+    restored = train.Checkpointer(best_dir).restore_latest(result.state)
+    if restored is None:
+        raise train.CheckpointError(f"the best checkpoint {dst} could not be restored")
+    _, state = restored
+    model = nnx.merge(result.graphdef, state.params, state.rest)
+    model.eval()
+    mesh = train.make_mesh()
+    eval_step = train.make_eval_step(nnx.graphdef(model), task.loss_fn, mesh)
+    carry = model.zero_carry(c.batch_size) if task.carry_batch else None
+    best = {"step": step}
+    splits = [("eval", task.eval_batches)]
+    if (task.test_batches or task.heldout_batches) is not None:
+        splits.append(("test", task.test_batches or task.heldout_batches))
+    for split, batches in splits:
+        metrics = train.evaluate(eval_step, state, batches(), mesh, carry)
+        best.update({f"{split}/{k}": v for k, v in metrics.items()})
+        if c.task in ("char", "ptb"):
+            best[f"{split}/perplexity"] = math.exp(metrics["loss"])
+    return best
 
 
 _STOP_SIGNAL: list[int] = []  # the SIGTERM received, if any
@@ -523,10 +726,15 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join("runs", c.name)
     start = time.time()
     try:
-        task = Task(c, _DATA_DIR.value)
+        task = Task(seed_config(c, seeds_of(c)[0]), _DATA_DIR.value)
         for cell in c.cells:
             train.recurrent_class(cell)  # fail before training if a cell kind is unknown
-        check_workdir(workdir, {cell: cell_config(c, cell) for cell in c.cells}, _RESUME.value)
+        seeds = seeds_of(c)
+        check_workdir(
+            workdir,
+            {run_name(cell, s): cell_config(c, cell, s) for cell in c.cells for s in seeds},
+            _RESUME.value,
+        )
     except (FileNotFoundError, FileExistsError, NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -534,19 +742,30 @@ def main(argv):
     if jax.process_index() == 0:
         train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
     summaries = {}
-    for cell in c.cells:
-        _exit_if_stopped()
-        run_dir = os.path.join(workdir, cell)
-        try:
-            summaries[cell] = train_cell(task, cell, run_dir, _RESUME.value)
-        except (train.NonFiniteLossError, train.CheckpointError, FileExistsError) as e:
-            print(f"error ({cell}): {e}", file=sys.stderr)
-            sys.exit(1)
-    if len(c.cells) > 1 and jax.process_index() == 0:
+    tasks = {seeds[0]: task}
+    steps = task.schedule()["steps"]
+    for seed in seeds:
+        for cell in c.cells:
+            _exit_if_stopped()
+            name = run_name(cell, seed)
+            run_dir = os.path.join(workdir, name)
+            done = completed_summary(run_dir, steps) if _RESUME.value else None
+            if done is not None:
+                print(f"{c.name}/{name}: completed ({done['steps']} steps), skipped")
+                summaries[name] = done
+                continue
+            if seed not in tasks:
+                tasks[seed] = Task(seed_config(c, seed), _DATA_DIR.value)
+            try:
+                summaries[name] = train_cell(tasks[seed], cell, run_dir, _RESUME.value)
+            except (train.NonFiniteLossError, train.CheckpointError, FileExistsError) as e:
+                print(f"error ({name}): {e}", file=sys.stderr)
+                sys.exit(1)
+    if len(summaries) > 1 and jax.process_index() == 0:
         table = report.compare(workdir, list(c.cells))
         print(table)
-    print(f"{c.name}: {len(c.cells)} run(s) in {time.time() - start:.0f} s, see {workdir}")
-    print(json.dumps({cell: s["final"] for cell, s in summaries.items()}, indent=1))
+    print(f"{c.name}: {len(summaries)} run(s) in {time.time() - start:.0f} s, see {workdir}")
+    print(json.dumps({name: s["final"] for name, s in summaries.items()}, indent=1))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

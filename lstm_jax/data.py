@@ -19,11 +19,13 @@ from lstm_jax._src.data.text import KNOWN_FILES as KNOWN_FILES
 from lstm_jax._src.data.text import Corpus as Corpus
 from lstm_jax._src.data.text import LMStream as LMStream
 from lstm_jax._src.data.text import batchify as batchify
+from lstm_jax._src.data.text import char_rnn_split as char_rnn_split
 from lstm_jax._src.data.text import fetch as fetch
 from lstm_jax._src.data.text import load_char_text as load_char_text
 from lstm_jax._src.data.text import load_ptb as load_ptb
 from lstm_jax._src.data.text import md5sum as md5sum
 from lstm_jax._src.data.text import split_fractions as split_fractions
+from lstm_jax._src.data.text import stream_windows as stream_windows
 
 __all__ = [
     "ADDING_BASELINE_MSE",
@@ -34,6 +36,7 @@ __all__ = [
     "SyntheticTask",
     "adding_problem",
     "batchify",
+    "char_rnn_split",
     "copy_task",
     "copy_task_baseline",
     "fetch",
@@ -42,4 +45,5 @@ __all__ = [
     "md5sum",
     "split_fractions",
     "step_rng",
+    "stream_windows",
 ]

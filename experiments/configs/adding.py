@@ -32,7 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.eval_batches = 20  # fixed evaluation set: eval_batches * batch_size sequences
     c.cells = ("rnn", "gru", "lstm")
-    c.seed = 0
+    c.seeds = (0, 1, 2)  # each (cell, seed) is a run: <workdir>/<cell>/seed<k>/
+    c.select_best = False  # keep the best-validation checkpoint, evaluate it on val and test
+    c.lookahead_k = 5  # the lookahead task's distance
 
     c.model = ml_collections.ConfigDict()
     c.model.hidden_size = 64
@@ -45,6 +47,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.lstm_chrono_init = None  # T_max of chrono initialisation (Tallec & Ollivier 2018)
     c.model.io_dropout = 0.0  # token tasks: dropout on the embedding and top-layer outputs
     c.model.init_scale = 0.0  # > 0: every parameter uniform in [-s, s] (Zaremba et al. 2014)
+    c.model.backend = "auto"  # auto | scan | fused | cudnn: the kernel of every cell
+    c.model.match_params = None  # a cell kind: every cell's hidden size matches its parameters
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -78,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.log_every = 10
         c.eval_every = 0
         c.checkpoint_every = 15
+        c.seeds = (0,)
     elif arg:
         raise ValueError(f"unknown config variant {arg!r}; use 'smoke' or nothing")
     return c

@@ -68,3 +68,26 @@ def test_bad_arguments():
         data.adding_problem(data.step_rng(0, 0), 4, 1)
     with pytest.raises(ValueError, match="step"):
         data.step_rng(0, -1)
+
+
+def test_lookahead_labels_depend_on_later_inputs_only():
+    from lstm_jax._src.data import synthetic
+
+    length, k = 30, 4
+    b = synthetic.lookahead_task(data.step_rng(0, 0), batch_size=8, length=length, k=k)
+    x, y = b["inputs"], b["targets"]
+    assert x.shape == y.shape == (length, 8) and x.dtype == y.dtype == np.int32
+    assert np.all(x < 8) and np.all(y[-k:] == 8) and np.array_equal(y[:-k], x[k:])
+    # changing the input at step s changes exactly the target at step s - k (none if s < k)
+    for s in (0, k - 1, k, 17, length - 1):
+        changed = x.copy()
+        changed[s] = (changed[s] + 1) % 8
+        y2 = changed[k:]
+        differs = np.nonzero((y2 != y[:-k]).any(axis=1))[0].tolist()
+        assert differs == ([s - k] if s >= k else [])
+    # the best causal model: uniform before the end marker, certain after
+    task = data.SyntheticTask("lookahead", 4, length, k=k)
+    assert task.baseline == pytest.approx((length - k) * math.log(8) / length)
+    assert task.batch(3)["targets"].shape == (length, 4)
+    with pytest.raises(ValueError, match="length must be > k"):
+        synthetic.lookahead_task(data.step_rng(0, 0), 2, 4, k=4)

@@ -32,6 +32,57 @@ def test_char_text_missing_and_empty(tmp_path):
         data.load_char_text(write(tmp_path / "empty.txt", ""))
 
 
+def test_char_rnn_split_exact_boundaries(tmp_path):
+    # char-rnn's loader: 50 rows of n // 2500 windows of 50; per row the first
+    # floor(0.95 * windows) windows train, the rest validate, no test.
+    windows = 20  # 50,007 characters: 20 windows of 50 per row of 1,000, 7 left over
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcdefgh\n "), 50 * 50 * windows + 7))
+    c = data.load_char_text(write(tmp_path / "input.txt", text), split="char-rnn")
+    rows = [text[r * 1000 : (r + 1) * 1000] for r in range(50)]
+    assert c.decode(c.train) == "".join(row[:950] for row in rows)  # 19 windows
+    assert c.decode(c.valid) == "".join(row[950:] for row in rows)  # the last one
+    assert len(c.test) == 0 and c.vocab == tuple(sorted(set(text)))
+    valid_rows = data.batchify(c.valid, 50).T  # char-rnn's validation rows, exactly
+    assert [c.decode(r) for r in valid_rows] == [row[950:] for row in rows]
+    # with a test fraction: floor(windows * val_frac) validate and the rest test
+    train, valid, test = data.char_rnn_split(
+        63, batch_size=2, seq_length=3, train_frac=0.5, val_frac=0.25
+    )  # 10 windows a row of 30
+    assert train.tolist() == [*range(0, 15), *range(30, 45)]
+    assert valid.tolist() == [*range(15, 21), *range(45, 51)]
+    assert test.tolist() == [*range(21, 30), *range(51, 60)]
+    # the contiguous split stays the default
+    d = data.load_char_text(tmp_path / "input.txt")
+    assert (len(d.train), len(d.valid), len(d.test)) == (45006, 2500, 2501)
+
+
+def test_char_split_errors(tmp_path):
+    path = write(tmp_path / "t.txt", "abc" * 100)
+    with pytest.raises(ValueError, match="split must be one of.*'karpathy'"):
+        data.load_char_text(path, split="karpathy")
+    with pytest.raises(ValueError, match="fewer than one batch of 50 x 50"):
+        data.load_char_text(path, split="char-rnn")
+    with pytest.raises(ValueError, match="contiguous split"):
+        data.load_char_text(path, (0.95, 0.05, 0.0), split="char-rnn")
+    with pytest.raises(ValueError, match="sum <= 1"):
+        data.char_rnn_split(10_000, train_frac=0.9, val_frac=0.2)
+
+
+def test_stream_windows_cover_every_prediction_once():
+    ids = np.arange(23, dtype=np.int32)
+    windows = list(data.stream_windows(data.batchify(ids, 2), seq_len=4))  # [11, 2]
+    assert [w["inputs"].shape for w in windows] == [(4, 2), (4, 2), (2, 2)]
+    assert [w["reset"].tolist() for w in windows] == [[True] * 2, [False] * 2, [False] * 2]
+    targets = np.concatenate([w["targets"] for w in windows])
+    np.testing.assert_array_equal(targets.T, [np.arange(1, 11), np.arange(12, 22)])
+    np.testing.assert_array_equal(np.concatenate([w["inputs"] for w in windows]) + 1, targets)
+    one = list(data.stream_windows(data.batchify(ids, 1), seq_len=100))
+    assert len(one) == 1 and one[0]["targets"][:, 0].tolist() == list(range(1, 23))
+    with pytest.raises(ValueError, match="seq_len"):
+        next(data.stream_windows(data.batchify(ids, 1), 0))
+
+
 def make_ptb(directory, valid="a b\n", test="b <unk>\n"):
     write(os.path.join(directory, "ptb.train.txt"), " a b a\n <unk> a\n")
     write(os.path.join(directory, "ptb.valid.txt"), valid)
@@ -108,3 +159,6 @@ def test_real_ptb_matches_published_counts():
         assert data.md5sum(os.path.join(REAL, name)) == md5, name
     c = data.load_ptb(os.path.join(REAL, "ptb"))
     assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (929589, 73760, 82430, 10000)
+    shakespeare = os.path.join(REAL, "tinyshakespeare", "input.txt")
+    c = data.load_char_text(shakespeare, split="char-rnn")  # 446 windows: 423 train, 23 valid
+    assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (1057500, 57500, 0, 65)

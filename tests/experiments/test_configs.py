@@ -10,7 +10,7 @@ from flax import nnx
 import lstm_jax
 from experiments import report
 from experiments import run as run_module
-from experiments.configs import bidirectional, char_lm, depth, memory, ptb, vanishing
+from experiments.configs import bidirectional, depth, memory, ptb, vanishing
 
 
 def smoke_run(config, workdir, cells):
@@ -52,22 +52,51 @@ def test_ptb_variants_follow_zaremba():
 
 
 def test_depth_and_memory_variants():
-    counts = [depth.lstm_params(depth.get_config(L).model.hidden_size, int(L)) for L in "123"]
+    counts = [
+        depth.lstm_params(depth.get_config(f"params-{L}").model.hidden_size, int(L)) for L in "123"
+    ]
     assert max(counts) / min(counts) < 1.01  # matched parameter counts
-    # the 2-layer depth run is the char-LM experiment: the same config but its name
-    two, char = depth.get_config("2").to_dict(), char_lm.get_config().to_dict()
-    assert {k for k in two if two[k] != char[k]} == {"name"}
+    assert [depth.get_config(f"params-{L}").model.hidden_size for L in "123"] == [431, 256, 200]
+    assert {depth.get_config(f"width-{L}").model.hidden_size for L in "123"} == {256}
+    for L in "123":  # the same dropout at every depth, the best checkpoint tested
+        m = depth.get_config(f"width-{L}")
+        assert m.model.dropout == m.model.io_dropout == depth.DROPOUT and m.select_best
+        assert m.eval_test and m.eval_every == m.checkpoint_every
+    with pytest.raises(ValueError, match="params"):
+        depth.get_config("2")
     stack = lstm_jax.LSTM(depth.EMBED, 200, num_layers=3, rngs=nnx.Rngs(0))
     assert depth.lstm_params(200, 3) == sum(
         x.size for x in jax.tree.leaves(nnx.state(stack, nnx.Param))
     )
     c = memory.get_config("copy-200-chrono")
     assert (c.task, c.seq_len, c.cells, c.model.lstm_chrono_init) == ("copy", 200, ("lstm",), 200)
-    assert memory.get_config("adding-50-fb1").model.lstm_forget_bias == 1.0
+    assert c.steps == memory.BUDGET["copy"][200] and c.seeds == (0, 1, 2)
+    a = memory.get_config("adding-100-lr3e-3")
+    assert a.model.lstm_forget_bias == 1.0 and a.optimizer.learning_rate == 3e-3
+    assert a.cells == ("rnn", "gru", "lstm") and a.model.match_params == "lstm"
     with pytest.raises(ValueError, match="task"):
         memory.get_config("adding-50-xavier")
-    with pytest.raises(ValueError, match="<task>-<T>-<init>"):
+    with pytest.raises(ValueError, match="<task>-<T>"):
         memory.get_config("adding")
+
+
+def test_parameter_matched_rnn_and_flops_by_hand():
+    from experiments import analytic
+
+    task = run_module.Task(run_module.seed_config(memory.get_config("adding-100"), 0), None)
+    lstm, rnn = task.model("lstm"), task.model("rnn")
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m.core, nnx.Param)))  # noqa: E731
+    assert task.hidden_size("rnn") == 258 and task.hidden_size("gru") == 148
+    assert abs(count(rnn) - count(lstm)) / count(lstm) < 0.01
+    assert count(lstm) == analytic.recurrent_params("lstm", 2, 128)
+    # by hand, one LSTM layer, I = 2, H = 3, one step of one sequence: the products
+    # W_ih x (4*3 x 2) and W_hh h (4*3 x 3) at 2 FLOPs a multiply-add = 2*12*2 + 2*12*3 = 120,
+    # plus 17 elementwise FLOPs per unit = 51; a train step is 3 forwards
+    assert analytic.step_flops("lstm", 2, 3, train=False) == 171
+    assert analytic.step_flops("lstm", 2, 3, batch_size=4, seq_len=5) == 3 * 171 * 20
+    # a GRU layer above a bidirectional one reads 2H: 2*(2*3*4*(8+4) + 13*4) per direction
+    two = analytic.step_flops("gru", 1, 4, 2, directions=2, train=False)
+    assert two == 2 * (2 * 3 * 4 * 5 + 13 * 4) + 2 * (2 * 3 * 4 * 12 + 13 * 4)
 
 
 def test_vanishing_smoke_writes_gradient_norms_and_figure(tmp_path):
@@ -78,16 +107,20 @@ def test_vanishing_smoke_writes_gradient_norms_and_figure(tmp_path):
     assert len(record["init"]["state"]["geomean"]) == config.seq_len
     figure = tmp_path / "vanishing.png"
     table = report.vanishing(str(tmp_path), str(figure))
-    assert "| lstm | init |" in table and "| lstm | trained |" in table
+    assert "| lstm | 1 | init |" in table and "| lstm | 1 | trained |" in table
     assert figure.stat().st_size > 0
 
 
 def test_memory_smoke_and_report(tmp_path):
     config = memory.get_config("smoke")
     config.steps, config.checkpoint_every = 10, 10
-    smoke_run(config, tmp_path / "adding" / "T20" / "chrono", ("lstm",))
+    config.select_best, config.eval_every = True, 5
+    smoke_run(config, tmp_path / "adding" / "T20" / "fb1", ("lstm",))
     table = report.memory(str(tmp_path), str(tmp_path / "memory.png"))
-    assert "| adding | 20 | lstm | chrono |" in table
+    assert "| adding | 20 | lstm (fb1) | 0.001 | 1 |" in table
+    best = json.loads((tmp_path / "adding/T20/fb1/lstm/summary.json").read_text())["best"]
+    assert best["step"] in (5, 10) and {"eval/loss", "test/loss"} <= set(best)
+    assert (tmp_path / "adding/T20/fb1/lstm/best" / str(best["step"])).is_dir()
     assert (tmp_path / "memory.png").stat().st_size > 0
 
 
@@ -115,5 +148,16 @@ def test_bidirectional_smoke_and_report(tmp_path):
     config.steps, config.checkpoint_every = 5, 5
     (summary,) = smoke_run(config, tmp_path / "bi", ("lstm",)).values()
     assert 0.0 <= summary["final"]["eval/accuracy"] <= 1.0
-    assert "| BiLSTM |" in report.classify(str(tmp_path))
+    assert "| BiLSTM | 1 |" in report.classify(str(tmp_path))
     assert bidirectional.get_config("bi").cells == ("lstm", "gru")
+
+
+def test_lookahead_smoke_bidirectional_beats_nothing_yet_but_runs(tmp_path):
+    config = bidirectional.get_config("lookahead-smoke")
+    config.steps, config.checkpoint_every = 5, 5
+    (summary,) = smoke_run(config, tmp_path / "la", ("lstm",)).values()
+    assert summary["task"] == "lookahead" and 0.0 <= summary["final"]["eval/accuracy"] <= 1.0
+    assert bidirectional.get_config("lookahead-uni").model.bidirectional is False
+    assert bidirectional.get_config().model.bidirectional and bidirectional.get_config().task == (
+        "lookahead"
+    )

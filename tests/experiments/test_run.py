@@ -37,9 +37,9 @@ def run(*args, check=True):
 def test_main_job_smoke(tmp_path):
     """What CI runs: the main job at smoke size, all three cells, table and plot."""
     proc = run("--config", SMOKE, "--workdir", str(tmp_path))
-    assert "| cell | final train loss" in proc.stdout and "| lstm |" in proc.stdout
+    assert "| cell | seeds | final train loss" in proc.stdout and "| lstm | 1 |" in proc.stdout
     for cell in ("rnn", "gru", "lstm"):
-        d = tmp_path / cell
+        d = tmp_path / cell / "seed0"  # <workdir>/<cell>/seed<k>/
         for name in ("config.json", "metrics.jsonl", "summary.json", "tensorboard", "checkpoints"):
             assert (d / name).exists(), (cell, name)
         summary = json.loads((d / "summary.json").read_text())
@@ -81,7 +81,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
         stderr=subprocess.DEVNULL,
     )
     kill_after = random.Random().randint(20, 60)
-    metrics = killed_dir / "rnn" / "metrics.jsonl"  # one cell: still <workdir>/<cell>/
+    metrics = killed_dir / "rnn" / "seed0" / "metrics.jsonl"  # one cell: still <workdir>/<cell>/
     deadline = time.time() + 240
     while time.time() < deadline and victim.poll() is None:
         if metrics.exists():
@@ -97,21 +97,21 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, sig):
         pytest.fail(f"the run did not exit within 120 s of {signal.Signals(sig).name}")
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL, "the run finished before it could be killed"
-        assert not (killed_dir / "rnn" / "summary.json").exists()
+        assert not (killed_dir / "rnn" / "seed0" / "summary.json").exists()
     else:
         assert code == 128 + signal.SIGTERM, "the run finished before it could be stopped"
-        stopped = json.loads((killed_dir / "rnn" / "summary.json").read_text())
+        stopped = json.loads((killed_dir / "rnn" / "seed0" / "summary.json").read_text())
         assert stopped["status"] == "interrupted" and "SystemExit" in stopped["error"]
         assert kill_after <= stopped["last_checkpoint_step"] < 300
-    first_process = json.loads((killed_dir / "rnn" / "wall_clock.json").read_text())[
+    first_process = json.loads((killed_dir / "rnn" / "seed0" / "wall_clock.json").read_text())[
         "process_seconds"
     ]
     _, err = full.communicate(timeout=300)
     assert full.returncode == 0, err[-3000:]
 
     run(*KILL_ARGS, "--workdir", str(killed_dir), "--resume")
-    resumed = json.loads((killed_dir / "rnn" / "summary.json").read_text())
-    reference = json.loads((full_dir / "rnn" / "summary.json").read_text())
+    resumed = json.loads((killed_dir / "rnn" / "seed0" / "summary.json").read_text())
+    reference = json.loads((full_dir / "rnn" / "seed0" / "summary.json").read_text())
     assert 0 < resumed["resumed_from_step"] < 300
     if sig == signal.SIGTERM:
         assert resumed["resumed_from_step"] == stopped["last_checkpoint_step"]
@@ -193,15 +193,26 @@ def test_one_cell_job_writes_its_cell_directory_and_resume_checks_the_layout(tmp
         "--config", SMOKE, "--config.cells=('lstm',)", "--config.steps=4",
         "--config.checkpoint_every=4", "--config.progress=False", "--workdir", str(tmp_path),
     )  # fmt: skip
-    assert (tmp_path / "lstm" / "checkpoints").is_dir(), proc.stdout
+    assert (tmp_path / "lstm" / "seed0" / "checkpoints").is_dir(), proc.stdout
     assert not (tmp_path / "checkpoints").exists()
-    cells = {"lstm": run_module.cell_config(config, "lstm")}
+    cells = {"lstm/seed0": run_module.cell_config(config, "lstm", 0)}
     run_module.check_workdir(str(tmp_path), cells, resume=True)  # the same config: fine
-    longer = dict(cells["lstm"], steps=8, eval_every=2)  # the budget and cadence may change
-    run_module.check_workdir(str(tmp_path), {"lstm": longer}, resume=True)
-    changed = dict(cells["lstm"], model=dict(cells["lstm"]["model"], hidden_size=32))
-    with pytest.raises(FileExistsError, match=r"lstm/config.json.*model.hidden_size: stored 16"):
-        run_module.check_workdir(str(tmp_path), {"lstm": changed}, resume=True)
+    longer = dict(cells["lstm/seed0"], steps=8, eval_every=2)  # the budget may change
+    run_module.check_workdir(str(tmp_path), {"lstm/seed0": longer}, resume=True)
+    changed = dict(cells["lstm/seed0"], model=dict(cells["lstm/seed0"]["model"], hidden_size=32))
+    with pytest.raises(FileExistsError, match=r"seed0/config.json.*model.hidden_size: stored 16"):
+        run_module.check_workdir(str(tmp_path), {"lstm/seed0": changed}, resume=True)
+    again = run(
+        "--config", SMOKE, "--config.cells=('lstm',)", "--config.steps=4",
+        "--config.checkpoint_every=4", "--config.progress=False", "--workdir", str(tmp_path),
+        "--resume",
+    )  # fmt: skip
+    assert "lstm/seed0: completed (4 steps), skipped" in again.stdout, again.stdout
+    old = tmp_path / "old"  # a run of the layout before seeds: <workdir>/<cell>/
+    (old / "lstm").mkdir(parents=True)
+    (old / "lstm" / "summary.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"old/lstm holds a run's summary.json"):
+        run_module.check_workdir(str(old), cells, resume=True)
 
     legacy = tmp_path / "legacy"  # a run written directly into its workdir
     (legacy / "checkpoints").mkdir(parents=True)
@@ -210,7 +221,7 @@ def test_one_cell_job_writes_its_cell_directory_and_resume_checks_the_layout(tmp
         with pytest.raises(FileExistsError, match=r"legacy holds a run's checkpoints, metrics"):
             run_module.check_workdir(str(legacy), cells, resume=resume)
     proc = run("--config", SMOKE, "--workdir", str(legacy), "--resume", check=False)
-    assert proc.returncode == 2 and "legacy/rnn/" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "legacy/rnn/seed0/" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_bad_config_key(tmp_path):

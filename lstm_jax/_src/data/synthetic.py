@@ -24,6 +24,12 @@ COPY_DELIMITER = 9
 COPY_VOCAB_SIZE = 10
 COPY_LENGTH = 10
 
+#: Lookahead task: data symbols ``0..7``; target symbol 8 marks the last ``k`` steps.
+LOOKAHEAD_NUM_SYMBOLS = 8
+LOOKAHEAD_END = 8
+LOOKAHEAD_VOCAB_SIZE = 9
+LOOKAHEAD_DEFAULT_K = 5
+
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
     """The NumPy generator for batch ``step`` of a stream seeded with ``seed``.
@@ -122,15 +128,65 @@ def copy_task(rng: np.random.Generator, batch_size: int, length: int) -> dict[st
     return {"inputs": inputs, "targets": targets}
 
 
+def lookahead_task(
+    rng: np.random.Generator, batch_size: int, length: int, k: int = LOOKAHEAD_DEFAULT_K
+) -> dict[str, np.ndarray]:
+    """One batch of the lookahead task: at each step, name the symbol ``k`` steps ahead.
+
+    The input is ``length`` symbols drawn uniformly from ``0..7``; the target at step
+    ``t`` is the input at step ``t + k``, and the end marker 8 for the last ``k`` steps.
+    The answer at step ``t`` depends on later inputs only, so a model that reads
+    forwards (causally) cannot beat a uniform guess over the 8 symbols before the last
+    ``k`` steps (:func:`lookahead_baseline`), while a bidirectional one needs only ``k``
+    steps of memory in its backward direction (Schuster & Paliwal 1997).
+
+    Args:
+      rng: the generator (see :func:`step_rng`).
+      batch_size: ``B``.
+      length: ``T`` > ``k``.
+      k: how far ahead, ``>= 1``.
+
+    Returns:
+      ``{"inputs": int32 [T, B], "targets": int32 [T, B]}``.
+
+    Example:
+      >>> b = lookahead_task(step_rng(0, 0), batch_size=2, length=12, k=3)
+      >>> bool((b["targets"][:-3] == b["inputs"][3:]).all()), b["targets"][-3:, 0].tolist()
+      (True, [8, 8, 8])
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if length <= k:
+        raise ValueError(f"length must be > k = {k}, got {length}")
+    inputs = rng.integers(0, LOOKAHEAD_NUM_SYMBOLS, size=(length, batch_size)).astype(np.int32)
+    targets = np.full((length, batch_size), LOOKAHEAD_END, dtype=np.int32)
+    targets[:-k] = inputs[k:]
+    return {"inputs": inputs, "targets": targets}
+
+
+def lookahead_baseline(length: int, k: int = LOOKAHEAD_DEFAULT_K) -> float:
+    """Cross-entropy per step of the best causal model: ``(T - k) log 8 / T``.
+
+    A uniform guess while the target is still to come, the end marker (with certainty,
+    given the position) for the last ``k`` steps.
+
+    Example:
+      >>> round(lookahead_baseline(100, 5), 4)
+      1.9754
+    """
+    return (length - k) * math.log(LOOKAHEAD_NUM_SYMBOLS) / length
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticTask:
     """An endless stream of a synthetic task; batch ``step`` is a pure function of it.
 
     Attributes:
-      name: ``"adding"`` or ``"copy"``.
+      name: ``"adding"``, ``"copy"`` or ``"lookahead"`` (with ``k``).
       batch_size: ``B``.
       length: ``T``.
       seed: stream seed; evaluation streams use a different seed from training.
+      k: the lookahead task's distance (ignored by the others).
 
     Example:
       >>> task = SyntheticTask("adding", batch_size=8, length=20, seed=1)
@@ -142,10 +198,13 @@ class SyntheticTask:
     batch_size: int
     length: int
     seed: int = 0
+    k: int = LOOKAHEAD_DEFAULT_K
 
     def __post_init__(self):
-        if self.name not in ("adding", "copy"):
-            raise ValueError(f"task name must be 'adding' or 'copy', got {self.name!r}")
+        if self.name not in ("adding", "copy", "lookahead"):
+            raise ValueError(
+                f"task name must be 'adding', 'copy' or 'lookahead', got {self.name!r}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -154,11 +213,20 @@ class SyntheticTask:
         """The memoryless loss the task is measured against."""
         if self.name == "adding":
             return ADDING_BASELINE_MSE
+        if self.name == "lookahead":
+            return lookahead_baseline(self.length, self.k)
         return copy_task_baseline(self.length)
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Symbols of a token task's inputs and targets (``None`` for adding)."""
+        return {"copy": COPY_VOCAB_SIZE, "lookahead": LOOKAHEAD_VOCAB_SIZE}.get(self.name)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """Batch number ``step`` (any ``step >= 0``, in any order)."""
         rng = step_rng(self.seed, step)
         if self.name == "adding":
             return adding_problem(rng, self.batch_size, self.length)
+        if self.name == "lookahead":
+            return lookahead_task(rng, self.batch_size, self.length, self.k)
         return copy_task(rng, self.batch_size, self.length)

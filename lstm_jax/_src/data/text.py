@@ -8,7 +8,9 @@ Language-model batching follows Zaremba et al. (2014): the token stream is cut i
 ``B`` contiguous columns (:func:`batchify`), and batch ``i`` is rows ``i*T .. i*T+T`` of
 that ``[N, B]`` array, with targets shifted by one token. Consecutive batches continue
 each column, so the recurrent state is carried across batches (truncated BPTT) and is
-reset at the start of every pass over the data.
+reset at the start of every pass over the data. :func:`stream_windows` covers every
+prediction of a stream once (the last window shorter), for evaluations that must count
+every token, such as Zaremba et al.'s test pass over one stream.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import hashlib
 import os
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -214,21 +216,92 @@ def split_fractions(n: int, fractions: tuple[float, float, float]) -> tuple[slic
     return slice(0, a), slice(a, b), slice(b, n)
 
 
+#: char-rnn's defaults (``train.lua``: ``-batch_size 50 -seq_length 50 -train_frac 0.95
+#: -val_frac 0.05``, test the rest: none), which fix its split of a corpus.
+CHAR_RNN_SPLIT = {"batch_size": 50, "seq_length": 50, "train_frac": 0.95, "val_frac": 0.05}
+
+#: The splits :func:`load_char_text` knows.
+CHAR_SPLITS = ("contiguous", "char-rnn")
+
+
+def char_rnn_split(
+    n: int,
+    *,
+    batch_size: int = 50,
+    seq_length: int = 50,
+    train_frac: float = 0.95,
+    val_frac: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of char-rnn's train/valid/test split of ``n`` characters.
+
+    As char-rnn's ``CharSplitLMMinibatchLoader`` (Karpathy, 2015) does: the corpus is cut
+    to a multiple of ``batch_size * seq_length`` characters, viewed as ``batch_size``
+    contiguous rows, and each row is cut into windows of ``seq_length``; the first
+    ``floor(windows * train_frac)`` windows of every row train, the next ones validate
+    (all the rest when ``train_frac + val_frac = 1``, as by default; otherwise
+    ``floor(windows * val_frac)``) and the rest test. So validation is the last 5% of
+    each of the 50 rows, not the last 5% of the file. Each split lists its rows in order:
+    ``batchify(ids[valid], batch_size)`` gives back char-rnn's validation rows exactly.
+
+    Returns:
+      Three int arrays of indices into the corpus (the test one empty by default).
+
+    Example:
+      >>> train, valid, test = char_rnn_split(23, batch_size=2, seq_length=2, train_frac=0.6,
+      ...                                     val_frac=0.4)  # 20 used: rows 0-9 and 10-19
+      >>> train.tolist(), valid.tolist(), test.tolist()
+      ([0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15], [6, 7, 8, 9, 16, 17, 18, 19], [])
+    """
+    if not (0 <= train_frac <= 1 and 0 <= val_frac <= 1 and train_frac + val_frac <= 1 + 1e-9):
+        raise ValueError(
+            f"train_frac and val_frac must be in [0, 1] with a sum <= 1, got {train_frac}, "
+            f"{val_frac}"
+        )
+    windows = n // (batch_size * seq_length)  # char-rnn's number of batches
+    if windows < 1:
+        raise ValueError(f"{n} characters are fewer than one batch of {batch_size} x {seq_length}")
+    ntrain = int(np.floor(windows * train_frac))
+    if abs(1 - train_frac - val_frac) < 1e-9:  # char-rnn's special case: no test split
+        nval = windows - ntrain
+    else:
+        nval = int(np.floor(windows * val_frac))
+    bounds = np.array([0, ntrain, ntrain + nval, windows]) * seq_length
+    rows = np.arange(batch_size * windows * seq_length).reshape(batch_size, -1)
+    return tuple(
+        np.ascontiguousarray(rows[:, a:b]).reshape(-1)
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    )
+
+
 def load_char_text(
     path: str | os.PathLike,
     fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
     *,
+    split: str = "contiguous",
     encoding: str = "utf-8",
 ) -> Corpus:
     """A character-level corpus from any UTF-8 text file.
 
-    The vocabulary is the sorted set of characters of the whole file; the split is
-    contiguous: the first 90% of characters train, the next 5% validate, the last 5% test
-    (``fractions``), so no text leaks between splits.
+    The vocabulary is the sorted set of characters of the whole file. Two splits:
+
+    * ``"contiguous"`` (the default): by ``fractions``, the first 90% of characters
+      train, the next 5% validate, the last 5% test, so no text leaks between splits and
+      there is a test split.
+    * ``"char-rnn"``: char-rnn's split with its defaults (``-batch_size 50 -seq_length 50
+      -train_frac 0.95 -val_frac 0.05``, :func:`char_rnn_split`): 95% train and 5%
+      validation, no test, where validation is the last 5% of each of 50 rows of the
+      file: the split on which char-rnn's validation losses are measured. ``valid`` holds
+      the 50 rows end to end, so ``batchify(corpus.valid, 50)`` gives them back; the
+      file's last ``len % 2500`` characters are unused. ``fractions`` must stay at its
+      default.
+
+    The contiguous split stays the default: it has a test split, which char-rnn's lacks,
+    and it is the split of the results measured before ``split`` existed.
 
     Args:
       path: the text file (e.g. tiny-shakespeare's ``input.txt``).
-      fractions: train, valid and test fractions.
+      fractions: train, valid and test fractions of the contiguous split.
+      split: ``"contiguous"`` or ``"char-rnn"``.
       encoding: the file's text encoding.
 
     Returns:
@@ -237,7 +310,8 @@ def load_char_text(
     Raises:
       FileNotFoundError: ``path`` does not exist.
       ValueError: the file is empty, or not valid ``encoding`` (the message gives the
-        byte offset of the first invalid byte).
+        byte offset of the first invalid byte), or ``split`` is unknown, or too short
+        for char-rnn's 50 x 50 batch.
 
     Example:
       >>> import tempfile, os
@@ -246,14 +320,28 @@ def load_char_text(
       >>> c = load_char_text(path)
       >>> c.vocab, c.train.shape, c.valid.shape, c.test.shape, c.decode(c.train[:4])
       (('a', 'b', 'c'), (18,), (1,), (1,), 'abca')
+      >>> _ = open(path, "w").write("abcd" * 1300)  # 5,200 characters: 2 batches of 2,500
+      >>> c = load_char_text(path, split="char-rnn")
+      >>> c.train.shape, c.valid.shape, c.test.shape
+      ((2500,), (2500,), (0,))
     """
+    if split not in CHAR_SPLITS:
+        raise ValueError(f"split must be one of {CHAR_SPLITS}, got {split!r}")
+    if split == "char-rnn" and tuple(fractions) != (0.9, 0.05, 0.05):
+        raise ValueError(
+            f"fractions={fractions} is for the contiguous split; char-rnn's split has its "
+            f"own ({CHAR_RNN_SPLIT})"
+        )
     text = _read_text(path, encoding)
     if not text:
         raise ValueError(f"text file {os.fspath(path)!r} is empty")
     vocab = tuple(sorted(set(text)))
     index = {ch: i for i, ch in enumerate(vocab)}
     ids = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
-    train, valid, test = (ids[s] for s in split_fractions(len(ids), fractions))
+    if split == "char-rnn":
+        train, valid, test = (ids[i] for i in char_rnn_split(len(ids), **CHAR_RNN_SPLIT))
+    else:
+        train, valid, test = (ids[s] for s in split_fractions(len(ids), fractions))
     return Corpus(train, valid, test, vocab)
 
 
@@ -384,4 +472,40 @@ class LMStream:
             "inputs": np.ascontiguousarray(window[:-1], dtype=np.int32),
             "targets": np.ascontiguousarray(window[1:], dtype=np.int32),
             "reset": np.full((self.batch_size,), i == 0),
+        }
+
+
+def stream_windows(data: np.ndarray, seq_len: int) -> Iterator[dict[str, np.ndarray]]:
+    """Every next-token prediction of a :func:`batchify`-ed stream once, in time order.
+
+    Windows of ``seq_len`` steps, the last one shorter where ``seq_len`` does not divide
+    ``N - 1``, so all ``N - 1`` targets of each column are covered (:class:`LMStream`
+    drops the partial window). ``reset`` is true on the first window only: a model that
+    carries its state through the windows computes the same values as over the whole
+    stream at once. With ``data = batchify(ids, 1)`` this is one stream over a split
+    (Zaremba et al. 2014's test pass, which counts every word).
+
+    Args:
+      data: ``[N, B]`` from :func:`batchify`.
+      seq_len: the window length ``T``.
+
+    Yields:
+      ``{"inputs": int32 [t, B], "targets": int32 [t, B], "reset": bool [B]}``, ``t <= T``.
+
+    Example:
+      >>> windows = stream_windows(batchify(np.arange(8, dtype=np.int32), 1), seq_len=3)
+      >>> [(w["inputs"][:, 0].tolist(), w["targets"][:, 0].tolist()) for w in windows]
+      [([0, 1, 2], [1, 2, 3]), ([3, 4, 5], [4, 5, 6]), ([6], [7])]
+    """
+    data = np.asarray(data)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"data must be [N >= 2, batch] from batchify, got shape {data.shape}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    for start in range(0, data.shape[0] - 1, seq_len):
+        window = data[start : start + seq_len + 1]
+        yield {
+            "inputs": np.ascontiguousarray(window[:-1], dtype=np.int32),
+            "targets": np.ascontiguousarray(window[1:], dtype=np.int32),
+            "reset": np.full((data.shape[1],), start == 0),
         }

@@ -1,0 +1,89 @@
+"""The readers over seeds: numbers computed from hand-written run files, and the table."""
+
+import json
+import os
+import statistics
+
+import pytest
+
+from experiments import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = 1 / 6
+
+
+def write_run(d, *, cell, evals, lr=1e-3, seq_len=100, name="memory/adding/T100/fb1/lr1e-3"):
+    """A finished run: evaluations ``[(step, loss)]``, the last one final."""
+    d.mkdir(parents=True)
+    config = {"name": name, "model": {"match_params": None, "bidirectional": False}}
+    config["optimizer"] = {"learning_rate": lr}
+    (d / "config.json").write_text(json.dumps(config))
+    lines = [{"step": s, "train/loss": loss, "eval/loss": loss} for s, loss in evals]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = {
+        "status": "completed", "cell": cell, "task": "adding", "seq_len": seq_len,
+        "baseline": BASE, "steps": evals[-1][0], "wall_time_s": 10.0,
+        "final": {"eval/loss": evals[-1][1], "train/loss": evals[-1][1]},
+    }  # fmt: skip
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def test_seed_statistics_and_memory_horizon(tmp_path):
+    w = tmp_path / "memory" / "adding"
+    # LSTM, T = 100: seeds 0 and 1 solve (first under 0.1 * 1/6 at steps 200 and 400), 2 not
+    lstm = {0: [(100, 0.1), (200, 0.01), (300, 0.005)], 1: [(100, 0.1), (400, 0.001)],
+            2: [(100, 0.15), (400, 0.1)]}  # fmt: skip
+    for k, ev in lstm.items():
+        write_run(w / "T100/fb1/lr1e-3/lstm" / f"seed{k}", cell="lstm", evals=ev)
+    # a worse learning rate at T = 100 (not selected), and T = 200 solved by 1 of 3 only
+    for k in range(3):
+        write_run(w / "T100/fb1/lr3e-3/lstm" / f"seed{k}", cell="lstm", evals=[(400, 0.2)], lr=3e-3)
+        loss = 0.001 if k == 0 else 0.2
+        write_run(
+            w / f"T200/fb1/lr1e-3/lstm/seed{k}", cell="lstm", evals=[(400, loss)], seq_len=200
+        )
+    st = report.seed_stats(report.seed_runs(str(w / "T100/fb1/lr1e-3/lstm")))
+    finals = [0.005, 0.001, 0.1]
+    assert st["n"] == 3 and st["solved"] == 2 and st["steps_to_solve"] == [200, 400]
+    assert st["median_steps"] == 300
+    assert report.mean_std(st["final_eval"]) == pytest.approx(
+        (statistics.fmean(finals), statistics.stdev(finals), 3)
+    )
+    assert st["best_eval"] == [0.005, 0.001, 0.1]
+    assert report.fmt([1.0, 3.0], 2) == "2.00 ± 1.41" and report.fmt([2.0]) == "2.0000"
+    settings = report.memory_settings(str(tmp_path / "memory"))
+    assert set(settings) == {
+        ("adding", 100, "lstm (fb1)", 1e-3), ("adding", 100, "lstm (fb1)", 3e-3),
+        ("adding", 200, "lstm (fb1)", 1e-3),
+    }  # fmt: skip
+    horizon = report.memory_horizon(settings)[("adding", "lstm (fb1)")]
+    assert horizon["longest"] == 100  # T = 200: 1 of 3 seeds only
+    assert horizon["best"][100][0] == 1e-3
+    table = report.memory(str(tmp_path / "memory"), str(tmp_path / "m.png"))
+    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 0.0353 ± 0.0560 |" in table
+    assert "| 2/3 | 300 |" in table and "| adding | lstm (fb1) | 100 |" in table
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_old_single_seed_layout_reads_as_one_seed(tmp_path):
+    write_run(tmp_path / "adding" / "lstm", cell="lstm", evals=[(500, 0.3), (1000, 0.001)])
+    for k in (0, 1):
+        write_run(
+            tmp_path / "adding" / "gru" / f"seed{k}", cell="gru", evals=[(1000, 0.01 * (k + 1))]
+        )
+    assert report.run_dirs(str(tmp_path / "adding" / "lstm")) == [str(tmp_path / "adding/lstm")]
+    assert len(report.run_dirs(str(tmp_path / "adding"))) == 3
+    table = report.table(str(tmp_path / "adding"), ["lstm", "gru"])
+    assert "| lstm | 1 | 0.0010 | 0.0010 | 0.1667 | 0.006 | 1/1 | 1000 |" in table
+    # gru seed 1 ends at 0.02, above the mark 1/60: 1 of 2 solve, median over that one
+    assert "| gru | 2 | 0.0150 ± 0.0071 |" in table and "| 1/2 | 1000 |" in table
+    report.plot(str(tmp_path / "adding"), ["lstm", "gru"], str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_results_table_on_the_committed_results():
+    text = report.results_table(os.path.join(ROOT, "experiments", "results"))
+    rows = text.splitlines()
+    assert rows[0].startswith("| experiment |") and len(rows) == 2 + len(report.EXPERIMENTS)
+    assert all(r.count("|") >= 8 for r in rows)
+    assert "lstm: eval/baseline 0.011 (1/1 solved) (n=1)" in rows[2]
