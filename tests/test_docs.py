@@ -111,7 +111,7 @@ def test_readme_and_install_pages(html):
         "LSTM_JAX_CACHE_DIR",
     ):
         assert variable in install, variable
-    for extra in ("torch", "train", "test", "docs"):
+    for extra in ("torch", "train", "experiments", "test", "docs"):
         assert (
             f'<code class="docutils literal notranslate"><span class="pre">{extra}</span>'
             in install

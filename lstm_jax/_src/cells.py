@@ -62,6 +62,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lstm_jax._src import compat
 from lstm_jax._src.init import init_gru_layer, init_lstm_layer, init_rnn_layer
 from lstm_jax._src.types import GRUParams, GRUState, LSTMParams, LSTMState, RNNParams, RNNState
 
@@ -91,7 +92,7 @@ def dense(x: jax.Array, weight: jax.Array) -> jax.Array:
     """
     # Contracting the weight's minor axis directly: ``x @ weight.T`` made XLA:CPU copy the
     # transposed weight at every call (10x slower for one step at batch 1, measured).
-    return jax.lax.dot_general(
+    return compat.dot_general(
         x.astype(weight.dtype),
         weight,
         (((x.ndim - 1,), (1,)), ((), ())),
@@ -225,7 +226,7 @@ def recurrent_product_in_loop(params: Any) -> Callable[..., jax.Array]:
     transposed = weight.T
 
     def product(h: jax.Array, recurrent_mask: jax.Array | None = None) -> jax.Array:
-        return jnp.matmul(
+        return compat.matmul(
             _masked(h, recurrent_mask).astype(weight.dtype),
             transposed,
             preferred_element_type=accumulation_dtype(weight.dtype),

@@ -22,8 +22,6 @@ carry.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from collections.abc import Callable, Sequence
 
@@ -34,25 +32,11 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lstm_jax._src.compat import make_user_context
+from lstm_jax._src.compat import pvary as _pvary
+from lstm_jax._src.compat import vma as _vma
+
 Axes = Sequence[int | None]
-
-
-def _vma(x) -> frozenset:
-    """The manual mesh axes ``x`` varies over (empty outside ``shard_map``)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
-    if manual is not None:
-        return manual.varying
-    return getattr(aval, "vma", frozenset())
-
-
-def _pvary(x: jax.Array, axes: frozenset) -> jax.Array:
-    missing = tuple(sorted(axes - _vma(x)))
-    if not missing:
-        return x
-    if hasattr(lax, "pcast"):
-        return lax.pcast(x, missing, to="varying")
-    return lax.pvary(x, missing)  # jax < 0.8
 
 
 def match_vma(tree, *refs):
@@ -116,26 +100,6 @@ def sum_to_vma(cotangent: jax.Array, primal) -> jax.Array:
     return lax.psum(cotangent, extra) if extra else cotangent
 
 
-class _ContextVarContext:
-    """``jax.make_user_context``'s interface on a ``contextvars`` variable, for jax
-    versions without it (where a function already traced is not traced again)."""
-
-    def __init__(self, default_value):
-        self._var = contextvars.ContextVar("lstm_jax_trace_context", default=default_value)
-
-    @property
-    def value(self):
-        return self._var.get()
-
-    @contextlib.contextmanager
-    def __call__(self, value):
-        token = self._var.set(value)
-        try:
-            yield
-        finally:
-            self._var.reset(token)
-
-
 def trace_context(default_value):
     """A context whose value decides how functions are traced: ``with ctx(v): ...`` sets
     it, ``ctx.value`` reads it, and it is part of jit's cache key, so a function traced
@@ -148,8 +112,7 @@ def trace_context(default_value):
       >>> inside, flag.value
       (True, False)
     """
-    make = getattr(jax, "make_user_context", None)
-    return _ContextVarContext(default_value) if make is None else make(default_value)
+    return make_user_context(default_value)
 
 
 def _spec_axes(spec_entry) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from lstm_jax._src import custom_calls
+from lstm_jax._src import compat, custom_calls
 from lstm_jax._src.cells import accumulation_dtype
 from lstm_jax._src.native import lstm_cpu
 from lstm_jax._src.types import LSTMParams, LSTMState
@@ -82,7 +82,7 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     options = {"out_sharding": P()} if summed else {}
     return jnp.stack(
         [
-            jnp.einsum(
+            compat.einsum(
                 spec,
                 a_d.astype(dtype),
                 b_d.astype(dtype),

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from lstm_jax._src import custom_calls
+from lstm_jax._src import compat, custom_calls
 from lstm_jax._src.cells import CellDef, accumulation_dtype, recurrent_product_in_loop
 
 # Parameters the loops multiply by themselves; ``update`` must not read their values.
@@ -87,7 +87,7 @@ def _weight_gradient(dgates, inputs, dtype):
     """``sum_t,b dgates[t, b, g] inputs[t, b, k]`` ``[G, K]``, one product over all steps."""
     # Under explicit sharding a product over the sharded batch is a replicated sum.
     explicit = any(getattr(jax.typeof(inputs).sharding, "spec", None) or ())
-    return jnp.einsum(
+    return compat.einsum(
         "tbg,tbk->gk",
         dgates.astype(dtype),
         inputs.astype(dtype),
@@ -135,7 +135,7 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
             d_new = jax.tree.map(lambda d: jnp.where(v_t[:, None], d, jnp.zeros_like(d)), d_new)
         _, vjp = jax.vjp(update, small, gx_blocks, gh_t, s_prev)
         d_small_t, dgx_t, dgh_t, ds_prev = vjp(d_new)
-        dh = jnp.matmul(dgh_t.astype(w_hh.dtype), w_hh, preferred_element_type=acc)
+        dh = compat.matmul(dgh_t.astype(w_hh.dtype), w_hh, preferred_element_type=acc)
         dh = _masked(dh, recurrent_mask).astype(ds_prev.h.dtype)
         ds_prev = ds_prev._replace(h=ds_prev.h + dh)
         if v_t is not None:
