@@ -263,19 +263,7 @@ class Task:
             kwargs["backend"] = m.backend
         hidden = self.hidden_size(cell)
         rngs = nnx.Rngs(params=self.config.seed, dropout=self.config.seed + 1)
-        if self.vocab_size is not None and m.bidirectional:
-            model = Tagger(
-                cell,
-                self.vocab_size,
-                m.embed_size,
-                hidden,
-                m.num_layers,
-                dropout=m.dropout,
-                io_dropout=m.io_dropout,
-                rngs=rngs,
-                **kwargs,
-            )
-        elif self.vocab_size is None:
+        if self.vocab_size is None:
             model = train.SequenceRegressor(
                 cell,
                 self.input_size,
@@ -314,50 +302,6 @@ class Task:
         directions = 2 if m.bidirectional else 1
         target = analytic.recurrent_params(ref, features, m.hidden_size, m.num_layers, directions)
         return analytic.matched_hidden(cell, target, features, m.num_layers, directions)
-
-
-class Tagger(nnx.Module):
-    """Embedding, a (bidirectional) recurrent core and a read-out at every step.
-
-    :class:`lstm_jax.train.TokenModel` with a read-out of both directions' outputs
-    (``[T, B, 2H]``): the model of a tagging task whose answer at a step may depend on
-    later inputs (the lookahead task). Called as ``model(tokens [T, B], carry) ->
-    (logits [T, B, vocab], carry)``.
-    """
-
-    def __init__(
-        self,
-        cell,
-        vocab_size,
-        embed_size,
-        hidden_size,
-        num_layers=1,
-        *,
-        dropout=0.0,
-        io_dropout=0.0,
-        rngs,
-        **core_kwargs,
-    ):
-        self.embed_size = embed_size
-        directions = 2 if core_kwargs.get("bidirectional") else 1
-        self.io_dropout = nnx.Dropout(io_dropout, rngs=rngs) if io_dropout > 0 else None
-        self.embed = nnx.Embed(vocab_size, embed_size, rngs=rngs)
-        self.core = train.make_recurrent(
-            cell, embed_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **core_kwargs
-        )
-        self.head = nnx.Linear(directions * hidden_size, vocab_size, rngs=rngs)
-
-    def zero_carry(self, batch_size: int):
-        return train.zero_carry(self.core, batch_size, self.embed_size)
-
-    def __call__(self, tokens, carry=None):
-        x = self.embed(tokens)
-        if self.io_dropout is not None:
-            x = self.io_dropout(x)
-        out, carry = self.core(x, carry)
-        if self.io_dropout is not None:
-            out = self.io_dropout(out)
-        return self.head(out), carry
 
 
 class ConfigError(ValueError):

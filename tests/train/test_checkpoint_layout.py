@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorstore
 from flax import nnx
+from test_checkpoint import assert_same
 
 from lstm_jax import data, train
 
@@ -125,16 +126,6 @@ def test_step_directory_holds_named_items_readable_without_a_target(tmp_path):
     assert got["rng"]["core"]["rngs"]["key"].dtype == np.uint32
     np.testing.assert_array_equal(got["carry"]["h"], state.carry.h)
     np.testing.assert_array_equal(got["carry"]["c"], state.carry.c)
-
-
-def assert_same(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=True):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x, y = jax.random.key_data(x), jax.random.key_data(y)
-        assert x.dtype == y.dtype
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_a_bare_array_carry_and_a_plain_pytree_round_trip(tmp_path):

@@ -193,7 +193,9 @@ class TokenModel(nnx.Module):
 
     Called as ``model(tokens [T, B], carry) -> (logits [T, B, vocab], carry)``: the carry is
     the core's state, for truncated BPTT across batches. Used for character/word language
-    modelling and for the copy task.
+    modelling, the copy task and, with ``bidirectional=True`` (the read-out then takes
+    both directions' outputs, ``[T, B, 2H]``), tagging tasks whose answer at a step depends
+    on later inputs.
 
     ``dropout`` is the core's between-layer dropout (``torch.nn.LSTM``'s); ``io_dropout``
     adds dropout on the embedding's output and on the top layer's output before the
@@ -229,7 +231,9 @@ class TokenModel(nnx.Module):
         self.core = make_recurrent(
             cell, embed_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **core_kwargs
         )
-        self.head = nnx.Linear(hidden_size, vocab_size, param_dtype=jnp.float32, rngs=rngs)
+        directions = 2 if core_kwargs.get("bidirectional") else 1
+        features = directions * (core_kwargs.get("proj_size") or hidden_size)
+        self.head = nnx.Linear(features, vocab_size, param_dtype=jnp.float32, rngs=rngs)
 
     def zero_carry(self, batch_size: int) -> Any:
         """The zero state for ``batch_size`` rows."""

@@ -153,11 +153,8 @@ def make_optimizer(
       clip_norm: clip gradients to this global norm first (``None``: no clipping).
       weight_decay: AdamW's decoupled weight decay.
       momentum: SGD's momentum.
-      warmup_steps: linear warm-up from 0.
-      decay_steps: if > 0, cosine decay to 0 over this many steps after warm-up.
-      decay_rate: the step decay's factor (with ``decay_every > 0``).
-      decay_begin: steps at the full rate before the first step decay.
-      decay_every: if > 0, a step decay every this many steps after ``decay_begin``.
+      warmup_steps, decay_steps, decay_rate, decay_begin, decay_every: the learning-rate
+        schedule, as in :func:`make_schedule`.
 
     Raises:
       ValueError: an unknown ``name``, or a schedule :func:`make_schedule` rejects.
