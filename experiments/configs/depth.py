@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         if family not in FAMILIES or layers not in ("1", "2", "3"):
             raise ValueError(f"depth.py takes <params|width>-<1|2|3> or smoke, got {arg!r}")
     c = char_lm.get_config("smoke" if arg == "smoke" else "contiguous")
+    c.text_split = "contiguous"  # the split with a test set: depth reports test numbers
     c.eval_test = True
     c.select_best = True
     c.model.dropout = c.model.io_dropout = DROPOUT

@@ -172,7 +172,7 @@ def lookahead_baseline(length: int, k: int = LOOKAHEAD_DEFAULT_K) -> float:
 
     Example:
       >>> round(lookahead_baseline(100, 5), 4)
-      1.9754
+      1.9755
     """
     return (length - k) * math.log(LOOKAHEAD_NUM_SYMBOLS) / length
 
