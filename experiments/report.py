@@ -361,13 +361,19 @@ def memory_settings(workdir: str) -> dict[tuple, dict]:
 
 
 def memory_horizon(settings: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
-    """Per (task, model): the best learning rate at each T (lowest mean final eval loss)
-    and the longest T solved by at least :data:`SOLVED_SEEDS` of its seeds there."""
+    """Per (task, model): the best learning rate at each T and the longest T solved by at
+    least :data:`SOLVED_SEEDS` of its seeds there. The best rate solves the most seeds,
+    then in the fewest median steps, then to the lowest mean final eval loss (runs that
+    stop once solved all end just under the mark, so the loss alone does not rank them)."""
+
+    def rank(st):
+        median = st["median_steps"] if st["median_steps"] is not None else math.inf
+        return (-st["solved"] / max(st["n"], 1), median, mean_std(st["final_eval"])[0])
+
     best: dict[tuple[str, str], dict[int, tuple[float, dict]]] = {}
     for (task, length, model, lr), st in settings.items():
-        mean = mean_std(st["final_eval"])[0]
         current = best.setdefault((task, model), {}).get(length)
-        if current is None or mean < mean_std(current[1]["final_eval"])[0]:
+        if current is None or rank(st) < rank(current[1]):
             best[(task, model)][length] = (lr, st)
     out = {}
     for key, by_length in best.items():
@@ -614,7 +620,7 @@ EXPERIMENTS = (
     (
         "4. memory horizon: adding and copy, T = 10 ... 400, lr grid",
         "`memory.py:<task>-<T>-<init>-lr<lr>`",
-        "`experiments/sweeps/memory.sh`",
+        "`python -m experiments.sweeps.memory --jobs 2`",
         "memory",
         "LSTM solves adding at T ≥ 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
     ),

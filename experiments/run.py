@@ -370,6 +370,12 @@ def validate_config(c) -> None:
     )
     check("lookahead_k", count(1), "an integer >= 1")
     check("select_best", boolean, "True or False (a bool, not a string)")
+    check("stop_when_solved", boolean, "True or False (a bool, not a string)")
+    if c.get("stop_when_solved") and (c.get("task") not in ("adding", "copy") or not c.eval_every):
+        errors.append(
+            "config.stop_when_solved needs the adding or copy task (a solved mark) and "
+            "evaluations during training (eval_every >= 1)"
+        )
     check("model.backend", lambda v: v in ("auto", "scan", "fused", "cudnn"), "a backend name")
     check(
         "model.match_params",
@@ -550,6 +556,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         progress=c.progress,
         desc=f"{c.name}/{cell}",
         stop_check=_exit_if_stopped,
+        stop_when=solved_mark(task.baseline) if c.get("stop_when_solved") else None,
         hparams=config,
         extra_summary={
             "cell": cell,
@@ -583,6 +590,12 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         if jax.process_index() == 0:
             train.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
+
+
+def solved_mark(baseline: float):
+    """``eval metrics -> bool``: true under the solved mark (:data:`report.SOLVED_FRACTION`
+    of the memoryless ``baseline``), the early stop of ``config.stop_when_solved``."""
+    return lambda metrics: metrics["eval/loss"] < report.SOLVED_FRACTION * baseline
 
 
 def _recurrent_params(model) -> int:

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2)  # each (cell, seed) is a run: <workdir>/<cell>/seed<k>/
     c.select_best = False  # keep the best-validation checkpoint, evaluate it on val and test
     c.lookahead_k = 5  # the lookahead task's distance
+    c.stop_when_solved = False  # end a run at its first evaluation under the solved mark
 
     c.model = ml_collections.ConfigDict()
     c.model.hidden_size = 64

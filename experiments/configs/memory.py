@@ -17,12 +17,14 @@ steps); the budget grows with T: adding 5,000 steps up to T = 50, 10,000 at T = 
 rates {3e-4, 1e-3, 3e-3} (:data:`LEARNING_RATES`); the report picks the best per (cell,
 T) on the final eval loss and calls T solved when at least 2 of 3 seeds end under 10%
 of the memoryless baseline (``experiments/report.py``); it also gives the test loss on
-a separate stream.
+a separate stream. A run stops at its first evaluation under that mark
+(``config.stop_when_solved``): steps to solve are counted at evaluations every 2.5% of
+the budget, and only unsolved runs spend the whole budget.
 
 Commands: the whole sweep, resumable (a finished run is skipped), then the tables and
 figure:
 
-  experiments/sweeps/memory.sh [runs]          # every task, T, lr; --resume throughout
+  python -m experiments.sweeps.memory --runs runs --jobs 2   # resumable; see its docstring
   python -m experiments.report memory runs/memory experiments/figures/memory_vs_length.png
 
 One run: ``python -m experiments.run --config experiments/configs/memory.py:adding-100-lr1e-3
@@ -30,7 +32,7 @@ One run: ``python -m experiments.run --config experiments/configs/memory.py:addi
 ``--config experiments/configs/memory.py:smoke``.
 
 Hardware: meant for a quiet machine or a GPU. Wall time: not yet measured at this
-commit (see ``experiments/sweeps/memory.sh`` for the estimated cost).
+commit (see ``experiments/sweeps/memory.py`` for the cost per step).
 Result: not yet run at this commit (the committed ``experiments/results/memory`` came
 from an older, single-seed configuration with 2,000-3,000 steps).
 """
@@ -88,7 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg != "smoke":
         c.model.hidden_size = 128
         c.steps = BUDGET[task].get(length, max(BUDGET[task].values()))
-        c.eval_every = c.steps // 20  # the steps-to-solve resolution: 5% of the budget
+        c.eval_every = c.steps // 40  # the steps-to-solve resolution: 2.5% of the budget
         c.checkpoint_every = c.eval_every * 4
+        c.stop_when_solved = True  # a solved run stops: only unsolved ones spend the budget
         c.log_every = 100
     return c

@@ -162,6 +162,7 @@ def test_bad_values_exit_2_before_anything_is_built(tmp_path):
         ("cells", (), "config.cells must be a non-empty tuple"),
         ("task", "imagenet", "config.task must be one of ('adding',"),
         ("model.dropout", 1.0, "config.model.dropout must be a number in [0, 1), got 1.0"),
+        ("stop_when_solved", "yes", "config.stop_when_solved must be True or False"),
     ],
 )
 def test_validate_config_names_the_field_value_and_rule(field, value, message):

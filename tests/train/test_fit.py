@@ -101,6 +101,30 @@ def test_stop_check_stops_at_a_step_boundary_and_resume_matches(tmp_path):
     assert resumed.summary["params_sha256"] == full.summary["params_sha256"]
 
 
+def test_stop_when_ends_training_at_an_evaluation_with_a_checkpoint(tmp_path):
+    """``stop_when`` sees each evaluation's metrics; once true, the run ends there as
+    completed, its last window of training metrics logged and its state checkpointed."""
+    seen = []
+
+    def stop_when(metrics):
+        seen.append(metrics["eval/loss"])
+        return len(seen) == 2  # at the second evaluation, step 6
+
+    eval_batches = lambda: [TASK.batch(10_000)]  # noqa: E731
+    result = run(tmp_path, 12, eval_batches=eval_batches, eval_every=3, stop_when=stop_when,
+                 log_every=4, checkpoint_every=100)  # fmt: skip
+    assert result.summary["status"] == "completed" and result.summary["stopped_at_step"] == 6
+    assert int(result.state.step) == 6 and result.summary["last_checkpoint_step"] == 6
+    assert train.Checkpointer(tmp_path / "checkpoints").all_steps()[-1] == 6
+    records = train.read_metrics(tmp_path / "metrics.jsonl")
+    train_steps = [r["step"] for r in records if "train/loss" in r]
+    assert train_steps == [4, 6]  # steps 5-6, between log lines, are logged at the stop
+    assert result.summary["final"]["eval/loss"] == seen[-1]
+    never = run(tmp_path / "never", 6, eval_batches=eval_batches, eval_every=3,
+                stop_when=lambda m: False)  # fmt: skip
+    assert never.summary["stopped_at_step"] is None and int(never.state.step) == 6
+
+
 def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):
     """Ctrl-C (KeyboardInterrupt) between checkpoints: the steps done are kept."""
     full = run(tmp_path / "full", 10)

@@ -165,6 +165,7 @@ def fit(
     extra_summary: dict[str, Any] | None = None,
     stop_check: Callable[[], None] | None = None,
     hparams: Mapping[str, Any] | None = None,
+    stop_when: Callable[[dict[str, float]], bool] | None = None,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
@@ -209,6 +210,10 @@ def fit(
         leave it unable to close.
       hparams: the run's hyperparameters (a nested config), recorded once for
         TensorBoard's HParams and Text tabs and as ``hparams`` in ``summary.json``.
+      stop_when: called with the metrics of every evaluation (``{"eval/loss": ...}``);
+        when it returns true, training ends there with a checkpoint, status
+        ``"completed"`` and ``stopped_at_step`` in the summary (early stopping, e.g. once
+        a task counts as solved).
 
     Returns:
       A :class:`FitResult`.
@@ -290,7 +295,7 @@ def fit(
         )
     train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
     eval_step = make_eval_step(eval_graphdef, loss_fn, mesh) if eval_batches else None
-    status, error = "completed", None
+    status, error, stopped_at = "completed", None, None
     train_metrics: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     if start_step >= steps:  # resuming a finished run: report what it logged
@@ -396,6 +401,8 @@ def fit(
                 pause_start = time.perf_counter()
                 if evaluating:
                     run_eval(done)
+                    if stop_when is not None and done < steps and stop_when(eval_metrics):
+                        stopped_at, save = done, True
                 if save:
                     checkpointer.save(state, step=done)
                     last_saved = done
@@ -403,6 +410,15 @@ def fit(
             if logged:
                 window_start, window_steps, paused = time.perf_counter(), 0, 0.0
             bar.update(1)
+            if stopped_at is not None:
+                if pending:  # the window since the last log line ends here
+                    window = _mean_metrics(jax.device_get(pending))
+                    pending = []
+                    train_metrics = {f"train/{k}": v for k, v in window.items()}
+                    writer.write(done, train_metrics)
+                if lines:
+                    metrics_lib.log_line(f"{desc} stopped at step {done}: stop_when is true")
+                break
     except NonFiniteLossError as e:
         status, error = "diverged", str(e)
         raise
@@ -428,6 +444,7 @@ def fit(
             "status": status,
             "error": error,
             "steps": steps,
+            "stopped_at_step": stopped_at,
             "resumed_from_step": start_step if resume else None,
             "last_checkpoint_step": last_saved,
             "final": {**train_metrics, **eval_metrics},
