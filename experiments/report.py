@@ -13,11 +13,10 @@
 Each prints a Markdown table; the figure path is optional. Numbers come from the files
 the runs wrote, never typed by hand.
 
-Every run of ``experiments.run`` is ``<workdir>/<cell>/seed<k>/``, one per seed. The
-committed results in ``experiments/results/`` predate seeds: ``<workdir>/<cell>/`` (and,
-for ``ptb_small``, ``depth/L*``, ``memory/*/T*/chrono|torch``, single-cell runs written
-directly into their workdir); every reader takes each of these layouts and reads an old
-run as one seed (:func:`run_dirs`, :func:`runs_under`, :func:`setting_of`).
+Every run of ``experiments.run`` is ``<workdir>/<cell>/seed<k>/``, one per seed. Runs
+written before seeds, ``<workdir>/<cell>/`` or a single-cell run directly in its workdir,
+are read as one seed by every reader (:func:`run_dirs`, :func:`runs_under`,
+:func:`setting_of`).
 
 Over seeds, a number is reported as ``mean ± std`` (the sample standard deviation,
 ``n - 1``; 0 for one seed) with ``n``. A run *solves* a task with a memoryless baseline
@@ -253,6 +252,45 @@ def _grouped(runs):
     return groups
 
 
+def gradient_norms(workdir: str) -> dict[str, list[dict]]:
+    """``{label: [each seed's gradient_norms.json]}`` of the runs below ``workdir`` (labels
+    from :func:`_vanishing_label`)."""
+    runs: dict[str, list[dict]] = {}
+    for f in sorted(glob.glob(os.path.join(workdir, "**", "gradient_norms.json"), recursive=True)):
+        with open(f) as fh:
+            label = _vanishing_label(_label(os.path.dirname(f), workdir))
+            runs.setdefault(label, []).append(json.load(fh))
+    if not runs:
+        raise FileNotFoundError(f"no gradient_norms.json under {workdir}")
+    return runs
+
+
+def _vanishing_label(setting: str) -> str:
+    """``fb1/lstm`` -> ``lstm (forget bias 1)``, ``torch/lstm`` -> ``lstm (torch init)``,
+    ``fb1/gru`` -> ``gru``: the forget bias is the LSTM's alone."""
+    variant, _, cell = setting.rpartition("/")
+    if cell != "lstm" or not variant:
+        return cell or setting
+    return "lstm (forget bias 1)" if variant == "fb1" else f"lstm ({variant} init)"
+
+
+def vanishing_ratios(workdir: str) -> dict[str, dict[str, list[float]]]:
+    """``{setting: {"init" | "trained": [per seed, ||g(T-1)|| / ||g(0)||]}}``."""
+    return {
+        label: {
+            when: [s[when]["state"]["geomean"][-1] / s[when]["state"]["geomean"][0] for s in seeds]
+            for when in ("init", "trained")
+        }
+        for label, seeds in gradient_norms(workdir).items()
+    }
+
+
+def _geo(xs) -> float:
+    """The geometric mean of the positive values (0 when there are none)."""
+    xs = [x for x in xs if x > 0]
+    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else 0.0
+
+
 def vanishing(workdir: str, path: str | None = None) -> str:
     """``||dL/dh_t||`` against ``T - t`` at initialisation and after training (log scale).
 
@@ -263,33 +301,24 @@ def vanishing(workdir: str, path: str | None = None) -> str:
     and the ratio of the last to the first (its range over seeds in brackets); the figure
     draws that mean and the min-max band over seeds.
     """
-    runs: dict[str, list[dict]] = {}
-    for f in sorted(glob.glob(os.path.join(workdir, "**", "gradient_norms.json"), recursive=True)):
-        with open(f) as fh:
-            runs.setdefault(_label(os.path.dirname(f), workdir), []).append(json.load(fh))
-    if not runs:
-        raise FileNotFoundError(f"no gradient_norms.json under {workdir}")
+    runs = gradient_norms(workdir)
     rows = [
         "| setting | seeds | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 [range] |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
-    def geo(xs):
-        xs = [x for x in xs if x > 0]
-        return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else 0.0
-
     for label, seeds in runs.items():
         for when in ("init", "trained"):
             gs = [s[when]["state"]["geomean"] for s in seeds]
             picks = [
-                geo(g[d] for g in gs) if d < len(gs[0]) else math.nan
+                _geo(g[d] for g in gs) if d < len(gs[0]) else math.nan
                 for d in (0, 10, 50, len(gs[0]) - 1)
             ]
             ratios = [g[-1] / g[0] for g in gs]
             rows.append(
                 f"| {label} | {len(gs)} | {when} | "
                 + " | ".join(f"{v:.2e}" for v in picks)
-                + f" | {geo(ratios):.1e} [{min(ratios):.0e}, {max(ratios):.0e}] |"
+                + f" | {_geo(ratios):.1e} [{min(ratios):.1e}, {max(ratios):.1e}] |"
             )
     if path:
         plt = _pyplot()
@@ -412,40 +441,54 @@ def memory(workdir: str, path: str | None = None) -> str:
         lrs = ", ".join(f"{t}: {lr:g}" for t, (lr, _) in h["best"].items())
         rows.append(f"| {task} | {model} | {h['longest'] or 'none'} | {lrs} |")
     if path:
-        plt = _pyplot()
-        tasks = sorted({t for t, _ in horizon})
-        fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4))
-        axes = [axes] if len(tasks) <= 1 else axes
-        for ax, task in zip(axes, tasks, strict=False):
-            lengths = set()
-            for (t, model), h in sorted(horizon.items()):
-                if t != task:
-                    continue
-                xs = list(h["best"])
-                lengths |= set(xs)
-                ratios = [h["best"][x][1]["ratio"] for x in xs]
-                mean = [mean_std(r)[0] for r in ratios]
-                (line,) = ax.plot(xs, mean, "o-", label=model)
-                ax.fill_between(
-                    xs,
-                    [min(r) for r in ratios],
-                    [max(r) for r in ratios],
-                    color=line.get_color(),
-                    alpha=0.2,
-                    linewidth=0,
-                )
-            ax.axhline(1.0, color="k", linestyle=":", label="memoryless baseline")
-            ax.axhline(SOLVED_FRACTION, color="k", linestyle="--", lw=0.8, label="solved mark")
+        _memory_figure(horizon, path)
+    return "\n".join(rows)
+
+
+def _memory_figure(horizon: dict, path: str) -> None:
+    """Per task, two panels against T at each model's best rate: the final eval loss over
+    the baseline, and the steps to solve (the budget's share a solved run needed)."""
+    plt = _pyplot()
+    tasks = sorted({t for t, _ in horizon})
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 4 * len(tasks)), squeeze=False)
+    for row, task in zip(axes, tasks, strict=True):
+        lengths = set()
+        for (t, model), h in sorted(horizon.items()):
+            if t != task:
+                continue
+            xs = list(h["best"])
+            lengths |= set(xs)
+            ratios = [h["best"][x][1]["ratio"] for x in xs]
+            (line,) = row[0].plot(xs, [mean_std(r)[0] for r in ratios], "o-", label=model)
+            color = line.get_color()
+            row[0].fill_between(
+                xs, [min(r) for r in ratios], [max(r) for r in ratios], color=color, alpha=0.2,
+                linewidth=0,
+            )  # fmt: skip
+            solved = [(x, h["best"][x][1]["steps_to_solve"]) for x in xs]
+            solved = [(x, steps) for x, steps in solved if steps]
+            if solved:
+                sx = [x for x, _ in solved]
+                row[1].plot(sx, [statistics.median(v) for _, v in solved], "o-", color=color,
+                            label=model)  # fmt: skip
+                row[1].fill_between(
+                    sx, [min(v) for _, v in solved], [max(v) for _, v in solved], color=color,
+                    alpha=0.2, linewidth=0,
+                )  # fmt: skip
+        row[0].axhline(1.0, color="k", linestyle=":", label="memoryless baseline")
+        row[0].axhline(SOLVED_FRACTION, color="k", linestyle="--", lw=0.8, label="solved mark")
+        row[0].set_yscale("log")
+        row[0].set_ylabel("final eval loss / baseline\n(best lr; seeds' range)")
+        row[1].set_yscale("log")
+        row[1].set_ylabel("steps to solve (median of the seeds\nthat solve; their range)")
+        for ax in row:
             ax.set_xscale("log")
-            ax.set_yscale("log")
             ax.set_xticks(sorted(lengths), [str(x) for x in sorted(lengths)])
             ax.minorticks_off()
             ax.set_xlabel("T")
-            ax.set_ylabel("final eval loss / baseline (best lr; seeds' range)")
             ax.set_title(task)
             ax.legend(fontsize=7)
-        _save(fig, path)
-    return "\n".join(rows)
+    _save(fig, path)
 
 
 def depth(workdir: str, path: str | None = None) -> str:
@@ -520,43 +563,74 @@ def ptb(*paths: str) -> str:
     return "\n".join(rows)
 
 
-def cost(record_path: str, path: str | None = None) -> str:
-    """Time per train step of each cell (``experiments.estimate``'s JSON record), on the
-    kernel named in each row, with the analytic FLOPs of the step and the rate achieved."""
-    with open(record_path) as fh:
-        record = json.load(fh)
-    cells = record["cells"]
+def cost_records(src: str) -> list[dict]:
+    """``experiments.estimate``'s JSON records: the file ``src``, or every ``*.json`` in the
+    directory ``src`` (repeats of one command, in separate processes)."""
+    paths = sorted(glob.glob(os.path.join(src, "*.json"))) if os.path.isdir(src) else [src]
+    if not paths:
+        raise FileNotFoundError(f"no experiments.estimate record (*.json) in {src}")
+    records = []
+    for p in paths:
+        with open(p) as fh:
+            records.append(json.load(fh))
+    return records
+
+
+def cost(src: str, path: str | None = None) -> str:
+    """Time per train step of each cell on the kernel named in each row, with the analytic
+    FLOPs of the step and the rate achieved: the median over the repeats in ``src`` (see
+    :func:`cost_records`), their range in brackets; the ratio to the RNN on the same
+    kernel is taken within each repeat, then its median."""
+    records = cost_records(src)
     rows = [
-        "| cell | backend | train step (ms) | eval step (ms) | train step / RNN's | "
-        "GFLOP per train step | GFLOP/s |",
+        f"| cell | backend | train step (ms) [range, n={len(records)}] | eval step (ms) | "
+        "train step / RNN's | GFLOP per train step | GFLOP/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in cells:
+
+    def ms(values):
+        values = [1e3 * v for v in values]
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{statistics.median(values):.1f} [{min(values):.1f}, {max(values):.1f}]"
+
+    medians = []
+    for i, r in enumerate(records[0]["cells"]):
         backend = r.get("backend", "auto")
-        ref = next(
-            (
-                x["train_step_s"]
-                for x in cells
-                if x["cell"] == "rnn" and x.get("backend", "auto") == backend
-            ),
-            cells[0]["train_step_s"],
-        )
+        rows_i = [rec["cells"][i] for rec in records]
+        train_s = [x["train_step_s"] for x in rows_i]
+        ratios = []
+        for rec, x in zip(records, rows_i, strict=True):
+            ref = next(
+                (
+                    y["train_step_s"]
+                    for y in rec["cells"]
+                    if y["cell"] == "rnn" and y.get("backend", "auto") == backend
+                ),
+                rec["cells"][0]["train_step_s"],
+            )
+            ratios.append(x["train_step_s"] / ref)
         flops = r.get("train_flops")
-        rate = f"{flops / r['train_step_s'] / 1e9:.1f}" if flops else "-"
+        median = statistics.median(train_s)
+        rate = f"{flops / median / 1e9:.1f}" if flops else "-"
         rows.append(
-            f"| {r['cell']} | {backend} | {1e3 * r['train_step_s']:.2f} | "
-            f"{1e3 * r['eval_step_s']:.2f} | {r['train_step_s'] / ref:.2f} | "
+            f"| {r['cell']} | {backend} | {ms(train_s)} | "
+            f"{ms([x['eval_step_s'] for x in rows_i])} | {statistics.median(ratios):.2f} | "
             f"{flops / 1e9 if flops else math.nan:.3f} | {rate} |"
         )
+        medians.append((f"{r['cell']}\n{backend}", 1e3 * median, 1e3 * min(train_s),
+                        1e3 * max(train_s)))  # fmt: skip
     if path:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        labels = [f"{r['cell']}\n{r.get('backend', 'auto')}" for r in cells]
-        ax.bar(labels, [1e3 * r["train_step_s"] for r in cells])
-        ax.set_ylabel("ms per train step")
+        heights = [m[1] for m in medians]
+        errors = [[m[1] - m[2] for m in medians], [m[3] - m[1] for m in medians]]
+        ax.bar([m[0] for m in medians], heights, yerr=errors)
+        ax.set_ylabel("ms per train step (median, range)")
+        first = records[0]
         ax.set_title(
-            f"{record['config']}, T = {record['seq_len']}, B = {record['batch_size']}, "
-            f"H = {record['hidden_size']} ({record['device']['kind']})"
+            f"{first['config']}, T = {first['seq_len']}, B = {first['batch_size']}, "
+            f"H = {first['hidden_size']} ({first['device']['kind']})"
         )
         _save(fig, path)
     return "\n".join(rows)
@@ -593,8 +667,8 @@ def classify(workdir: str, path: str | None = None) -> str:
 
 
 #: The rows of experiments/README.md's results table: what each experiment is, its
-#: config and command, its run files under the results directory (``None``: none are
-#: committed) and the published number it is compared with.
+#: config and command, its run files under the results directory, the published number
+#: it is compared with, and what the row says while no run files are committed.
 EXPERIMENTS = (
     (
         "adding problem, T = 100, RNN / GRU / LSTM (the main job)",
@@ -602,6 +676,7 @@ EXPERIMENTS = (
         "`python -m experiments.run --config experiments/configs/adding.py`",
         "adding",
         "baseline 1/6 ≈ 0.167; LSTM solves T = 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
+        "not run at this commit",
     ),
     (
         "1. PTB small (2x200, no dropout, 13 epochs)",
@@ -609,13 +684,39 @@ EXPERIMENTS = (
         "`python -m experiments.run --config experiments/configs/ptb.py:small`",
         "ptb_small",
         "valid 120.7 / test 114.5 (Zaremba et al. 2014, Table 1)",
+        "not run at this commit (~1 h on a 2-core CPU)",
+    ),
+    (
+        "1. PTB medium (2x650, dropout 0.5, 39 epochs)",
+        "`ptb.py:medium`",
+        "same, `ptb.py:medium --resume`",
+        "ptb_medium",
+        "valid 86.2 / test 82.7 (ibid.)",
+        "not run: a GPU job (~1 day on a 2-core CPU)",
+    ),
+    (
+        "1. PTB large (2x1500, dropout 0.65, 55 epochs)",
+        "`ptb.py:large`",
+        "same, `ptb.py:large --resume`",
+        "ptb_large",
+        "valid 82.2 / test 78.4 (ibid.)",
+        "not run: a GPU job (~1 week on a 2-core CPU)",
     ),
     (
         "2. depth: 1 / 2 / 3 layers, equal parameters and equal width, tiny-shakespeare",
-        "`depth.py:<params|width>-<L>`",
+        "`depth.py:params-<L>`, `:width-<L>`",
         "loop in `depth.py`'s docstring",
         "depth",
         "2 layers clearly beat 1, 3 beat 2 a little (char-rnn; Karpathy et al. 2015)",
+        "not run at this commit (~15 CPU-hours for 18 runs)",
+    ),
+    (
+        "3. char-LM, tiny-shakespeare, char-rnn's split (last 5%): 2x256 and 3x512",
+        "`char_lm.py`, `:large`",
+        "`python -m experiments.run --config experiments/configs/char_lm.py:large`",
+        "char_lm",
+        "≈ 1.40 nats/char validation (char-rnn; Karpathy et al. 2015)",
+        "not run at this commit (`:large` ~5.8 CPU-hours a seed)",
     ),
     (
         "4. memory horizon: adding and copy, T = 10 ... 400, lr grid",
@@ -623,6 +724,7 @@ EXPERIMENTS = (
         "`python -m experiments.sweeps.memory --jobs 2`",
         "memory",
         "LSTM solves adding at T ≥ 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
+        "not run at this commit",
     ),
     (
         "5. vanishing gradients: ‖dL/dh_t‖ vs T − t, adding T = 100",
@@ -630,79 +732,113 @@ EXPERIMENTS = (
         "loop in `vanishing.py`'s docstring",
         "vanishing",
         "the LSTM mitigates vanishing gradients (Hochreiter & Schmidhuber 1997)",
+        "not run at this commit",
     ),
     (
         "6. bidirectional vs unidirectional (lookahead tagging; MNIST-1D)",
-        "`bidirectional.py:<task>-<uni|bi>`",
+        "`bidirectional.py:lookahead-uni`, `:lookahead-bi`, `:mnist1d-uni`, `:mnist1d-bi`",
         "loop in `bidirectional.py`'s docstring",
         "bidirectional",
         "a causal model cannot beat the baseline on lookahead; Schuster & Paliwal 1997",
+        "not run at this commit",
     ),
     (
         "7. cost: train step, every cell on the same kernel, FLOP-normalised",
         "`adding.py` + override",
         "`python -m experiments.estimate --config experiments/configs/adding.py "
-        "--config.model.hidden_size=256 --backends scan,fused --out runs/estimate/cost.json`",
-        "estimate/cost.json",
+        "--config.model.hidden_size=256 --backends scan,fused --out runs/estimate/<k>.json`",
+        "estimate",
         "the LSTM is slower to train",
+        "not run at this commit",
     ),
 )
 
 
-def _summary_line(kind: str, src: str) -> tuple[str, str, str]:
-    """``(hardware, wall time, our number)`` of one experiment's committed run files."""
-    if kind.endswith(".json"):
-        with open(src) as fh:
-            record = json.load(fh)
-        hardware = f"{record['device']['kind']} ({record['device'].get('cpu_count', '?')} cores)"
-        number = "ms per train step: " + ", ".join(
-            f"{r['cell'].upper()} {r.get('backend', 'auto')} {1e3 * r['train_step_s']:.0f}"
-            for r in record["cells"]
+def commits(summaries: list[dict]) -> str:
+    """The short git commits the runs came from (``+dirty``: a tree with local changes)."""
+    found = sorted({s.get("git_commit") or "unknown" for s in summaries})
+    return ", ".join(c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in found)
+
+
+def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
+    """``(hardware, wall time, our number, commits)`` of one experiment's committed run
+    files, or ``None`` when there are none."""
+    if kind == "estimate":
+        records = cost_records(src)
+        device = records[0]["device"]
+        cells = {}
+        for rec in records:
+            for r in rec["cells"]:
+                key = f"{r['cell'].upper()} {r.get('backend', 'auto')}"
+                cells.setdefault(key, []).append(1e3 * r["train_step_s"])
+        number = f"ms per train step (median of {len(records)}): " + ", ".join(
+            f"{k} {statistics.median(v):.0f}" for k, v in cells.items()
         )
-        return hardware, "-", number
+        hardware = f"{device['kind']} ({device.get('cpu_count', '?')} cores)"
+        return hardware, "-", number, commits(records)
     runs = runs_under(src)
     if not runs:
-        return "-", "-", "not yet run at this commit"
+        return None
     device = runs[0][2].get("device", {})
     hardware = f"{device.get('kind', '?')} ({device.get('cpu_count', '?')} cores)"
     wall = f"{sum(r[2].get('wall_time_s', 0.0) for r in runs):,.0f} s"
     parts = []
-    for setting, group in _grouped(runs).items():
-        st = seed_stats([r[0] for r in group])
-        name = os.path.relpath(setting, src)
-        f = group[0][2]["final"]
-        if kind == "depth":
-            value = f"best eval {fmt(st['best_eval'], 3)}, test at best {fmt(st['best_test'], 3)}"
-        elif "eval/perplexity" in f:
-            value = "test ppl " + fmt([r[2]["final"].get("test/perplexity") for r in group], 1)
-        elif "eval/accuracy" in f and kind == "bidirectional":
-            value = f"acc {fmt(st['accuracy'], 3)}"
-        else:
-            value = f"eval/baseline {fmt(st['ratio'], 3)} ({st['solved']}/{st['n']} solved)"
-        name = kind if name == "." else name
-        parts.append(f"{name}: {value} (n={st['n']})")
     if kind == "memory":
         horizon = memory_horizon(memory_settings(src))
-        parts = [f"{t} {m}: longest T {h['longest'] or 'none'}" for (t, m), h in horizon.items()]
-    return hardware, wall, "; ".join(parts)
+        for (task, model), h in sorted(horizon.items()):
+            lengths = ", ".join(str(t) for t in h["best"])
+            parts.append(f"{task} {model}: longest T {h['longest'] or 'none'} (ran T {lengths})")
+    elif kind == "vanishing":
+        for label, by_when in vanishing_ratios(src).items():
+            init, trained = (_geo(by_when[w]) for w in ("init", "trained"))
+            parts.append(
+                f"{label}: ratio d=T-1 / d=0 {init:.1e} at init, {trained:.1e} trained "
+                f"(n={len(by_when['init'])})"
+            )
+    else:
+        for setting, group in _grouped(runs).items():
+            st = seed_stats([r[0] for r in group])
+            name = os.path.relpath(setting, src)
+            f = group[0][2]["final"]
+            if kind == "depth":
+                value = (
+                    f"best eval {fmt(st['best_eval'], 3)}, test at best {fmt(st['best_test'], 3)}"
+                )
+            elif "eval/perplexity" in f:
+                finals = [r[2]["final"] for r in group]
+                value = f"valid ppl {fmt([x.get('eval/perplexity') for x in finals], 1)}, test "
+                value += (
+                    ", ".join(
+                        f"{protocol.replace('_', ' ')} {fmt([x.get(key) for x in finals], 1)}"
+                        for protocol in ("streams", "one_stream")
+                        if any((key := f"test/perplexity_{protocol}") in x for x in finals)
+                    )
+                    or f"ppl {fmt([x.get('test/perplexity') for x in finals], 1)}"
+                )
+            elif "eval/accuracy" in f and kind == "bidirectional":
+                value = f"acc {fmt(st['accuracy'], 3)}, eval/baseline {fmt(st['ratio'], 3)}"
+            else:
+                value = f"eval/baseline {fmt(st['ratio'], 3)} ({st['solved']}/{st['n']} solved)"
+            name = kind if name == "." else name
+            parts.append(f"{name}: {value} (n={st['n']})")
+    return hardware, wall, "; ".join(parts), commits([r[2] for r in runs])
 
 
 def results_table(results: str = "experiments/results") -> str:
     """experiments/README.md's results table, each number from the run files under
-    ``results`` (mean ± std over seeds, n seeds; committed single-seed runs count as one)."""
+    ``results`` (mean ± std over seeds, n seeds), with the commits the runs came from."""
     rows = [
-        "| experiment | config | command | hardware | wall time | our number | "
+        "| experiment | config | command | hardware | wall time | our number | commit | "
         "published number (source) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for title, config, command, kind, published in EXPERIMENTS:
+    for title, config, command, kind, published, not_run in EXPERIMENTS:
         src = os.path.join(results, kind)
-        if os.path.exists(src):
-            hardware, wall, number = _summary_line(kind, src)
-        else:
-            hardware, wall, number = "-", "-", "not yet run at this commit"
+        line = _summary_line(kind, src) if os.path.exists(src) else None
+        hardware, wall, number, commit = line or ("-", "-", not_run, "-")
         rows.append(
-            f"| {title} | {config} | {command} | {hardware} | {wall} | {number} | {published} |"
+            f"| {title} | {config} | {command} | {hardware} | {wall} | {number} | {commit} | "
+            f"{published} |"
         )
     return "\n".join(rows)
 

@@ -1,6 +1,6 @@
 r"""Text sampled from a trained language-model run, at one or more temperatures.
 
-  python -m experiments.sample --workdir runs/depth/L2 --data_dir ../shared/data \
+  python -m experiments.sample --workdir runs/char_lm/lstm/seed0 --data_dir ../shared/data \
       [--prompt "ROMEO:"] [--length 500] [--temperatures 0.5,0.8,1.0] [--seed 0]
 
 ``--workdir`` is a run directory, or the workdir of a one-cell job (its ``<cell>/`` run).

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export
 
 from lstm_jax import functional as F
 
@@ -88,7 +89,7 @@ def test_nan_and_inf_propagate_as_the_scan(name, options, bad):
 def test_exports_and_runs_like_the_scan():
     params, x = _params("gru", {}, dtype=jnp.float32), _x(jnp.float32)
     grad = jax.jit(jax.grad(_loss("gru", "fused")))
-    exported = jax.export.export(grad, platforms=["cpu", "cuda", "tpu"])(params, x)
+    exported = export.export(grad, platforms=["cpu", "cuda", "tpu"])(params, x)
     chex.assert_trees_all_close(
         exported.call(params, x), jax.grad(_loss("gru", "scan"))(params, x), rtol=1e-5
     )

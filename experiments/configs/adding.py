@@ -13,12 +13,12 @@ Command (writes runs/adding/{rnn,gru,lstm}/ and runs/adding/comparison.{md,png})
 Smoke variant (CI, seconds): ``--config experiments/configs/adding.py:smoke``.
 Other lengths: ``--config.seq_len=200 --config.steps=4000``.
 
-Hardware: 2-core x86 CPU (Intel Xeon, AVX-512), quiet, jax 0.10.2 (CPU).
-Wall time: 133 s for three seeds of the three models (RNN 23 s, GRU 57 s, LSTM 48 s in
-all), at commit ff050b9.
-Result there (mean ± std over seeds 0-2): eval MSE RNN 0.1660 ± 0.0045 (at the baseline,
-0/3 solved), GRU 0.0003 ± 0.0001 and LSTM 0.0010 ± 0.0007 (3/3 solved, < 10% of the
-baseline; median steps to solve 1,000 and 1,500).
+Hardware: 2-core AMD EPYC CPU (AVX-512), jax 0.10.2 (CPU), beside another run.
+Wall time: 321 s for three seeds of the three models (RNN 41 s, GRU 119 s, LSTM 161 s in
+all), at commit 75a178a; 133 s on a quiet 2-core Intel Xeon.
+Result there (mean ± std over seeds 0-2; the same numbers on both CPUs): eval MSE RNN
+0.1660 ± 0.0045 (at the baseline, 0/3 solved), GRU 0.0003 ± 0.0001 and LSTM 0.0010 ±
+0.0007 (3/3 solved, < 10% of the baseline; median steps to solve 1,000 and 1,500).
 """
 
 import ml_collections

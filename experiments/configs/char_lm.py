@@ -45,7 +45,8 @@ Hardware: 2-core x86 CPU, jax 0.10.2 (CPU), shared with other jobs.
 Result: not yet run at this commit (default and ``large``). The ``contiguous`` recipe
 reached validation 1.435 nats/char at best (step 5,000), 1.439 at the end (run as
 ``depth.py:2``, 2,357 s); char-rnn's 2-3 layer LSTMs reach about 1.40 on its split.
-Samples: ``python -m experiments.sample --workdir runs/char_lm --data_dir ../shared/data``.
+Samples: ``python -m experiments.sample --workdir runs/char_lm/lstm/seed0 --data_dir
+../shared/data``.
 """
 
 import ml_collections

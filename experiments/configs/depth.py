@@ -28,8 +28,9 @@ Smoke variant (CI, seconds): ``--config experiments/configs/depth.py:smoke``.
 Hardware: 2-core x86 CPU, jax 0.10.2 (CPU). Wall time: not yet measured at this commit;
 ~2,000-3,000 s per run at load ~4-6 on an older commit, so ~15 h for the 18 runs of both
 families on that CPU (1 x 256 is the cheapest, 3 x 256 the dearest).
-Result: not yet run at this commit (the committed ``experiments/results/depth`` came
-from an older recipe: one seed, no dropout for 1 layer, best of 12 validations, no test).
+Result: not yet run at this commit. (An older recipe, one seed, no dropout for 1 layer,
+best of 12 validations, no test, in the git history at 7c31772: best validation 1.453 /
+1.435 / 1.488 nats/char for 1 / 2 / 3 layers at ~0.86 M parameters.)
 """
 
 import ml_collections

@@ -3,8 +3,9 @@ learning rate and seed, for as long as each cell keeps solving.
 
 Every (task, T, LSTM initialisation, learning rate, cell) is one ``experiments.run``
 process with ``--resume`` under ``<runs>/memory/<task>/T<T>/<init>/lr<rate>/``: a finished
-seed is skipped, an interrupted one continues, so the sweep can be stopped (Ctrl-C, SIGTERM)
-and started again at any point. Runs stop once solved (``config.stop_when_solved``), so
+seed is skipped, an interrupted one continues, so the sweep can be stopped (Ctrl-C, or
+SIGTERM, which it passes on to its runs: each saves the step it reached) and started again
+at any point. Runs stop once solved (``config.stop_when_solved``), so
 only unsolved ones spend the whole budget. A cell that solves T at no learning rate (in
 fewer than :data:`report.SOLVED_SEEDS` of its seeds) is not run at longer T: its horizon
 is the longest T it solved, on the assumption that a cell which fails at T also fails at
@@ -16,9 +17,9 @@ every longer T (the adding and copy tasks get harder with T).
   python -m experiments.report memory runs/memory experiments/figures/memory_vs_length.png
 
 ``--config.*`` overrides go to every run (they must be the same on a resume).
-``--jobs`` runs that many processes at once (on a 2-core CPU two single-setting processes
-use the cores better than one). Cost on a 2-core x86 CPU: adding at T = 100 takes 34
-(LSTM), 74 (GRU, 148 units) and 53 ms (RNN, 258 units) per step, proportional to T.
+``--jobs`` runs that many processes at once, one setting each. Cost on a 2-core x86 CPU:
+adding at T = 100 takes 34 (LSTM), 74 (GRU, 148 units) and 53 ms (RNN, 258 units) per
+step, proportional to T.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import signal
 import subprocess
 import sys
 
@@ -33,6 +35,20 @@ from experiments import report
 from experiments.configs import memory
 
 CELLS = {"fb1": ("rnn", "gru", "lstm"), "torch": ("lstm",), "chrono": ("lstm",)}
+_RUNNING: set[subprocess.Popen] = set()  # the runs started and not yet finished
+_STOPPING: list[int] = []  # the signal received: no run starts after it
+
+
+def _pass_on_sigterm(signum, frame):
+    """SIGTERM reaches the runs too (each saves a checkpoint at the step it reached, see
+    ``experiments.run``); the sweep exits once they have."""
+    del frame
+    _STOPPING.append(signum)
+    for proc in list(_RUNNING):
+        proc.send_signal(signal.SIGTERM)
+    for proc in list(_RUNNING):
+        proc.wait()
+    raise SystemExit(128 + signum)
 
 
 def workdir(runs: str, task: str, length: int, init: str, lr: float) -> str:
@@ -72,16 +88,28 @@ def run_all(commands: dict[str, list[str]], jobs: int, log_dir: str) -> None:
     os.makedirs(log_dir, exist_ok=True)
 
     def one(name):
+        if _STOPPING:
+            return name, None
         with open(os.path.join(log_dir, f"{name}.log"), "a") as log:
-            return name, subprocess.run(commands[name], stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT)
+            _RUNNING.add(proc)
+            if _STOPPING:  # the signal came while this run was starting
+                proc.send_signal(signal.SIGTERM)
+            try:
+                return name, proc.wait()
+            finally:
+                _RUNNING.discard(proc)
 
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        for name, done in pool.map(one, commands):
-            if done.returncode != 0:
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)
+    try:
+        for name, returncode in pool.map(one, commands):
+            if returncode not in (0, None):
                 raise SystemExit(
-                    f"{name} failed (exit {done.returncode}), see {log_dir}/{name}.log: "
+                    f"{name} failed (exit {returncode}), see {log_dir}/{name}.log: "
                     + " ".join(commands[name])
                 )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sweep(runs, tasks, lengths, lrs, inits, jobs, overrides=()) -> None:
@@ -123,6 +151,7 @@ def main(argv=None) -> None:
             f"unrecognized arguments: {' '.join(bad)} (only --config.<key>=<value> "
             "overrides pass through to experiments.run)"
         )
+    signal.signal(signal.SIGTERM, _pass_on_sigterm)
     inits = a.inits.split(",")
     if unknown := set(inits) - set(CELLS):
         parser.error(f"--inits: unknown {sorted(unknown)}, choose from {sorted(CELLS)}")

@@ -1,5 +1,6 @@
 """The readers over seeds: numbers computed from hand-written run files, and the table."""
 
+import glob
 import json
 import os
 import statistics
@@ -82,8 +83,67 @@ def test_old_single_seed_layout_reads_as_one_seed(tmp_path):
 
 
 def test_results_table_on_the_committed_results():
-    text = report.results_table(os.path.join(ROOT, "experiments", "results"))
+    results = os.path.join(ROOT, "experiments", "results")
+    text = report.results_table(results)
     rows = text.splitlines()
     assert rows[0].startswith("| experiment |") and len(rows) == 2 + len(report.EXPERIMENTS)
-    assert all(r.count("|") >= 8 for r in rows)
-    assert "lstm: eval/baseline 0.011 (1/1 solved) (n=1)" in rows[2]
+    assert all(r.count("|") == 9 for r in rows)
+    assert "rnn: eval/baseline" in rows[2] and "lstm: eval/baseline" in rows[2]
+    assert "(n=3)" in rows[2]
+    with open(os.path.join(ROOT, "experiments", "README.md")) as f:
+        assert text in f.read()  # experiments/README.md holds exactly this table
+
+
+def test_committed_results_come_from_one_clean_commit():
+    """Every committed run file (summaries and cost records) was written by one commit
+    with a clean tree, and every synthetic or character-level setting has 3 seeds."""
+    results = os.path.join(ROOT, "experiments", "results")
+    summaries = [
+        json.load(open(f)) for f in glob.glob(f"{results}/**/summary.json", recursive=True)
+    ]
+    summaries += report.cost_records(os.path.join(results, "estimate"))
+    found = {s.get("git_commit") for s in summaries}
+    assert len(found) == 1 and None not in found, found
+    assert not next(iter(found)).endswith("+dirty")
+    for kind in ("adding", "vanishing", "bidirectional"):
+        for setting, runs in report._grouped(report.runs_under(f"{results}/{kind}")).items():
+            assert len(runs) >= 3, setting
+
+
+def test_best_rate_solves_the_most_seeds_then_in_the_fewest_steps(tmp_path):
+    """Runs that stop once solved all end just under the mark: the rate that gets there
+    first is the best, not the one whose last loss is lowest; solving seeds comes first."""
+    w = tmp_path / "memory" / "adding" / "T50" / "fb1"
+    for k in range(3):
+        slow = [(100, 0.1), (400, 0.015)]  # lowest mean final loss of the two that solve
+        write_run(w / "lr1e-3/lstm" / f"seed{k}", cell="lstm", evals=slow, seq_len=50)
+        fast = [(200, 0.016)]
+        write_run(w / "lr3e-3/lstm" / f"seed{k}", cell="lstm", evals=fast, lr=3e-3, seq_len=50)
+        one = [(400, 0.001 if k == 0 else 0.05)]  # the lowest single loss, 1 of 3 solve
+        write_run(w / "lr3e-4/lstm" / f"seed{k}", cell="lstm", evals=one, lr=3e-4, seq_len=50)
+    settings = report.memory_settings(str(tmp_path / "memory"))
+    horizon = report.memory_horizon(settings)[("adding", "lstm (fb1)")]
+    assert horizon["best"][50][0] == 3e-3 and horizon["longest"] == 50
+
+
+def test_cost_over_repeats_gives_median_and_range(tmp_path):
+    def record(k, scale):
+        cells = [
+            {"cell": c, "backend": "fused", "train_step_s": t * scale, "eval_step_s": 0.01,
+             "train_flops": 1e9 * t}
+            for c, t in (("rnn", 0.05), ("lstm", 0.1))
+        ]  # fmt: skip
+        info = {"config": "adding", "seq_len": 100, "batch_size": 64, "hidden_size": 256}
+        rec = {**info, "device": {"kind": "cpu", "cpu_count": 2}, "cells": cells}
+        (tmp_path / f"{k}.json").write_text(json.dumps({**rec, "git_commit": "abc1234def"}))
+
+    for k, scale in enumerate((1.0, 1.2, 0.9)):
+        record(k, scale)
+    table = report.cost(str(tmp_path), str(tmp_path / "cost.png"))
+    assert (
+        "| lstm | fused | 100.0 [90.0, 120.0] | 10.0 [10.0, 10.0] | 2.00 | 0.100 | 1.0 |" in table
+    )
+    assert "[range, n=3]" in table and (tmp_path / "cost.png").stat().st_size > 0
+    hardware, _, number, commit = report._summary_line("estimate", str(tmp_path))
+    assert number == "ms per train step (median of 3): RNN fused 50, LSTM fused 100"
+    assert commit == "abc1234" and hardware == "cpu (2 cores)"

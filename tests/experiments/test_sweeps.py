@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from experiments import report
 from experiments.sweeps import memory as sweep
@@ -70,3 +72,30 @@ def test_one_real_setting_runs_and_stops_once_solved(tmp_path):
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "--inits: unknown ['xavier']" in bad.stderr
+
+
+def test_sigterm_reaches_the_run_which_saves_and_resumes(tmp_path):
+    """SIGTERM to the sweep is passed on to its run: the run saves the step it reached,
+    and the same sweep started again resumes it from there."""
+    args = ["--runs", str(tmp_path), "--tasks", "adding", "--lengths", "5", "--lrs", "1e-2",
+            "--inits", "torch", "--config.seeds=(0,)", "--config.eval_every=100000",
+            "--config.eval_batches=2", "--config.model.hidden_size=8",
+            "--config.log_every=5", "--config.checkpoint_every=100000"]  # fmt: skip
+    cmd = [sys.executable, "-m", "experiments.sweeps.memory", *args]
+    sweep_proc = subprocess.Popen([*cmd, "--config.steps=1000000"], cwd=ROOT)
+    d = tmp_path / "memory" / "adding" / "T5" / "torch" / "lr0.01" / "lstm" / "seed0"
+    deadline = time.time() + 240
+    logged = lambda: (d / "metrics.jsonl").exists() and (d / "metrics.jsonl").stat().st_size  # noqa: E731
+    while not logged() and time.time() < deadline:
+        assert sweep_proc.poll() is None, "the sweep ended before its run trained"
+        time.sleep(0.5)
+    assert logged(), "the run did not log a step"
+    sweep_proc.send_signal(signal.SIGTERM)
+    assert sweep_proc.wait(timeout=120) == 128 + signal.SIGTERM
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["last_checkpoint_step"] > 0
+    reached = summary["last_checkpoint_step"]
+    done = subprocess.run([*cmd, f"--config.steps={reached + 10}"], cwd=ROOT, timeout=300)
+    assert done.returncode == 0
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed_from_step"] == reached

@@ -147,15 +147,14 @@ def test_full_disk_before_any_checkpoint_says_the_run_starts_over(
     assert "rerun with --resume (there is no earlier checkpoint" in str(e)
 
 
-def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch, caplog):
+def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch):
     ckpt = train.Checkpointer(tmp_path)
     ckpt.save(make_state(), step=1)
     fail_array_writes(monkeypatch, ValueError("PERMISSION_DENIED: cannot write"))
-    with caplog.at_level(logging.WARNING), pytest.raises(train.CheckpointError) as info:
+    with pytest.raises(train.CheckpointError) as info:
         ckpt.save(make_state(), step=2)
     assert "could not write checkpoint step 2" in str(info.value)
     assert "PERMISSION_DENIED" in str(info.value) and "step 1" in str(info.value)
-    assert "PERMISSION_DENIED" in caplog.text  # orbax's own report is passed on
     assert sorted(os.listdir(tmp_path)) == ["1"]
 
 
