@@ -105,10 +105,20 @@ def fmt(values, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def is_solved(eval_loss: float, baseline: float) -> bool:
+    """Whether an evaluation loss is under the solved mark of the memoryless ``baseline``."""
+    return eval_loss < SOLVED_FRACTION * baseline
+
+
+def setting_solved(stats: dict) -> bool:
+    """Whether at least :data:`SOLVED_SEEDS` of a setting's seeds (``seed_stats``) solve."""
+    return bool(stats["n"]) and stats["solved"] / stats["n"] >= SOLVED_SEEDS
+
+
 def solved_step(records: list[dict], baseline: float) -> int | None:
     """The first evaluation step whose loss is below the solved mark, or ``None``."""
     for r in records:
-        if "eval/loss" in r and r["eval/loss"] < SOLVED_FRACTION * baseline:
+        if "eval/loss" in r and is_solved(r["eval/loss"], baseline):
             return r["step"]
     return None
 
@@ -139,9 +149,10 @@ def seed_stats(dirs: list[str]) -> dict:
         out["best_eval"].append(min(ev) if ev else None)
         if f.get("eval/loss") is not None and baseline:
             out["ratio"].append(f["eval/loss"] / baseline)
-            out["solved"] += f["eval/loss"] < SOLVED_FRACTION * baseline
+            solved = is_solved(f["eval/loss"], baseline)
+            out["solved"] += solved
             step = solved_step(records, baseline)
-            if step is not None and f["eval/loss"] < SOLVED_FRACTION * baseline:
+            if step is not None and solved:
                 out["steps_to_solve"].append(step)
         out["wall_time_s"] += summary.get("wall_time_s", 0.0)
     out["n"], out["baseline"] = len(dirs), baseline
@@ -406,11 +417,7 @@ def memory_horizon(settings: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
             best[(task, model)][length] = (lr, st)
     out = {}
     for key, by_length in best.items():
-        solved = [
-            t
-            for t, (_, st) in by_length.items()
-            if st["n"] and st["solved"] / st["n"] >= SOLVED_SEEDS
-        ]
+        solved = [t for t, (_, st) in by_length.items() if setting_solved(st)]
         out[key] = {"best": dict(sorted(by_length.items())), "longest": max(solved, default=None)}
     return out
 
@@ -805,15 +812,14 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
                     f"best eval {fmt(st['best_eval'], 3)}, test at best {fmt(st['best_test'], 3)}"
                 )
             elif "eval/perplexity" in f:
-                finals = [r[2]["final"] for r in group]
-                value = f"valid ppl {fmt([x.get('eval/perplexity') for x in finals], 1)}, test "
-                value += (
-                    ", ".join(
-                        f"{protocol.replace('_', ' ')} {fmt([x.get(key) for x in finals], 1)}"
-                        for protocol in ("streams", "one_stream")
-                        if any((key := f"test/perplexity_{protocol}") in x for x in finals)
-                    )
-                    or f"ppl {fmt([x.get('test/perplexity') for x in finals], 1)}"
+                ppl = {
+                    k: fmt([r[2]["final"].get(k) for r in group], 1)
+                    for k in ("eval/perplexity", "test/perplexity_one_stream",
+                              "test/perplexity_streams")
+                }  # fmt: skip
+                value = (
+                    f"valid ppl {ppl['eval/perplexity']}, test ppl one stream "
+                    f"{ppl['test/perplexity_one_stream']}, streams {ppl['test/perplexity_streams']}"
                 )
             elif "eval/accuracy" in f and kind == "bidirectional":
                 value = f"acc {fmt(st['accuracy'], 3)}, eval/baseline {fmt(st['ratio'], 3)}"

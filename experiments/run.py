@@ -593,9 +593,9 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
 
 
 def solved_mark(baseline: float):
-    """``eval metrics -> bool``: true under the solved mark (:data:`report.SOLVED_FRACTION`
-    of the memoryless ``baseline``), the early stop of ``config.stop_when_solved``."""
-    return lambda metrics: metrics["eval/loss"] < report.SOLVED_FRACTION * baseline
+    """``eval metrics -> bool``: true under the solved mark (:func:`report.is_solved`), the
+    early stop of ``config.stop_when_solved``."""
+    return lambda metrics: report.is_solved(metrics["eval/loss"], baseline)
 
 
 def _recurrent_params(model) -> int:

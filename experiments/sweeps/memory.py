@@ -76,10 +76,7 @@ def command(
 def solved(runs: str, task: str, length: int, init: str, lr: float, cell: str) -> bool:
     """Whether at least :data:`report.SOLVED_SEEDS` of the cell's seeds solved the setting."""
     dirs = report.seed_runs(os.path.join(workdir(runs, task, length, init, lr), cell))
-    if not dirs:
-        return False
-    st = report.seed_stats(dirs)
-    return st["solved"] / st["n"] >= report.SOLVED_SEEDS
+    return bool(dirs) and report.setting_solved(report.seed_stats(dirs))
 
 
 def run_all(commands: dict[str, list[str]], jobs: int, log_dir: str) -> None:
