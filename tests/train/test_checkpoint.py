@@ -2,6 +2,7 @@
 
 import errno
 import gc
+import importlib.metadata
 import logging
 import os
 import shutil
@@ -84,6 +85,9 @@ TENSORSTORE_FULL = ValueError(
     "No space left on device [os_error_code='28']"
 )
 OS_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+ORBAX_LOGS_WRITE_ERRORS = tuple(
+    int(x) for x in importlib.metadata.version("orbax-checkpoint").split(".")[:2]
+) >= (0, 12)
 
 
 def fail_array_writes(monkeypatch, error):
@@ -147,14 +151,16 @@ def test_full_disk_before_any_checkpoint_says_the_run_starts_over(
     assert "rerun with --resume (there is no earlier checkpoint" in str(e)
 
 
-def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch):
+def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch, caplog):
     ckpt = train.Checkpointer(tmp_path)
     ckpt.save(make_state(), step=1)
     fail_array_writes(monkeypatch, ValueError("PERMISSION_DENIED: cannot write"))
-    with pytest.raises(train.CheckpointError) as info:
+    with caplog.at_level(logging.WARNING), pytest.raises(train.CheckpointError) as info:
         ckpt.save(make_state(), step=2)
     assert "could not write checkpoint step 2" in str(info.value)
     assert "PERMISSION_DENIED" in str(info.value) and "step 1" in str(info.value)
+    if ORBAX_LOGS_WRITE_ERRORS:  # orbax's own report is passed on (0.11 does not log one)
+        assert "PERMISSION_DENIED" in caplog.text
     assert sorted(os.listdir(tmp_path)) == ["1"]
 
 
