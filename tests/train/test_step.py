@@ -189,7 +189,9 @@ def test_dropout_advances_the_checkpointed_rng_and_eval_is_deterministic():
     )
     stream = data.LMStream(data.batchify(np.arange(200, dtype=np.int32) % 7, 4), seq_len=5)
     mesh, optimizer = train.make_mesh(), train.make_optimizer()
-    graphdef, state = train.create_train_state(model, optimizer, model.zero_carry(4))
+    # carries made before the first step, which donates the model's arrays
+    train_carry, eval_carry = model.zero_carry(4), model.zero_carry(4)
+    graphdef, state = train.create_train_state(model, optimizer, train_carry)
     step = train.make_train_step(graphdef, optimizer, train.token_loss, state, mesh)
     counts = []
     for i in range(2):
@@ -198,10 +200,7 @@ def test_dropout_advances_the_checkpointed_rng_and_eval_is_deterministic():
     assert counts[1][0] == counts[0][0] + 1  # a fresh dropout mask every step
     model.eval()
     eval_step = train.make_eval_step(nnx.graphdef(model), train.token_loss, mesh)
-    runs = [
-        train.evaluate(eval_step, state, [stream.batch(0)], mesh, model.zero_carry(4))
-        for _ in range(2)
-    ]
+    runs = [train.evaluate(eval_step, state, [stream.batch(0)], mesh, eval_carry) for _ in range(2)]
     assert runs[0] == runs[1]
 
 

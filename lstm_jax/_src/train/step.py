@@ -238,6 +238,10 @@ def create_train_state(
 ) -> tuple[nnx.GraphDef, TrainState]:
     """Splits ``model`` and initialises the optimizer: ``(graphdef, state)`` at step 0.
 
+    ``state`` holds ``model``'s own arrays, not copies, and the train step donates them:
+    after the first step read the model through ``state`` (``nnx.merge(graphdef,
+    state.params, state.rest)``), not through ``model``, whose arrays may be deleted.
+
     Example:
       >>> import lstm_jax
       >>> model = lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(0))
