@@ -452,11 +452,19 @@ def memory(workdir: str, path: str | None = None) -> str:
     return "\n".join(rows)
 
 
+def _without_width(model: str) -> str:
+    """``"gru (148 units, matched)"`` -> ``"gru"``: the cell, whatever width a task gave it."""
+    return re.sub(r" \(\d+ units, matched\)", "", model)
+
+
 def _memory_figure(horizon: dict, path: str) -> None:
     """Per task, two panels against T at each model's best rate: the final eval loss over
     the baseline, and the steps to solve (the budget's share a solved run needed)."""
     plt = _pyplot()
     tasks = sorted({t for t, _ in horizon})
+    # one colour per cell across tasks (the matched widths differ from task to task)
+    kinds = sorted({_without_width(m) for _, m in horizon})
+    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 4 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks, strict=True):
         lengths = set()
@@ -466,8 +474,8 @@ def _memory_figure(horizon: dict, path: str) -> None:
             xs = list(h["best"])
             lengths |= set(xs)
             ratios = [h["best"][x][1]["ratio"] for x in xs]
-            (line,) = row[0].plot(xs, [mean_std(r)[0] for r in ratios], "o-", label=model)
-            color = line.get_color()
+            color = colors[_without_width(model)]
+            row[0].plot(xs, [mean_std(r)[0] for r in ratios], "o-", color=color, label=model)
             row[0].fill_between(
                 xs, [min(r) for r in ratios], [max(r) for r in ratios], color=color, alpha=0.2,
                 linewidth=0,
@@ -730,7 +738,8 @@ EXPERIMENTS = (
         "`memory.py:<task>-<T>-<init>-lr<lr>`",
         "`python -m experiments.sweeps.memory --jobs 2`",
         "memory",
-        "LSTM solves adding at T ≥ 100 (Hochreiter & Schmidhuber 1997, exp. 4)",
+        "LSTM solves adding at T ≥ 100 (Hochreiter & Schmidhuber 1997, exp. 4); LSTMs "
+        "leave the copy baseline at T = 100 after thousands of steps (Arjovsky et al. 2016)",
         "not run at this commit",
     ),
     (

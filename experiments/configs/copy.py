@@ -11,11 +11,11 @@ Command:
 
 Smoke variant: ``--config experiments/configs/copy.py:smoke``.
 
-Hardware: 2-core x86 CPU, jax 0.10.2 (CPU).
-Wall time: not yet measured on the full config (the smoke variant runs in seconds).
-Expected result (not yet verified here): the RNN stays near the baseline; the LSTM should
-move below it as it learns to recall (Arjovsky et al. 2016, Fig. 1, show LSTMs leaving the
-baseline at T = 100 after a few thousand steps).
+Hardware: 2-core x86 CPU. This config itself (T = 50, 3,000 steps) has no committed run;
+the memory sweep (``memory.py``, copy at T = 10 and 20, 10,000 steps, three seeds) is
+where the task was measured: the GRU and the LSTM solve T = 20 (3/3 and 2/3 seeds at
+3e-3, median 3,250 and 8,875 steps), the RNN T = 10 only. Arjovsky et al. (2016, Fig. 1)
+show LSTMs leaving the baseline at T = 100 only after thousands of steps.
 """
 
 import ml_collections
