@@ -380,6 +380,14 @@ def runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
 MEMORY_INITS = ("fb1", "torch", "chrono")
 
 
+_MATCHED = " ({} units, matched)"  # a memory model label's width, when matched
+
+
+def _without_width(model: str) -> str:
+    """``"gru (148 units, matched)"`` -> ``"gru"``: the cell, whatever width a task gave it."""
+    return re.sub(re.escape(_MATCHED).replace(r"\{\}", r"\d+"), "", model)
+
+
 def memory_settings(workdir: str) -> dict[tuple, dict]:
     """``{(task, T, model, learning rate): seed_stats}`` of the memory runs below
     ``workdir``; ``model`` is the cell, with the LSTM's initialisation (``lstm (fb1)``)
@@ -392,7 +400,7 @@ def memory_settings(workdir: str) -> dict[tuple, dict]:
         init = next((p for p in parts if p in MEMORY_INITS), "fb1")
         model = f"lstm ({init})" if cell == "lstm" else cell
         if config["model"].get("match_params") not in (None, cell):
-            model += f" ({summary.get('hidden_size', '?')} units, matched)"
+            model += _MATCHED.format(summary.get("hidden_size", "?"))
         key = (summary["task"], summary["seq_len"], model, config["optimizer"]["learning_rate"])
         out.setdefault(key, []).extend(r[0] for r in runs)
     order = {"rnn": 0, "gru": 1, "lstm": 2}
@@ -450,11 +458,6 @@ def memory(workdir: str, path: str | None = None) -> str:
     if path:
         _memory_figure(horizon, path)
     return "\n".join(rows)
-
-
-def _without_width(model: str) -> str:
-    """``"gru (148 units, matched)"`` -> ``"gru"``: the cell, whatever width a task gave it."""
-    return re.sub(r" \(\d+ units, matched\)", "", model)
 
 
 def _memory_figure(horizon: dict, path: str) -> None:
