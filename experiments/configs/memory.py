@@ -36,7 +36,8 @@ CPU (AVX-512), two sweeps side by side, three seeds each setting (15,166 s of ru
 adding, ``fb1``, rates {1e-3, 3e-3} up to T = 100 and 3e-3 alone at T = 200 and 400 (the
 best rate at every shorter T); the ``chrono`` LSTM at 3e-3, T = 10-400; copy, ``fb1``,
 both rates at T = 10 and 3e-3 at T = 20 (the GRU also at 1e-3). Not run there: the LSTM
-(``fb1``) at T = 400, T >= 50 on copy, the rate 3e-4 and the ``torch`` LSTM.
+(``fb1``) at T = 400, adding at 1e-3 from T = 200, T >= 50 on copy, the rate 3e-4 and
+the ``torch`` LSTM.
 Result there (RNN / GRU widths matched to the 128-unit LSTM: 258 / 148 units on adding,
 265 / 149 on copy): longest T solved in >= 2 of 3 seeds, adding: RNN 10 (0/3 at T = 20 at
 both rates), GRU >= 400, LSTM (chrono) >= 400, LSTM (fb1) >= 200, every gated cell 3/3 at
