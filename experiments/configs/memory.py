@@ -40,7 +40,7 @@ T = 10 and 3e-3 from T = 20 (the GRU also at 1e-3 at T = 20). Not run there: add
 1e-3 from T = 200, copy at T >= 200 (the GRU) and at the lower rates from T = 50.
 Result there (RNN / GRU widths matched to the 128-unit LSTM: 258 / 148 units on adding,
 265 / 149 on copy): longest T solved in >= 2 of 3 seeds, adding: RNN 10 (0/3 at T = 20 at
-both rates), GRU >= 400, LSTM (fb1) >= 400, LSTM (chrono) >= 400, LSTM (torch) >= 400,
+every rate), GRU >= 400, LSTM (fb1) >= 400, LSTM (chrono) >= 400, LSTM (torch) >= 400,
 every gated cell 3/3 at every T run; median steps to solve at T = 10 / 20 / 50 / 100 /
 200 / 400 (3e-3): GRU 250 / 250 / 375 / 750 / 1,000 / 1,000, LSTM (fb1) 375 / 500 / 750
 / 1,250 / 2,000 / 4,000, LSTM (chrono) 500 / 500 / 625 / 750 / 1,000 / 1,000, LSTM
