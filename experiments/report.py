@@ -509,44 +509,113 @@ def _memory_figure(horizon: dict, path: str) -> None:
     _save(fig, path)
 
 
+def _model_shape(config: dict) -> tuple[int, int, int]:
+    """``(layers, hidden, embed)``: what makes two depth settings the same model."""
+    m = config["model"]
+    return m["num_layers"], m["hidden_size"], m["embed_size"]
+
+
+def depth_families(workdir: str) -> dict[str, list[tuple[str, dict, list[str]]]]:
+    """``{family: [(label, config, seed run dirs), ...]}`` of the runs below ``workdir``,
+    by layer count; a family is the config name without its last part
+    (``depth/params/L2`` -> ``depth/params``).
+
+    A model that belongs to two families is run once: ``depth.py:width-2`` is
+    ``params-2`` (2 x 256), so a family that lacks a layer count borrows the runs of the
+    same model from another family, labelled ``<its own setting> (= <the runs'>)``.
+    """
+    families: dict[str, dict[int, tuple[str, dict, list[str]]]] = {}
+    for setting, runs in _grouped(runs_under(workdir)).items():
+        config = runs[0][1]
+        family = families.setdefault(config["name"].rsplit("/", 1)[0], {})
+        family[config["model"]["num_layers"]] = (
+            os.path.relpath(setting, workdir),
+            config,
+            [r[0] for r in runs],
+        )
+    for family in families.values():
+        label = next(iter(family.values()))[0]
+        for other in families.values():
+            for layers, (other_label, config, dirs) in other.items():
+                same = layers not in family and any(
+                    _model_shape(c)[1:] == _model_shape(config)[1:] for _, c, _ in family.values()
+                )
+                if same:  # an equal-width family missing its reference depth
+                    own = re.sub(r"(^|/)L\d+(/|$)", rf"\g<1>L{layers}\g<2>", label)
+                    family[layers] = (f"{own} (= {other_label})", config, dirs)
+    return {name: [f[k] for k in sorted(f)] for name, f in sorted(families.items())}
+
+
 def depth(workdir: str, path: str | None = None) -> str:
     """Validation loss of each depth (mean ± std over seeds): best and final, the test
-    loss at the best validation checkpoint where the runs kept it, and the curves."""
+    loss at the best validation checkpoint where the runs kept it; the figure has each
+    family's validation curves and, for depth families, test loss against depth.
+
+    Example (the committed runs)::
+
+        print(depth("experiments/results/depth", "/tmp/depth.png"))
+    """
     rows = [
         "| setting | layers | hidden | recurrent parameters | seeds | best eval loss | "
         "test loss at best eval | final eval loss | steps | wall time (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    groups = sorted(
-        _grouped(runs_under(workdir)).items(),
-        key=lambda g: (g[1][0][1]["name"].rsplit("/", 1)[0], g[1][0][1]["model"]["num_layers"]),
-    )
-    bands = []
-    for setting, runs in groups:
-        _, config, summary = runs[0]
-        m = config["model"]
-        hidden = summary.get("hidden_size", m["hidden_size"])
-        params = summary.get("recurrent_params") or analytic.recurrent_params(
-            "lstm", m["embed_size"], hidden, m["num_layers"]
-        )
-        dirs = [r[0] for r in runs]
-        st = seed_stats(dirs)
-        rows.append(
-            f"| {os.path.relpath(setting, workdir)} | {m['num_layers']} | {hidden} | "
-            f"{params:,} | {st['n']} | {fmt(st['best_eval'])} | {fmt(st['best_test'])} | "
-            f"{fmt(st['final_eval'])} | {summary['steps']} | {st['wall_time_s']:.0f} |"
-        )
-        bands.append((f"{os.path.relpath(setting, workdir)}: {m['num_layers']} x {hidden}", dirs))
+    families = depth_families(workdir)
+    for settings in families.values():
+        for label, config, dirs in settings:
+            layers, hidden, embed = _model_shape(config)
+            summary, _ = load_run(dirs[0])
+            params = summary.get("recurrent_params") or analytic.recurrent_params(
+                "lstm", embed, hidden, layers
+            )
+            st = seed_stats(dirs)
+            rows.append(
+                f"| {label} | {layers} | {hidden} | {params:,} | {st['n']} | "
+                f"{fmt(st['best_eval'])} | {fmt(st['best_test'])} | {fmt(st['final_eval'])} | "
+                f"{summary['steps']} | {st['wall_time_s']:.0f} |"
+            )
     if path:
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, dirs in bands:
-            band(ax, *curves(dirs, "eval/loss"), label, "o-")
+        _depth_figure(families, path)
+    return "\n".join(rows)
+
+
+def _depth_figure(families: dict[str, list[tuple[str, dict, list[str]]]], path: str) -> None:
+    """One panel of validation curves per family; with several depths, a last panel of
+    test loss at the best validation checkpoint against depth (mean, seeds' range)."""
+    plt = _pyplot()
+    by_depth = any(len(settings) > 1 for settings in families.values())
+    fig, axes = plt.subplots(
+        1, len(families) + by_depth, figsize=(5 * (len(families) + by_depth), 4), squeeze=False
+    )
+    for ax, (name, settings) in zip(axes[0], families.items(), strict=False):
+        for label, config, dirs in settings:
+            layers, hidden, _ = _model_shape(config)
+            band(ax, *curves(dirs, "eval/loss"), f"{label}: {layers} x {hidden}", "o-")
+        ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("validation loss (nats/char)")
         ax.legend(fontsize=7)
-        _save(fig, path)
-    return "\n".join(rows)
+    if by_depth:
+        ax = axes[0][-1]
+        for name, settings in families.items():
+            xs = [_model_shape(config)[0] for _, config, _ in settings]
+            tests = [
+                [v for v in seed_stats(dirs)["best_test"] if v is not None]
+                for _, _, dirs in settings
+            ]
+            if all(tests):  # every depth kept its test loss at the best validation
+                means = [statistics.fmean(v) for v in tests]
+                spread = [
+                    [m - min(v) for m, v in zip(means, tests, strict=True)],
+                    [max(v) - m for m, v in zip(means, tests, strict=True)],
+                ]
+                ax.errorbar(xs, means, yerr=spread, fmt="o-", capsize=3, label=name)
+        ax.set_xticks(sorted({_model_shape(c)[0] for s in families.values() for _, c, _ in s}))
+        ax.set_xlabel("layers")
+        ax.set_ylabel("test loss at the best validation (nats/char)")
+        ax.set_title("test loss against depth (seeds' range)")
+        ax.legend(fontsize=7)
+    _save(fig, path)
 
 
 def ptb(*paths: str) -> str:
@@ -814,16 +883,20 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
                 f"{label}: ratio d=T-1 / d=0 {init:.1e} at init, {trained:.1e} trained "
                 f"(n={len(by_when['init'])})"
             )
+    elif kind == "depth":
+        for family, settings in depth_families(src).items():
+            values = [
+                f"{c['model']['num_layers']} x {c['model']['hidden_size']} "
+                f"{fmt(seed_stats(dirs)['best_test'], 3)} (n={len(dirs)})"
+                for _, c, dirs in settings
+            ]
+            parts.append(f"{family.rpartition('/')[2]}: test at best eval " + ", ".join(values))
     else:
         for setting, group in _grouped(runs).items():
             st = seed_stats([r[0] for r in group])
             name = os.path.relpath(setting, src)
             f = group[0][2]["final"]
-            if kind == "depth":
-                value = (
-                    f"best eval {fmt(st['best_eval'], 3)}, test at best {fmt(st['best_test'], 3)}"
-                )
-            elif kind == "char_lm":
+            if kind == "char_lm":
                 value = (
                     f"valid nats/char {fmt(st['final_eval'], 3)} at the end, "
                     f"{fmt(st['best_eval'], 3)} at best"

@@ -15,12 +15,14 @@ checkpoint of the best validation loss is kept (``best/``) and evaluated on the 
 split: the reported number is that test loss (model selection on validation, never on
 test). Same budget (steps, batch) for every depth.
 
-Commands (data from --data_dir or $LSTM_JAX_DATA), then the table and figure:
+``width-2`` is ``params-2`` (the 2 x 256 reference), so it is run once: the report's
+equal-width rows borrow the ``params/L2`` runs. Commands (data from --data_dir or
+$LSTM_JAX_DATA; 15 runs), then the table and figure:
 
-  for family in params width; do for L in 1 2 3; do
-    python -m experiments.run --config experiments/configs/depth.py:$family-$L \
-        --data_dir ../shared/data --workdir runs/depth/$family/L$L --resume
-  done; done
+  for run in params-1 params-2 params-3 width-1 width-3; do
+    python -m experiments.run --config experiments/configs/depth.py:$run \
+        --data_dir ../shared/data --workdir runs/depth/${run%-*}/L${run#*-} --resume
+  done
   python -m experiments.report depth runs/depth experiments/figures/depth.png
 
 Smoke variant (CI, seconds): ``--config experiments/configs/depth.py:smoke``.

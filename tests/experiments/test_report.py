@@ -147,3 +147,37 @@ def test_cost_over_repeats_gives_median_and_range(tmp_path):
     hardware, _, number, commit = report._summary_line("estimate", str(tmp_path))
     assert number == "ms per train step (median of 3): RNN fused 50, LSTM fused 100"
     assert commit == "abc1234" and hardware == "cpu (2 cores)"
+
+
+def test_depth_table_shares_the_model_two_families_hold(tmp_path):
+    """``width-2`` is ``params-2`` (2 x 256): the equal-width family borrows those runs,
+    and each row's numbers come from its own seeds (test loss at the best validation)."""
+    shapes = {("params", 1): 431, ("params", 2): 256, ("width", 1): 256}
+    for (family, layers), hidden in shapes.items():
+        for k in range(3):
+            d = tmp_path / family / f"L{layers}" / "lstm" / f"seed{k}"
+            loss = 1.0 + layers / 10 + k / 100
+            write_run(d, cell="lstm", evals=[(500, loss + 0.1), (1000, loss)],
+                      name=f"depth/{family}/L{layers}")  # fmt: skip
+            config = json.loads((d / "config.json").read_text())
+            config["model"].update(num_layers=layers, hidden_size=hidden, embed_size=64)
+            (d / "config.json").write_text(json.dumps(config))
+            summary = json.loads((d / "summary.json").read_text())
+            summary["best"] = {"step": 1000, "test/loss": loss + 0.05}
+            (d / "summary.json").write_text(json.dumps(summary))
+    families = report.depth_families(str(tmp_path))
+    assert [label for label, _, _ in families["depth/width"]] == [
+        "width/L1/lstm", "width/L2/lstm (= params/L2/lstm)"
+    ]  # fmt: skip
+    assert families["depth/width"][1][2] == families["depth/params"][1][2]
+    rows = report.depth(str(tmp_path), str(tmp_path / "depth.png")).splitlines()
+    assert len(rows) == 2 + 4
+    assert "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 ± 0.0100 |" in rows[2]
+    assert "| 1.1600 ± 0.0100 |" in rows[2]  # the test loss at the best validation
+    assert rows[3].split("|")[6:8] == rows[5].split("|")[6:8]  # the shared 2 x 256 runs
+    assert (tmp_path / "depth.png").stat().st_size > 0
+    number = report._summary_line("depth", str(tmp_path))[2]
+    assert number == (
+        "params: test at best eval 1 x 431 1.160 ± 0.010 (n=3), 2 x 256 1.260 ± 0.010 (n=3); "
+        "width: test at best eval 1 x 256 1.160 ± 0.010 (n=3), 2 x 256 1.260 ± 0.010 (n=3)"
+    )
