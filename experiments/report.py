@@ -546,6 +546,13 @@ def depth_families(workdir: str) -> dict[str, list[tuple[str, dict, list[str]]]]
     return {name: [f[k] for k in sorted(f)] for name, f in sorted(families.items())}
 
 
+def _best_eval_step(run_dir: str) -> int | None:
+    """The step of a run's lowest evaluation loss: where early stopping would stop."""
+    _, records = load_run(run_dir)
+    evals = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
+    return min(evals)[1] if evals else None
+
+
 def depth(workdir: str, path: str | None = None) -> str:
     """Validation loss of each depth (mean ± std over seeds): best and final, the test
     loss at the best validation checkpoint where the runs kept it; the figure has each
@@ -557,7 +564,8 @@ def depth(workdir: str, path: str | None = None) -> str:
     """
     rows = [
         "| setting | layers | hidden | recurrent parameters | seeds | best eval loss | "
-        "test loss at best eval | final eval loss | steps | wall time (s) |",
+        "test loss at best eval | final eval loss | steps (each seed's best eval at) | "
+        "wall time (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     families = depth_families(workdir)
@@ -569,10 +577,11 @@ def depth(workdir: str, path: str | None = None) -> str:
                 "lstm", embed, hidden, layers
             )
             st = seed_stats(dirs)
+            best_at = ", ".join(str(_best_eval_step(d)) for d in dirs)
             rows.append(
                 f"| {label} | {layers} | {hidden} | {params:,} | {st['n']} | "
                 f"{fmt(st['best_eval'])} | {fmt(st['best_test'])} | {fmt(st['final_eval'])} | "
-                f"{summary['steps']} | {st['wall_time_s']:.0f} |"
+                f"{summary['steps']} ({best_at}) | {st['wall_time_s']:.0f} |"
             )
     if path:
         _depth_figure(families, path)

@@ -174,6 +174,7 @@ def test_depth_table_shares_the_model_two_families_hold(tmp_path):
     assert len(rows) == 2 + 4
     assert "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 ± 0.0100 |" in rows[2]
     assert "| 1.1600 ± 0.0100 |" in rows[2]  # the test loss at the best validation
+    assert "| 1000 (1000, 1000, 1000) |" in rows[2]  # the budget, and each seed's best step
     assert rows[3].split("|")[6:8] == rows[5].split("|")[6:8]  # the shared 2 x 256 runs
     assert (tmp_path / "depth.png").stat().st_size > 0
     number = report._summary_line("depth", str(tmp_path))[2]
