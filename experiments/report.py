@@ -804,7 +804,7 @@ EXPERIMENTS = (
         "loop in `depth.py`'s docstring",
         "depth",
         "2 layers clearly beat 1, 3 beat 2 a little (char-rnn; Karpathy et al. 2015)",
-        "not run at this commit (~15 CPU-hours for 18 runs)",
+        "not run at this commit (~6 h on a 2-core CPU for the 15 runs)",
     ),
     (
         "3. char-LM, tiny-shakespeare, char-rnn's split (last 5%), 2x256",

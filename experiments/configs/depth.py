@@ -27,12 +27,15 @@ $LSTM_JAX_DATA; 15 runs), then the table and figure:
 
 Smoke variant (CI, seconds): ``--config experiments/configs/depth.py:smoke``.
 
-Hardware: 2-core x86 CPU, jax 0.10.2 (CPU). Wall time: not yet measured at this commit;
-~2,000-3,000 s per run at load ~4-6 on an older commit, so ~15 h for the 18 runs of both
-families on that CPU (1 x 256 is the cheapest, 3 x 256 the dearest).
-Result: not yet run at this commit. (An older recipe, one seed, no dropout for 1 layer,
-best of 12 validations, no test, in the git history at 7c31772: best validation 1.453 /
-1.435 / 1.488 nats/char for 1 / 2 / 3 layers at ~0.86 M parameters.)
+Hardware: 2-core x86 CPU (AMD EPYC), jax 0.10.2 (CPU), two runs at a time. Wall time per
+run: 1 x 256 ~370-480 s, 1 x 431 ~830-960 s, 2 x 256 ~1,020-1,210 s, 3 x 200 ~1,200-1,650
+s, 3 x 256 ~1,550-1,590 s; 16,117 s for the 15 runs.
+Result (seeds 0-2, test loss at the best validation, nats/char): equal parameters 1 x 431
+1.539 ± 0.010, 2 x 256 1.548 ± 0.007, 3 x 200 1.620 ± 0.011; equal width 1 x 256 1.597 ±
+0.012, 3 x 256 1.569 ± 0.023 (validation 1.389 ± 0.002, the best of all). Every seed's
+best validation is at step 5,000-6,000: the budget, not overfitting, orders the depths.
+(An older recipe, one seed, no dropout for 1 layer: best validation 1.453 / 1.435 / 1.488
+for 1 / 2 / 3 layers at ~0.86 M parameters; git history at 7c31772.)
 """
 
 import ml_collections

@@ -105,7 +105,7 @@ def test_committed_results_come_from_one_clean_commit():
     found = {s.get("git_commit") for s in summaries}
     assert len(found) == 1 and None not in found, found
     assert not next(iter(found)).endswith("+dirty")
-    for kind in ("adding", "memory", "vanishing", "bidirectional", "char_lm"):
+    for kind in ("adding", "memory", "vanishing", "bidirectional", "char_lm", "depth"):
         for setting, runs in report._grouped(report.runs_under(f"{results}/{kind}")).items():
             assert len(runs) >= 3, setting
 
