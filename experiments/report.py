@@ -127,13 +127,15 @@ def seed_stats(dirs: list[str]) -> dict:
     """Per-setting numbers over the seeds' run directories ``dirs``.
 
     Returns ``n``, lists ``final_eval``, ``final_train``, ``best_eval`` (lowest logged eval
-    loss), ``test`` (the final ``test/loss``) and ``best_test`` (``summary["best"]``'s, the
-    test loss at the best validation checkpoint), ``ratio`` (final eval / baseline),
-    ``accuracy``; ``solved`` (seeds whose final eval is under the mark), ``steps_to_solve``
-    (their first evaluation step under it; for a seed that solves only on the way, too),
-    ``median_steps`` and ``wall_time_s`` (summed), ``baseline``.
+    loss) and ``best_step`` (its step), ``test`` (the final ``test/loss``) and
+    ``best_test`` (``summary["best"]``'s, the test loss at the best validation checkpoint),
+    ``ratio`` (final eval / baseline), ``accuracy``; ``solved`` (seeds whose final eval is
+    under the mark), ``steps_to_solve`` (their first evaluation step under it; for a seed
+    that solves only on the way, too), ``median_steps`` and ``wall_time_s`` (summed),
+    ``baseline``.
     """
-    out = {k: [] for k in ("final_eval", "final_train", "best_eval", "test", "best_test")}
+    keys = ("final_eval", "final_train", "best_eval", "best_step", "test", "best_test")
+    out = {k: [] for k in keys}
     out.update(ratio=[], accuracy=[], steps_to_solve=[], solved=0, wall_time_s=0.0)
     baseline = math.nan
     for d in dirs:
@@ -145,8 +147,9 @@ def seed_stats(dirs: list[str]) -> dict:
         out["test"].append(f.get("test/loss"))
         out["accuracy"].append(f.get("eval/accuracy"))
         out["best_test"].append(summary.get("best", {}).get("test/loss"))
-        ev = [r["eval/loss"] for r in records if "eval/loss" in r]
-        out["best_eval"].append(min(ev) if ev else None)
+        ev = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
+        out["best_eval"].append(min(ev)[0] if ev else None)
+        out["best_step"].append(min(ev)[1] if ev else None)
         if f.get("eval/loss") is not None and baseline:
             out["ratio"].append(f["eval/loss"] / baseline)
             solved = is_solved(f["eval/loss"], baseline)
@@ -535,22 +538,13 @@ def depth_families(workdir: str) -> dict[str, list[tuple[str, dict, list[str]]]]
         )
     for family in families.values():
         label = next(iter(family.values()))[0]
+        widths = {_model_shape(c)[1:] for _, c, _ in family.values()}
         for other in families.values():
             for layers, (other_label, config, dirs) in other.items():
-                same = layers not in family and any(
-                    _model_shape(c)[1:] == _model_shape(config)[1:] for _, c, _ in family.values()
-                )
-                if same:  # an equal-width family missing its reference depth
+                if layers not in family and _model_shape(config)[1:] in widths:
                     own = re.sub(r"(^|/)L\d+(/|$)", rf"\g<1>L{layers}\g<2>", label)
                     family[layers] = (f"{own} (= {other_label})", config, dirs)
     return {name: [f[k] for k in sorted(f)] for name, f in sorted(families.items())}
-
-
-def _best_eval_step(run_dir: str) -> int | None:
-    """The step of a run's lowest evaluation loss: where early stopping would stop."""
-    _, records = load_run(run_dir)
-    evals = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
-    return min(evals)[1] if evals else None
 
 
 def depth(workdir: str, path: str | None = None) -> str:
@@ -577,7 +571,7 @@ def depth(workdir: str, path: str | None = None) -> str:
                 "lstm", embed, hidden, layers
             )
             st = seed_stats(dirs)
-            best_at = ", ".join(str(_best_eval_step(d)) for d in dirs)
+            best_at = ", ".join(str(step) for step in st["best_step"])
             rows.append(
                 f"| {label} | {layers} | {hidden} | {params:,} | {st['n']} | "
                 f"{fmt(st['best_eval'])} | {fmt(st['best_test'])} | {fmt(st['final_eval'])} | "
