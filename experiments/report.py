@@ -129,14 +129,15 @@ def seed_stats(dirs: list[str]) -> dict:
     Returns ``n``, lists ``final_eval``, ``final_train``, ``best_eval`` (lowest logged eval
     loss) and ``best_step`` (its step), ``test`` (the final ``test/loss``) and
     ``best_test`` (``summary["best"]``'s, the test loss at the best validation checkpoint),
-    ``ratio`` (final eval / baseline), ``accuracy``; ``solved`` (seeds whose final eval is
+    ``ratio`` (final eval / baseline), ``accuracy``, ``budget`` (each seed's step budget);
+    ``solved`` (seeds whose final eval is
     under the mark), ``steps_to_solve`` (their first evaluation step under it; for a seed
     that solves only on the way, too), ``median_steps`` and ``wall_time_s`` (summed),
     ``baseline``.
     """
     keys = ("final_eval", "final_train", "best_eval", "best_step", "test", "best_test")
     out = {k: [] for k in keys}
-    out.update(ratio=[], accuracy=[], steps_to_solve=[], solved=0, wall_time_s=0.0)
+    out.update(ratio=[], accuracy=[], budget=[], steps_to_solve=[], solved=0, wall_time_s=0.0)
     baseline = math.nan
     for d in dirs:
         summary, records = load_run(d)
@@ -146,6 +147,7 @@ def seed_stats(dirs: list[str]) -> dict:
         out["final_train"].append(f.get("train/loss"))
         out["test"].append(f.get("test/loss"))
         out["accuracy"].append(f.get("eval/accuracy"))
+        out["budget"].append(summary.get("steps"))
         out["best_test"].append(summary.get("best", {}).get("test/loss"))
         ev = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
         out["best_eval"].append(min(ev)[0] if ev else None)
@@ -434,19 +436,22 @@ def memory_horizon(settings: dict[tuple, dict]) -> dict[tuple[str, str], dict]:
 
 
 def memory(workdir: str, path: str | None = None) -> str:
-    """Final eval loss / baseline against T, per task, model and learning rate (mean ± std
-    over seeds, fraction solved, median steps to solve), then the memory horizon: per
-    (task, model), the longest T solved at its best learning rate."""
+    """Final eval loss / baseline against T, per task, model and learning rate (step
+    budget, mean ± std over seeds, fraction solved, median steps to solve), then the memory
+    horizon: per (task, model), the longest T solved at its best learning rate."""
     settings = memory_settings(workdir)
     rows = [
-        "| task | T | model | lr | seeds | eval loss | eval / baseline | solved | "
-        "median steps to solve |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| task | T | model | lr | seeds | budget (steps) | eval loss | eval / baseline | "
+        "solved | median steps to solve |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (task, length, model, lr), st in settings.items():
         median = "-" if st["median_steps"] is None else f"{st['median_steps']:.0f}"
+        low, high = min(st["budget"]), max(st["budget"])
+        budget = f"{low}" if low == high else f"{low}-{high}"
         rows.append(
-            f"| {task} | {length} | {model} | {lr:g} | {st['n']} | {fmt(st['final_eval'])} | "
+            f"| {task} | {length} | {model} | {lr:g} | {st['n']} | {budget} | "
+            f"{fmt(st['final_eval'])} | "
             f"{fmt(st['ratio'], 3)} | {st['solved']}/{st['n']} | {median} |"
         )
     horizon = memory_horizon(settings)

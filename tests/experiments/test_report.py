@@ -61,7 +61,8 @@ def test_seed_statistics_and_memory_horizon(tmp_path):
     assert horizon["longest"] == 100  # T = 200: 1 of 3 seeds only
     assert horizon["best"][100][0] == 1e-3
     table = report.memory(str(tmp_path / "memory"), str(tmp_path / "m.png"))
-    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 0.0353 ± 0.0560 |" in table
+    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 300-400 | 0.0353 ± 0.0560 |" in table
+    assert "| adding | 200 | lstm (fb1) | 0.001 | 3 | 400 |" in table
     assert "| 2/3 | 300 |" in table and "| adding | lstm (fb1) | 100 |" in table
     assert (tmp_path / "m.png").stat().st_size > 0
 
