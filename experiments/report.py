@@ -130,10 +130,9 @@ def seed_stats(dirs: list[str]) -> dict:
     loss) and ``best_step`` (its step), ``test`` (the final ``test/loss``) and
     ``best_test`` (``summary["best"]``'s, the test loss at the best validation checkpoint),
     ``ratio`` (final eval / baseline), ``accuracy``, ``budget`` (each seed's step budget);
-    ``solved`` (seeds whose final eval is
-    under the mark), ``steps_to_solve`` (their first evaluation step under it; for a seed
-    that solves only on the way, too), ``median_steps`` and ``wall_time_s`` (summed),
-    ``baseline``.
+    ``solved`` (seeds whose final eval is under the mark), ``steps_to_solve`` (their first
+    evaluation step under it; for a seed that solves only on the way, too),
+    ``median_steps`` and ``wall_time_s`` (summed), ``baseline``.
     """
     keys = ("final_eval", "final_train", "best_eval", "best_step", "test", "best_test")
     out = {k: [] for k in keys}
