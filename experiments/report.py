@@ -149,8 +149,9 @@ def seed_stats(dirs: list[str]) -> dict:
         out["budget"].append(summary.get("steps"))
         out["best_test"].append(summary.get("best", {}).get("test/loss"))
         ev = [(r["eval/loss"], r["step"]) for r in records if "eval/loss" in r]
-        out["best_eval"].append(min(ev)[0] if ev else None)
-        out["best_step"].append(min(ev)[1] if ev else None)
+        best_eval, best_step = min(ev) if ev else (None, None)
+        out["best_eval"].append(best_eval)
+        out["best_step"].append(best_step)
         if f.get("eval/loss") is not None and baseline:
             out["ratio"].append(f["eval/loss"] / baseline)
             solved = is_solved(f["eval/loss"], baseline)
