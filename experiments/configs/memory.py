@@ -38,7 +38,7 @@ runs): adding, ``fb1``, all three rates up to T = 50 (3e-4 for the RNN to T = 20
 ``fb1``, all three rates at T = 10 and 3e-3 from T = 20 (the GRU also at 1e-3 at T = 20;
 the GRU to T = 200, the LSTM to T = 100 with a 30,000-step budget from T = 50:
 ``--config.steps=30000``, which ``--resume`` accepts on a finished run). Not run there:
-copy at T = 400 and at the lower rates from T = 50.
+copy at T = 400, and at the lower rates from T = 20 but for the GRU's 1e-3 at T = 20.
 Result there (RNN / GRU widths matched to the 128-unit LSTM: 258 / 148 units on adding,
 265 / 149 on copy): longest T solved in >= 2 of 3 seeds, adding: RNN 10 (0/3 at T = 20 at
 every rate), GRU >= 400, LSTM (fb1) >= 400, LSTM (chrono) >= 400, LSTM (torch) >= 400,
