@@ -13,7 +13,7 @@ import pytest
 from jax.experimental import rnn
 
 from lstm_jax import functional as F
-from lstm_jax._src.backends import resolve_backend
+from lstm_jax._src.backends import LayerPlan, resolve_backend
 from lstm_jax._src.backends.cudnn import pack_weights
 
 on_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
@@ -25,34 +25,36 @@ def _params(**kwargs):
     return F.init_lstm_params(jax.random.key(0), IN, H, dtype=jnp.float32, **kwargs)
 
 
+def _kernel(backend, cell, params, dtype=jnp.float32, **plan):
+    """The name of the kernel ``backend`` resolves to."""
+    return resolve_backend(backend, cell, params, LayerPlan(jnp.dtype(dtype), **plan)).name
+
+
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="CPU choice")
 def test_auto_on_cpu_takes_the_kernel_measured_faster():
     for params in (_params(proj_size=2), _params(peephole=True), _params(layer_norm=True)):
-        assert resolve_backend("auto", F.LSTM_CELL, params, jnp.float32, dropout=False) == "fused"
+        assert _kernel("auto", F.LSTM_CELL, params, jnp.float32, dropout=False) == "fused"
     rnn = F.init_rnn_params(jax.random.key(0), IN, H)
-    assert resolve_backend("auto", F.RNN_TANH_CELL, rnn, jnp.float32, dropout=False) == "fused"
+    assert _kernel("auto", F.RNN_TANH_CELL, rnn, jnp.float32, dropout=False) == "fused"
     gru = F.init_gru_params(jax.random.key(0), IN, H)
-    assert resolve_backend("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "fused"
+    assert _kernel("auto", F.GRU_CELL, gru, jnp.float32, dropout=False) == "fused"
     # zoneout mixes states inside each step: the scan
     assert (
-        resolve_backend("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=True, zoneout=True)
-        == "scan"
+        _kernel("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=True, zoneout=True) == "scan"
     )
 
 
 def test_explicit_backends_that_cannot_run_raise():
     with pytest.raises(ValueError, match="backend must be one of"):
-        resolve_backend("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
+        _kernel("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
     with pytest.raises(ValueError, match="cannot run this configuration.*checkpoints the plain"):
-        resolve_backend(
-            "fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False, checkpoint=True
-        )
+        _kernel("fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False, checkpoint=4)
     with pytest.raises(ValueError, match="no projection"):
-        resolve_backend("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
+        _kernel("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
     with pytest.raises(ValueError, match="float32 only"):
-        resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.bfloat16, dropout=False)
+        _kernel("cudnn", F.LSTM_CELL, _params(), jnp.bfloat16, dropout=False)
     with pytest.raises(ValueError, match="dropout"):
-        resolve_backend("cudnn", F.LSTM_CELL, _params(), jnp.float32, dropout=True)
+        _kernel("cudnn", F.LSTM_CELL, _params(), jnp.float32, dropout=True)
     with pytest.raises(ValueError, match="backend=.fused. cannot run.*zoneout"):
         F.lstm(
             _params(layer_norm=True),
@@ -126,11 +128,8 @@ def test_cudnn_backend_equals_scan_on_gpu(bidirectional, lengths):
 @pytest.mark.gpu
 @on_gpu
 def test_auto_on_gpu_picks_cudnn_when_supported():
-    assert resolve_backend("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=False) == "cudnn"
-    assert (
-        resolve_backend("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
-        == "scan"
-    )
+    assert _kernel("auto", F.LSTM_CELL, _params(), jnp.float32, dropout=False) == "cudnn"
+    assert _kernel("auto", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False) == "scan"
 
 
 def test_zoneout_picks_the_scan_and_recurrent_dropout_runs_fused():

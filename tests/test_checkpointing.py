@@ -14,7 +14,7 @@ from flax import nnx
 import lstm_jax
 import lstm_jax.linen
 from lstm_jax import functional as F
-from lstm_jax._src.backends import resolve_backend
+from lstm_jax._src.backends import LayerPlan, resolve_backend
 
 T, B, IN, H = 11, 3, 4, 5
 LENGTHS = jnp.array([11, 6, 1])
@@ -84,10 +84,10 @@ def test_linen_takes_checkpoint_and_backend():
 
 def test_cudnn_refuses_checkpointing():
     params = F.init_lstm_params(jax.random.key(0), IN, H, dtype=jnp.float32)
+    plan = LayerPlan(jnp.dtype(jnp.float32), checkpoint=4)
     with pytest.raises(ValueError, match="no activation checkpointing"):
-        resolve_backend("cudnn", F.LSTM_CELL, params, jnp.float32, dropout=False, checkpoint=True)
-    auto = resolve_backend("auto", F.LSTM_CELL, params, jnp.float32, dropout=False, checkpoint=True)
-    assert auto in ("fused", "scan")
+        resolve_backend("cudnn", F.LSTM_CELL, params, plan)
+    assert resolve_backend("auto", F.LSTM_CELL, params, plan).name in ("fused", "scan")
 
 
 @pytest.mark.parametrize("backend", ["scan", "fused"])

@@ -164,7 +164,7 @@ def test_fused_jit_equals_eager_and_does_not_retrace():
 def test_fused_rejects_variants():
     params = F.init_lstm_layer(jax.random.key(0), I, H, peephole=True, dtype=jnp.float64)
     x, state = _inputs()
-    with pytest.raises(ValueError, match="plain LSTM cell only, got weight_ci"):
+    with pytest.raises(ValueError, match="plain LSTM cell only, got peephole"):
         F.run_fused_layer(params, x, state)
 
 

@@ -232,7 +232,7 @@ def apply_recurrent(
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
     sizes = cell.state_sizes(first)
-    zoneout = options.zoneout_rates(sizes._fields)
+    options.zoneout_rates(sizes._fields)  # a tuple of rates must match the state's fields
     random = options.random_rates
     if random and not deterministic and key is None:
         raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
@@ -265,14 +265,8 @@ def apply_recurrent(
         x.astype(compute_dtype),
         states,
         seq_lengths=seq_lengths,
-        dropout_rate=options.dropout,
         key=key,
-        unroll=options.unroll,
-        input_dropout=options.input_dropout,
-        recurrent_dropout=options.recurrent_dropout,
-        zoneout=zoneout if any(zoneout) else None,
-        backend=options.backend,
-        checkpoint=options.checkpoint,
+        options=options,
     )
     output = output.astype(compute_dtype)
     if not batched:

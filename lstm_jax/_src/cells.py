@@ -161,6 +161,31 @@ def lstm_is_cifg(params: LSTMParams) -> bool:
     return gates == 3
 
 
+def lstm_variants(params: Any) -> tuple[str, ...]:
+    """The variants of ``torch.nn.LSTM``'s cell that a layer's parameters turn on.
+
+    Returns:
+      Among ``"peephole"``, ``"layer norm"``, ``"CIFG"``, those present; empty for the
+      plain cell (with or without projection and biases) and for other parameter types'
+      fields being absent.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_layer
+      >>> lstm_variants(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True, cifg=True))
+      ('peephole', 'CIFG')
+      >>> lstm_variants(init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2))
+      ()
+    """
+    variants = []
+    if any(getattr(params, f) is not None for f in ("weight_ci", "weight_cf", "weight_co")):
+        variants.append("peephole")
+    if any(getattr(params, f) is not None for f in LSTMParams._fields if f.startswith("ln_")):
+        variants.append("layer norm")
+    if lstm_is_cifg(params):
+        variants.append("CIFG")
+    return tuple(variants)
+
+
 def _masked(h: jax.Array, recurrent_mask: jax.Array | None) -> jax.Array:
     return h if recurrent_mask is None else h * recurrent_mask.astype(h.dtype)
 

@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm_jax._src import validation
-
-BACKENDS = ("auto", "scan", "fused", "cudnn")
+from lstm_jax._src.backends.selection import backend_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +39,8 @@ class RecurrentOptions:
       checkpoint: ``None``, or a chunk length ``K`` in steps: activation checkpointing
         over time, activation memory ``~T/K + K`` steps instead of ``T`` for about one
         more forward pass.
-      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
-        stack (see :func:`lstm_jax.functional.lstm`).
+      backend: ``"auto"`` or a kernel's name (``"scan"``, ``"fused"``, ``"cudnn"``, ...):
+        which kernel runs the stack (see :func:`lstm_jax.functional.lstm`).
       dtype: computation dtype; ``None`` uses the input's. The state is kept in at least
         float32.
 
@@ -87,8 +86,8 @@ class RecurrentOptions:
         set_("unroll", validation.check_positive_int("unroll", self.unroll))
         if self.checkpoint is not None:
             set_("checkpoint", validation.check_positive_int("checkpoint", self.checkpoint))
-        if not isinstance(self.backend, str) or self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.backend, str) or self.backend not in backend_names():
+            raise ValueError(f"backend must be one of {backend_names()}, got {self.backend!r}")
         if self.dtype is not None:
             try:
                 set_("dtype", jnp.dtype(self.dtype))

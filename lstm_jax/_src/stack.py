@@ -28,8 +28,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src.backends import layer_function, resolve_backend, run_cudnn_stack
+from lstm_jax._src.backends import LayerPlan, resolve_backend
 from lstm_jax._src.cells import CellDef
+from lstm_jax._src.options import RecurrentOptions
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -112,42 +113,34 @@ def run_stack(
     initial_states: Any,
     *,
     seq_lengths: jax.Array | None = None,
-    dropout_rate: float = 0.0,
     key: jax.Array | None = None,
-    unroll: int = 1,
-    input_dropout: float = 0.0,
-    recurrent_dropout: float = 0.0,
-    zoneout: Sequence[float] | None = None,
-    backend: str = "auto",
-    checkpoint: int | None = None,
+    options: RecurrentOptions | None = None,
+    **option_values: Any,
 ) -> tuple[jax.Array, Any]:
     """Runs all layers and directions.
 
     Args:
       cell: the cell kind.
       params: ``params[layer][direction]``.
-      x: ``[time, batch, input_size]``.
+      x: ``[time, batch, input_size]`` (``batch_first`` and ``dtype`` are the caller's:
+        :func:`lstm_jax.functional.apply_recurrent` applies them).
       initial_states: the cell's state pytree with leaves ``[layers * directions, batch, ...]``,
         ordered as torch's ``h_0``: index ``layer * directions + direction``.
       seq_lengths: optional int32 ``[batch]``.
-      dropout_rate: dropout on each layer's output but the last's; applied only with a ``key``.
-      key: PRNG key for dropout, or ``None`` for none.
-      unroll: ``lax.scan``'s unroll factor.
-      input_dropout: variational dropout rate on each layer's input (one mask per
-        sequence, layer and direction); applied only with a ``key``.
-      recurrent_dropout: variational dropout rate on ``h_{t-1}`` in the recurrent product
-        (one mask per sequence, layer and direction); applied only with a ``key``.
-      zoneout: one zoneout rate per state field (for the LSTM ``(h, c)``) or ``None``;
-        random per step with a ``key``, the expectation without.
-      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``, see
-        :mod:`lstm_jax._src.backends`; zoneout acts inside each step, so ``"auto"`` runs
-        it on the scan and ``"fused"`` raises ``ValueError``.
-      checkpoint: ``None``, or ``K``: each layer keeps its state every ``K`` steps only and
-        recomputes the rest in the backward pass (see :func:`~lstm_jax._src.scan.run_layer`).
+      key: PRNG key for the regularisers, or ``None`` for none (dropout off, zoneout at
+        its expectation).
+      options: a :class:`RecurrentOptions`, or its fields by name: ``dropout`` on each
+        layer's output but the last's; variational ``input_dropout`` and
+        ``recurrent_dropout`` (one mask per sequence, layer and direction); ``zoneout``;
+        ``unroll``; ``checkpoint``; ``backend`` (see :mod:`lstm_jax._src.backends`;
+        zoneout acts inside each step, so ``"auto"`` runs it on the scan).
 
     Returns:
       ``(outputs, final_states)``: ``outputs`` ``[time, batch, directions * H_out]`` and the
       final states stacked like ``initial_states``.
+
+    Raises:
+      ValueError: ``backend`` names a kernel that cannot run this configuration.
 
     Example:
       >>> from lstm_jax import functional as F
@@ -158,27 +151,31 @@ def run_stack(
       >>> out.shape, h_n.shape
       ((7, 2, 10), (4, 2, 5))
     """
+    if options is None:
+        options = RecurrentOptions.build("run_stack", option_values)
+    elif option_values:
+        options = options.replace(**option_values)
     directions = len(params[0])
     time, batch = x.shape[:2]
-    zoneout = None if zoneout is None or not any(zoneout) else tuple(zoneout)
+    zoneout = options.zoneout_rates(initial_states._fields)
+    zoneout = zoneout if any(zoneout) else None
+    input_dropout, recurrent_dropout = options.input_dropout, options.recurrent_dropout
     regularized = input_dropout > 0.0 or recurrent_dropout > 0.0 or zoneout is not None
     regularizer_key = None
     if key is not None and regularized:
         key, regularizer_key = jax.random.split(key)
-    any_dropout = key is not None and (dropout_rate > 0.0 or regularized)
-    backend = resolve_backend(
-        backend,
-        cell,
-        params,
+    plan = LayerPlan(
         x.dtype,
-        dropout=any_dropout or zoneout is not None,
-        recurrent_dropout=recurrent_dropout > 0.0 and key is not None,
+        unroll=options.unroll,
+        checkpoint=options.checkpoint,
+        dropout=key is not None and (options.dropout > 0.0 or input_dropout > 0.0),
+        recurrent_dropout=key is not None and recurrent_dropout > 0.0,
         zoneout=zoneout is not None,
-        checkpoint=checkpoint is not None,
+        seq_lengths=seq_lengths,
     )
-    if backend == "cudnn":
-        return run_cudnn_stack(params, x, initial_states, seq_lengths=seq_lengths)
-    run_layer = layer_function(backend)  # scan.run_layer or the fused kernel, same signature
+    kernel = resolve_backend(options.backend, cell, params, plan)
+    if kernel.runs_stack:
+        return kernel.run_stack(cell, params, x, initial_states, plan)
     layer_input = x
     final_states = []
     for layer, layer_params in enumerate(params):
@@ -215,22 +212,16 @@ def run_stack(
                         for i, (rate, leaf) in enumerate(zip(zoneout, state, strict=True))
                     )
                 )
-            out, final = run_layer(
-                cell,
-                direction_params,
-                direction_input,
-                state,
-                seq_lengths=seq_lengths,
-                reverse=direction == 1,
-                unroll=unroll,
-                recurrent_mask=recurrent_mask,
-                zoneout=zoneout_masks,
-                checkpoint=checkpoint,
+            direction_plan = plan.for_direction(
+                reverse=direction == 1, recurrent_mask=recurrent_mask, zoneout_weights=zoneout_masks
+            )
+            out, final = kernel.run_layer(
+                cell, direction_params, direction_input, state, direction_plan
             )
             outputs.append(out)
             final_states.append(final)
         layer_input = jnp.concatenate(outputs, axis=-1) if directions > 1 else outputs[0]
-        if dropout_rate > 0.0 and key is not None and layer < len(params) - 1:
+        if options.dropout > 0.0 and key is not None and layer < len(params) - 1:
             key, layer_key = jax.random.split(key)
-            layer_input = dropout(layer_key, layer_input, dropout_rate)
+            layer_input = dropout(layer_key, layer_input, options.dropout)
     return layer_input, jax.tree.map(lambda *leaves: jnp.stack(leaves), *final_states)

@@ -1,19 +1,25 @@
 """Alternative kernels behind the same call, and the choice between them.
 
-``backend`` names how a stack of layers is run:
+Each kernel is one object (:class:`~lstm_jax._src.backends.kernel.Kernel`) in its own
+module that says what it supports and runs a :class:`LayerPlan`; ``backend=`` names one
+(see :data:`~lstm_jax._src.backends.selection.KERNELS` for the list and ``"auto"``'s
+order of preference):
 
-- ``"scan"``: :func:`~lstm_jax._src.scan.run_layer`, any cell kind, autodiff backward;
-- ``"fused"``: :mod:`~lstm_jax._src.fused`, the plain LSTM cell only, a hand-written
-  backward with the weight gradients as single products outside the time loop;
-- ``"cudnn"``: ``jax.experimental.rnn`` (cuDNN) for the whole stack, on a GPU, for a
-  float32 plain LSTM without projection or active dropout;
-- ``"auto"``: cuDNN on a GPU when it supports the configuration, the fused layer on CPU,
-  else the scan.
+- ``"scan"``: ``lax.scan`` of any cell's step, autodiff backward; runs everything.
+- ``"fused"``: every cell, a hand-written (plain LSTM) or derived (any other cell)
+  backward with the weight gradients as single products outside the time loop; its
+  plain-LSTM loops run as native CPU code where :data:`NATIVE_CPU` supports them.
+- ``"cudnn"``: ``jax.experimental.rnn`` (cuDNN) for a whole float32 plain-LSTM stack on
+  a GPU.
+- ``"auto"``: the first of these that supports the configuration and was measured
+  faster than the scan on the platform.
 """
 
-from lstm_jax._src.backends.cudnn import run_cudnn_stack as run_cudnn_stack
-from lstm_jax._src.backends.selection import BACKENDS as BACKENDS
+from lstm_jax._src.backends.fused_kernel import NATIVE_CPU as NATIVE_CPU
+from lstm_jax._src.backends.kernel import Kernel as Kernel
+from lstm_jax._src.backends.kernel import LayerPlan as LayerPlan
+from lstm_jax._src.backends.selection import KERNELS as KERNELS
 from lstm_jax._src.backends.selection import BackendChoice as BackendChoice
-from lstm_jax._src.backends.selection import layer_function as layer_function
+from lstm_jax._src.backends.selection import backend_names as backend_names
 from lstm_jax._src.backends.selection import recording_choices as recording_choices
 from lstm_jax._src.backends.selection import resolve_backend as resolve_backend

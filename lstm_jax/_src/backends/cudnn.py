@@ -15,43 +15,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lstm_jax._src import custom_calls, fused
-from lstm_jax._src.cells import LSTM_CELL, CellDef
+from lstm_jax._src import custom_calls
+from lstm_jax._src.backends.kernel import Kernel, LayerPlan
+from lstm_jax._src.cells import LSTM_CELL, CellDef, lstm_variants
 from lstm_jax._src.types import LSTMParams, LSTMState
-
-
-def unsupported_reason(
-    cell: CellDef, params: Sequence[Sequence[object]], dtype, *, dropout: bool
-) -> str | None:
-    """Why cuDNN cannot run this configuration, or ``None`` when it can.
-
-    Example:
-      >>> from lstm_jax._src.init import init_lstm_params
-      >>> p = init_lstm_params(jax.random.key(0), 3, 4, proj_size=2)
-      >>> unsupported_reason(LSTM_CELL, p, jnp.float32, dropout=False)
-      'cuDNN via jax.experimental.rnn has no projection (proj_size > 0)'
-    """
-    first = params[0][0]
-    if cell is not LSTM_CELL:
-        return "cuDNN runs the LSTM cell only"
-    reason = next(
-        filter(None, (fused.unsupported_reason(p) for layer in params for p in layer)), None
-    )
-    if reason is not None:
-        return reason.replace("the fused kernel", "cuDNN")
-    if first.weight_hr is not None:
-        return "cuDNN via jax.experimental.rnn has no projection (proj_size > 0)"
-    if jnp.dtype(dtype) != jnp.float32:
-        return f"cuDNN via jax.experimental.rnn runs float32 only, got {jnp.dtype(dtype)}"
-    if dropout:
-        return "inter-layer dropout is not supported by the cuDNN backend"
-    if jax.default_backend() != "gpu":
-        return f"cuDNN needs a GPU, the default backend is {jax.default_backend()!r}"
-    from jax.experimental import rnn
-
-    if getattr(rnn, "gpu_rnn", None) is None:
-        return "this jaxlib has no cuDNN RNN kernels"
-    return None
 
 
 def pack_weights(params: Sequence[Sequence[LSTMParams]]) -> jax.Array:
@@ -253,3 +220,46 @@ def run_cudnn_stack(
         h_n = jnp.where(empty[None, :, None], h_0, h_n)
         c_n = jnp.where(empty[None, :, None], c_0, c_n)
     return y, LSTMState(h_n, c_n)
+
+
+class CudnnKernel(Kernel):
+    """cuDNN's LSTM (``jax.experimental.rnn``) for whole stacks, on a GPU.
+
+    Example:
+      >>> from lstm_jax._src.init import init_lstm_params
+      >>> p = init_lstm_params(jax.random.key(0), 3, 4, proj_size=2)
+      >>> CUDNN.supports(LSTM_CELL, p, LayerPlan(jnp.dtype(jnp.float32)))
+      'cuDNN via jax.experimental.rnn has no projection (proj_size > 0)'
+    """
+
+    name = "cudnn"
+    auto_platforms = ("gpu",)
+    runs_stack = True
+
+    def supports(self, cell: CellDef, params, plan: LayerPlan) -> str | None:
+        if cell != LSTM_CELL:
+            return "cuDNN runs the LSTM cell only"
+        variants = sorted({v for layer in params for p in layer for v in lstm_variants(p)})
+        if variants:
+            return f"cuDNN runs torch.nn.LSTM's plain cell only, got {', '.join(variants)}"
+        if params[0][0].weight_hr is not None:
+            return "cuDNN via jax.experimental.rnn has no projection (proj_size > 0)"
+        if jnp.dtype(plan.dtype) != jnp.float32:
+            return f"cuDNN via jax.experimental.rnn runs float32 only, got {jnp.dtype(plan.dtype)}"
+        if plan.dropout or plan.recurrent_dropout or plan.zoneout:
+            return "cuDNN via jax.experimental.rnn takes no dropout or zoneout: use the scan"
+        if plan.checkpoint is not None:
+            return "cuDNN has no activation checkpointing: use the scan or fused kernel"
+        if jax.default_backend() != "gpu":
+            return f"cuDNN needs a GPU, the default backend is {jax.default_backend()!r}"
+        from jax.experimental import rnn
+
+        if getattr(rnn, "gpu_rnn", None) is None:
+            return "this jaxlib has no cuDNN RNN kernels"
+        return None
+
+    def run_stack(self, cell, params, x, states, plan: LayerPlan):
+        return run_cudnn_stack(params, x, states, seq_lengths=plan.seq_lengths)
+
+
+CUDNN = CudnnKernel()

@@ -1,31 +1,50 @@
-"""Which kernel runs a stack: resolving ``backend`` and running the chosen one."""
+"""Which kernel runs a stack: the registered kernels, ``"auto"``'s order, and the record
+``explain_backend`` reads.
+
+Each kernel answers for itself (:meth:`~lstm_jax._src.backends.kernel.Kernel.supports`);
+this module only walks them in order of preference and keeps their answers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from lstm_jax._src import custom_calls, fused, fused_cells
-from lstm_jax._src.backends import cudnn
-from lstm_jax._src.cells import LSTM_CELL, CellDef
-from lstm_jax._src.options import BACKENDS
-from lstm_jax._src.scan import run_layer
+from lstm_jax._src import custom_calls
+from lstm_jax._src.backends.cudnn import CUDNN
+from lstm_jax._src.backends.fused_kernel import FUSED, NATIVE_CPU
+from lstm_jax._src.backends.kernel import Kernel, LayerPlan
+from lstm_jax._src.backends.scan_kernel import SCAN
+from lstm_jax._src.cells import CellDef
+
+# The kernels, in "auto"'s order of preference: the first that supports a configuration
+# and may be picked on the platform runs it. The scan runs everything and comes last.
+KERNELS: tuple[Kernel, ...] = (CUDNN, FUSED, SCAN)
+
+
+def backend_names() -> tuple[str, ...]:
+    """The values ``backend=`` takes: ``"auto"`` and each kernel's name.
+
+    Example:
+      >>> backend_names()[:2]
+      ('auto', 'cudnn')
+    """
+    return ("auto", *(k.name for k in KERNELS))
 
 
 class BackendChoice(NamedTuple):
     """Which kernel runs one recurrent stack, and why the others do not.
 
     Attributes:
-      backend: ``"scan"``, ``"fused"`` or ``"cudnn"``.
+      backend: the kernel that runs (``"scan"``, ``"fused"``, ``"cudnn"``, ...).
       native_cpu: whether the fused layer's loops run as native CPU code where the
         program is lowered for CPU (always ``False`` for the other kernels).
-      reasons: for each kernel that does not run (``"fused"``, ``"cudnn"``,
-        ``"native_cpu"``), why; ``"scan"`` is never ruled out.
+      reasons: for each kernel that does not run (and ``"native_cpu"`` when the native
+        loops do not), why, in that kernel's own words.
 
     Example:
       >>> import jax.numpy as jnp
@@ -57,6 +76,7 @@ def recording_choices():
     It is part of jit's cache key, so functions already traced are traced again.
 
     Example:
+      >>> import jax.numpy as jnp
       >>> from lstm_jax._src.apply import lstm
       >>> from lstm_jax._src.init import init_lstm_params
       >>> p = init_lstm_params(jax.random.key(0), 3, 4)
@@ -74,158 +94,71 @@ def recording_choices():
         del _RECORDS[explain_id]
 
 
-def _lstm_kernel_runs(cell: CellDef, params: Any) -> bool:
-    """Whether the hand-written LSTM kernel (native CPU loops) runs this layer."""
-    return cell is LSTM_CELL and fused.unsupported_reason(params) is None
-
-
-def _fused_unsupported_reason(
-    cell: CellDef, params: Sequence[Sequence[Any]], *, recurrent_dropout: bool, checkpoint: bool
-) -> str | None:
-    for layer in params:
-        for p in layer:
-            if _lstm_kernel_runs(cell, p) and not recurrent_dropout:
-                continue  # the LSTM kernel, checkpointing included
-            reason = fused_cells.unsupported_reason(cell, p)
-            if reason is not None:
-                return reason
-            if checkpoint:
-                return (
-                    "the fused kernel checkpoints the plain LSTM without recurrent dropout "
-                    "only: use the scan"
-                )
-    return None
+def _auto_note(kernel: Kernel, platform: str) -> str | None:
+    """Why ``"auto"`` does not pick ``kernel`` on ``platform``, or ``None`` when it may."""
+    if "*" in kernel.auto_platforms or platform in kernel.auto_platforms:
+        return None
+    where = " and ".join(repr(p) for p in kernel.auto_platforms)
+    return (
+        f"'auto' picks {kernel.name} on {where} only: {kernel.auto_note}"
+        if where
+        else f"'auto' never picks {kernel.name}: {kernel.auto_note}"
+    )
 
 
 def resolve_backend(
-    backend: str,
-    cell: CellDef,
-    params: Sequence[Sequence[Any]],
-    dtype,
-    *,
-    dropout: bool,
-    recurrent_dropout: bool = False,
-    zoneout: bool = False,
-    checkpoint: bool = False,
-) -> str:
-    """Turns ``backend`` into the kernel that will run: ``"scan"``, ``"fused"`` or ``"cudnn"``.
+    backend: str, cell: CellDef, params: Sequence[Sequence[Any]], plan: LayerPlan
+) -> Kernel:
+    """The kernel that runs ``params[layer][direction]`` of ``cell`` under ``plan``.
 
-    ``"auto"`` takes cuDNN on a GPU when it supports the configuration, the fused layer
-    on CPU wherever it runs (faster than the scan for training in our benchmarks,
-    ``experiments/benchmarks/RESULTS.md``), and the scan elsewhere and for zoneout,
-    which acts inside each step.
-    ``checkpoint`` (activation checkpointing over time) rules cuDNN out: it keeps its
-    own activations.
+    ``"auto"`` walks :data:`KERNELS` in order and takes the first that supports the
+    configuration and may be picked on ``jax.default_backend()`` (cuDNN on a GPU, the
+    fused layer on CPU, where each was measured faster than the scan; see
+    ``experiments/benchmarks/RESULTS.md``), else the scan. A kernel named explicitly
+    runs wherever it supports the configuration.
 
     Raises:
       ValueError: ``backend`` is unknown, or names a kernel that cannot run this
-        configuration (the message says why).
+        configuration (the message is that kernel's reason).
 
     Example:
       >>> import jax.numpy as jnp
+      >>> from lstm_jax._src.cells import LSTM_CELL
       >>> from lstm_jax._src.init import init_lstm_params
       >>> p = init_lstm_params(jax.random.key(0), 3, 4)
-      >>> resolve_backend("scan", LSTM_CELL, p, jnp.float32, dropout=False)
+      >>> plan = LayerPlan(jnp.dtype(jnp.float32))
+      >>> resolve_backend("scan", LSTM_CELL, p, plan).name
       'scan'
-      >>> resolve_backend("auto", LSTM_CELL, p, jnp.float32, dropout=False) in ("fused", "cudnn")
+      >>> resolve_backend("auto", LSTM_CELL, p, plan).name in ("fused", "cudnn")
       True
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    cudnn_reason = cudnn.unsupported_reason(cell, params, dtype, dropout=dropout)
-    if checkpoint:
-        cudnn_reason = "cuDNN has no activation checkpointing: use the scan or fused kernel"
-    fused_reason = _fused_unsupported_reason(
-        cell, params, recurrent_dropout=recurrent_dropout, checkpoint=checkpoint
-    )
-    if fused_reason is None and zoneout:
-        fused_reason = "zoneout mixes old and new state inside each step: use the scan"
+    names = backend_names()
+    if backend not in names:
+        raise ValueError(f"backend must be one of {names}, got {backend!r}")
+    reasons = {k.name: k.supports(cell, params, plan) for k in KERNELS}
     if backend == "auto":
-        if cudnn_reason is None:
-            chosen = "cudnn"
-        elif jax.default_backend() == "cpu" and fused_reason is None:
-            chosen = "fused"
-        else:
-            chosen = "scan"
-            if fused_reason is None:
-                fused_reason = (
-                    f"'auto' takes the scan on {jax.default_backend()!r}: the fused kernel's "
-                    "XLA loops were measured faster on CPU only"
-                )
+        platform = jax.default_backend()
+        chosen = None
+        for kernel in KERNELS:
+            if reasons[kernel.name] is None:
+                if chosen is not None:
+                    reasons[kernel.name] = f"'auto' prefers {chosen.name} here"
+                else:
+                    reasons[kernel.name] = _auto_note(kernel, platform)
+                    chosen = kernel if reasons[kernel.name] is None else None
     else:
-        reason = {"cudnn": cudnn_reason, "fused": fused_reason}.get(backend)
-        if reason is not None:
-            raise ValueError(f"backend={backend!r} cannot run this configuration: {reason}")
-        chosen = backend
-        fused_reason = fused_reason or f"backend={backend!r} was asked for"
-        cudnn_reason = cudnn_reason or f"backend={backend!r} was asked for"
+        chosen = next(k for k in KERNELS if k.name == backend)
+        if reasons[backend] is not None:
+            raise ValueError(
+                f"backend={backend!r} cannot run this configuration: {reasons[backend]}"
+            )
+        reasons = {k: r or f"backend={backend!r} was asked for" for k, r in reasons.items()}
     records = _RECORDS.get(_EXPLAINING.value)
     if records is not None:
-        records.append(_choice(chosen, cell, params, dtype, fused_reason, cudnn_reason))
+        if chosen is FUSED:
+            reasons["native_cpu"] = NATIVE_CPU.supports(cell, params, plan)
+        else:
+            reasons["native_cpu"] = "the native loops run inside the fused kernel only"
+        reasons = {k: r for k, r in reasons.items() if k != chosen.name and r is not None}
+        records.append(BackendChoice(chosen.name, "native_cpu" not in reasons, reasons))
     return chosen
-
-
-def _choice(chosen, cell, params, dtype, fused_reason, cudnn_reason) -> BackendChoice:
-    reasons = {"fused": fused_reason, "cudnn": cudnn_reason}
-    if chosen == "fused" and not _lstm_kernel_runs(cell, params[0][0]):
-        reasons["native_cpu"] = "the native loops run the plain LSTM kernel only"
-    elif chosen == "fused":
-        first = params[0][0]
-        reasons["native_cpu"] = fused.native_unsupported_reason(
-            [jnp.dtype(dtype)], first.weight_hr is not None
-        )
-    else:
-        reasons["native_cpu"] = "the native loops run inside the fused kernel only"
-    reasons = {k: v for k, v in reasons.items() if k != chosen and v is not None}
-    return BackendChoice(chosen, "native_cpu" not in reasons, reasons)
-
-
-def _fused_layer(
-    cell,
-    params,
-    x,
-    state,
-    *,
-    seq_lengths=None,
-    reverse=False,
-    unroll=1,
-    recurrent_mask=None,
-    zoneout=None,
-    checkpoint=None,
-):
-    """``run_layer``'s signature on the fused kernels: the hand-written LSTM kernel for
-    the plain LSTM, the layer derived from the cell's definition for any other cell."""
-    if zoneout is not None:
-        raise ValueError("the fused kernel has no zoneout: use the scan")
-    if recurrent_mask is None and _lstm_kernel_runs(cell, params):
-        return fused.run_fused_layer(
-            params,
-            x,
-            state,
-            seq_lengths=seq_lengths,
-            reverse=reverse,
-            unroll=unroll,
-            checkpoint=checkpoint,
-        )
-    if checkpoint is not None:
-        raise ValueError("the fused kernel checkpoints the plain LSTM only: use the scan")
-    return fused_cells.run_fused_cell_layer(
-        cell,
-        params,
-        x,
-        state,
-        seq_lengths=seq_lengths,
-        reverse=reverse,
-        unroll=unroll,
-        recurrent_mask=recurrent_mask,
-    )
-
-
-def layer_function(backend: str) -> Callable[..., Any] | None:
-    """The per-layer function for ``backend`` (``run_layer``'s signature), ``None`` for cuDNN.
-
-    Each direction of a bidirectional layer runs its own fused loop: on CPU two loops
-    were faster than one loop advancing both directions (XLA runs the two loops side by
-    side), see ``experiments/benchmarks/RESULTS.md``.
-    """
-    return {"scan": run_layer, "fused": _fused_layer, "cudnn": None}[backend]
