@@ -2,8 +2,8 @@
 
 Counts follow ``torch.nn.LSTM``/``GRU``/``RNN`` (and so ``lstm_jax``'s modules): per layer
 and direction ``g`` gate blocks of ``W_ih [gH, I]``, ``W_hh [gH, H]`` and two bias vectors
-``[gH]``, with ``g`` = 4 (LSTM), 3 (GRU), 1 (RNN); a layer above a bidirectional one reads
-``2H`` features.
+``[gH]``, with ``g`` read from the cell's registry entry (4 for the LSTM, 3 for the GRU,
+1 for the RNN); a layer above a bidirectional one reads ``2H`` features.
 
 FLOPs count a multiply-add as 2 and every elementwise operation (an add, a product, a
 sigmoid, a tanh) as 1. A forward step of one sequence through one layer is the two
@@ -14,7 +14,13 @@ pass computes two products for each of the forward's).
 
 from __future__ import annotations
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lstm_jax import functional as F
+from lstm_jax import train
 
 #: Elementwise FLOPs per unit and step, as torch's equations are written:
 #: LSTM: 8 bias adds, 4 gate activations, c' = f c + i g (3), o tanh(c') (2) = 17;
@@ -23,10 +29,25 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 ELEMENTWISE = {"lstm": 17, "gru": 13, "rnn": 3}
 
 
-def _gates(cell: str) -> int:
-    if cell not in GATES:
-        raise ValueError(f"cell must be one of {sorted(GATES)}, got {cell!r}")
-    return GATES[cell]
+@functools.cache
+def gates(cell: str) -> int:
+    """Gate blocks of a registered cell (``"rnn"``: torch's RNN, the tanh cell), read from
+    the rows of its ``weight_hh`` per unit.
+
+    Raises:
+      ValueError: a cell that is not registered.
+
+    Example:
+      >>> gates("lstm"), gates("gru"), gates("rnn")
+      (4, 3, 1)
+    """
+    if cell not in train.cell_kinds():
+        raise ValueError(f"cell must be one of {train.cell_kinds()}, got {cell!r}")
+    layer = F.get_cell("rnn_tanh" if cell == "rnn" else cell).init_layer
+    shapes = jax.eval_shape(
+        lambda k: layer(k, 1, 1, bias=True, dtype=jnp.float32), jax.random.key(0)
+    )
+    return shapes.weight_hh.shape[0]
 
 
 def recurrent_params(
@@ -38,7 +59,7 @@ def recurrent_params(
       >>> recurrent_params("lstm", 2, 3)  # 4*3*(2+3) + 2*4*3
       84
     """
-    g, h = _gates(cell), hidden_size
+    g, h = gates(cell), hidden_size
     total = 0
     for layer in range(num_layers):
         i = input_size if layer == 0 else directions * h
@@ -95,7 +116,7 @@ def step_flops(
       >>> step_flops("lstm", 2, 3, train=False)  # 2*4*3*(2+3) + 17*3
       171
     """
-    g, h = _gates(cell), hidden_size
+    g, h = gates(cell), hidden_size
     forward = 0
     for layer in range(num_layers):
         i = input_size if layer == 0 else directions * h

@@ -298,7 +298,7 @@ class Task:
         cell's at ``model.hidden_size`` (:func:`experiments.analytic.matched_hidden`)."""
         m = self.config.model
         ref = m.get("match_params")
-        if not ref or ref == cell or cell not in analytic.GATES:
+        if not ref or ref == cell or cell not in train.cell_kinds():
             return m.hidden_size
         features = self.input_size if self.vocab_size is None else m.embed_size
         directions = 2 if m.bidirectional else 1
@@ -351,8 +351,8 @@ def validate_config(c) -> None:
     check("task", lambda v: v in TASKS, f"one of {TASKS}")
     check(
         "cells",
-        lambda v: isinstance(v, tuple | list) and v and all(x in train.CELL_KINDS for x in v),
-        f"a non-empty tuple of registered cell kinds {train.CELL_KINDS}, e.g. ('lstm',)",
+        lambda v: isinstance(v, tuple | list) and v and all(x in train.cell_kinds() for x in v),
+        f"a non-empty tuple of registered cell kinds {train.cell_kinds()}, e.g. ('lstm',)",
     )
     check("epochs", count(0), "an integer >= 0 (0: count steps)")
     if not c.get("epochs"):
@@ -381,8 +381,8 @@ def validate_config(c) -> None:
     check("model.backend", lambda v: v in ("auto", "scan", "fused", "cudnn"), "a backend name")
     check(
         "model.match_params",
-        lambda v: v is None or v in analytic.GATES,
-        f"None or one of {tuple(analytic.GATES)}",
+        lambda v: v is None or v in train.cell_kinds(),
+        f"None or one of {train.cell_kinds()}",
     )
     if c.get("select_best") and not c.get("eval_every"):
         errors.append("config.select_best needs evaluations during training (eval_every != 0)")

@@ -32,6 +32,7 @@ from lstm_jax._src.cells import lstm_step as lstm_step
 from lstm_jax._src.cells import lstm_update as lstm_update
 from lstm_jax._src.cells import recurrent_product as recurrent_product
 from lstm_jax._src.cells import register_cell as register_cell
+from lstm_jax._src.cells import registered_cells as registered_cells
 from lstm_jax._src.cells import rnn_cell as rnn_cell
 from lstm_jax._src.cells import rnn_input_projection as rnn_input_projection
 from lstm_jax._src.cells import rnn_relu_step as rnn_relu_step
@@ -92,6 +93,7 @@ __all__ = [
     "lstm_update",
     "recurrent_product",
     "register_cell",
+    "registered_cells",
     "rnn",
     "rnn_cell",
     "rnn_input_projection",

@@ -29,9 +29,9 @@ from lstm_jax._src.train.metrics import MetricsWriter as MetricsWriter
 from lstm_jax._src.train.metrics import environment_info as environment_info
 from lstm_jax._src.train.metrics import read_metrics as read_metrics
 from lstm_jax._src.train.metrics import write_json as write_json
-from lstm_jax._src.train.models import CELL_KINDS as CELL_KINDS
 from lstm_jax._src.train.models import SequenceRegressor as SequenceRegressor
 from lstm_jax._src.train.models import TokenModel as TokenModel
+from lstm_jax._src.train.models import cell_kinds as cell_kinds
 from lstm_jax._src.train.models import init_uniform as init_uniform
 from lstm_jax._src.train.models import make_recurrent as make_recurrent
 from lstm_jax._src.train.models import recurrent_class as recurrent_class
@@ -52,7 +52,6 @@ from lstm_jax._src.train.step import make_train_step as make_train_step
 from lstm_jax._src.train.step import place_state as place_state
 
 __all__ = [
-    "CELL_KINDS",
     "CheckpointError",
     "Checkpointer",
     "FitResult",
@@ -78,6 +77,7 @@ __all__ = [
     "params_digest",
     "place_state",
     "read_metrics",
+    "cell_kinds",
     "recurrent_class",
     "regression_loss",
     "reset_carry",

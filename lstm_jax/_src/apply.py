@@ -70,16 +70,11 @@ def init_params(
     return init_stack(layer, key, input_size, output_size, num_layers, bidirectional)
 
 
-_KINDS = {"lstm": "an LSTM", "gru": "a GRU", "rnn_tanh": "an RNN", "rnn_relu": "an RNN"}
 _FUNCTION_OF_PARAMS = {
     LSTMParams: "lstm_jax.functional.lstm",
     GRUParams: "lstm_jax.functional.gru",
     RNNParams: "lstm_jax.functional.rnn",
 }
-
-
-def _kind(cell: CellDef) -> str:
-    return _KINDS.get(cell.name, f"the {cell.name!r} cell")
 
 
 def _describe(value: Any) -> str:
@@ -99,7 +94,7 @@ def _check_param_type(cell: CellDef, p: Any, name: str) -> None:
     if type(p) in _FUNCTION_OF_PARAMS:
         hint = f", which {_FUNCTION_OF_PARAMS[type(p)]} takes"
     raise TypeError(
-        f"{name} must be {expected.__name__} for {_kind(cell)}, got {_describe(p)}{hint}"
+        f"{name} must be {expected.__name__} for {cell.describe()}, got {_describe(p)}{hint}"
     )
 
 
@@ -136,7 +131,7 @@ def _check_hx_fields(cell: CellDef, hx: Any, fields: tuple[str, ...], suffix: st
         return
     expected = "(" + ", ".join(f"{f}{suffix}" for f in fields) + ("," if len(fields) == 1 else "")
     error = ValueError if isinstance(hx, (tuple, list)) else TypeError
-    raise error(f"hx must be {expected}) for {_kind(cell)}, got {_describe(hx)}")
+    raise error(f"hx must be {expected}) for {cell.describe()}, got {_describe(hx)}")
 
 
 def single_state(cell: str | CellDef, hx: Any, name: str) -> tuple[Any] | None:
@@ -161,7 +156,7 @@ def single_state(cell: str | CellDef, hx: Any, name: str) -> tuple[Any] | None:
     if hx is None:
         return None
     if isinstance(hx, (tuple, list)):
-        kind = _kind(get_cell(cell))
+        kind = get_cell(cell).describe()
         raise TypeError(f"hx must be one array ({name}) for {kind}, got {_describe(hx)}")
     return (hx,)
 

@@ -629,6 +629,8 @@ class CellDef:
         params`` for one layer and direction, or ``None``.
       param_type: the parameters' named tuple; its field names are torch's (``weight_ih``,
         ``weight_hh``, ``bias_ih``, ``bias_hh``, ...), which torch interop uses.
+      description: how messages name the cell (``"an LSTM"``); ``None`` names it by
+        ``name``.
 
     Example:
       >>> from lstm_jax import functional as F
@@ -646,6 +648,7 @@ class CellDef:
     state_sizes: Callable[[Any], Any]
     init_layer: Callable[..., Any] | None = None
     param_type: type | None = None
+    description: str | None = None
 
     def step(self, params: Any, gates_x: jax.Array, state: Any, *, recurrent_mask=None) -> Any:
         """One step given the input projection: ``update(params, gates_x, W_hh h, state)``.
@@ -656,6 +659,10 @@ class CellDef:
         gates_h = recurrent_product(params, state.h, recurrent_mask)
         return self.update(params, gates_x, gates_h, state)
 
+    def describe(self) -> str:
+        """How messages name the cell: its ``description``, else ``"the 'name' cell"``."""
+        return self.description or f"the {self.name!r} cell"
+
     def zero_state(self, params: Any, batch: int) -> Any:
         """Zeros ``[batch, size]`` for each state field, in the accumulation dtype."""
         leaves = jax.tree.leaves(params)
@@ -665,16 +672,34 @@ class CellDef:
 
 
 LSTM_CELL = CellDef(
-    "lstm", lstm_input_projection, lstm_update, lstm_state_sizes, init_lstm_layer, LSTMParams
+    "lstm",
+    lstm_input_projection,
+    lstm_update,
+    lstm_state_sizes,
+    init_lstm_layer,
+    LSTMParams,
+    "an LSTM",
 )
 GRU_CELL = CellDef(
-    "gru", gru_input_projection, gru_update, gru_state_sizes, init_gru_layer, GRUParams
+    "gru", gru_input_projection, gru_update, gru_state_sizes, init_gru_layer, GRUParams, "a GRU"
 )
 RNN_TANH_CELL = CellDef(
-    "rnn_tanh", rnn_input_projection, rnn_tanh_update, rnn_state_sizes, init_rnn_layer, RNNParams
+    "rnn_tanh",
+    rnn_input_projection,
+    rnn_tanh_update,
+    rnn_state_sizes,
+    init_rnn_layer,
+    RNNParams,
+    "an RNN",
 )
 RNN_RELU_CELL = CellDef(
-    "rnn_relu", rnn_input_projection, rnn_relu_update, rnn_state_sizes, init_rnn_layer, RNNParams
+    "rnn_relu",
+    rnn_input_projection,
+    rnn_relu_update,
+    rnn_state_sizes,
+    init_rnn_layer,
+    RNNParams,
+    "an RNN",
 )
 
 _REGISTRY: dict[str, CellDef] = {}
@@ -722,6 +747,16 @@ def get_cell(cell: str | CellDef) -> CellDef:
     if cell not in _REGISTRY:
         raise ValueError(f"unknown cell {cell!r}; registered cells: {', '.join(_REGISTRY)}")
     return _REGISTRY[cell]
+
+
+def registered_cells() -> tuple[str, ...]:
+    """The names of the registered cells, in the order they were registered.
+
+    Example:
+      >>> registered_cells()[:4]
+      ('lstm', 'gru', 'rnn_tanh', 'rnn_relu')
+    """
+    return tuple(_REGISTRY)
 
 
 for _cell in (LSTM_CELL, GRU_CELL, RNN_TANH_CELL, RNN_RELU_CELL):

@@ -15,28 +15,40 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax._src import nnx_modules
+from lstm_jax._src.cells import registered_cells
 
-CELL_KINDS = ("lstm", "gru", "rnn")
+# The kinds built as torch.nn's modules (lstm_jax.LSTM, GRU, RNN); every other registered
+# cell is built as lstm_jax.Recurrent.
+TORCH_MODULES = ("lstm", "gru", "rnn")
+
+
+def cell_kinds() -> tuple[str, ...]:
+    """The cell kinds a model can be built from: torch's three modules, then every
+    registered cell (:func:`lstm_jax.functional.register_cell`, a user's own included).
+
+    Example:
+      >>> cell_kinds()[:4]
+      ('lstm', 'gru', 'rnn', 'rnn_tanh')
+    """
+    return tuple(dict.fromkeys((*TORCH_MODULES, *registered_cells())))
 
 
 def recurrent_class(cell: str) -> type:
-    """The NNX module class for a cell kind: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+    """The NNX module class for a cell kind: ``lstm_jax.LSTM``, ``GRU`` or ``RNN`` for
+    ``"lstm"``, ``"gru"``, ``"rnn"``, ``lstm_jax.Recurrent`` for any other registered cell.
 
     Raises:
-      ValueError: an unknown kind.
-      NotImplementedError: a kind whose module this version of the library does not have.
+      ValueError: a kind that is neither, listing :func:`cell_kinds`.
 
     Example:
-      >>> recurrent_class("lstm").__name__
-      'LSTM'
+      >>> recurrent_class("lstm").__name__, recurrent_class("rnn_relu").__name__
+      ('LSTM', 'Recurrent')
     """
-    if cell not in CELL_KINDS:
-        raise ValueError(f"cell must be one of {CELL_KINDS}, got {cell!r}")
-    name = cell.upper()
-    cls = getattr(nnx_modules, name, None)
-    if cls is None:
-        raise NotImplementedError(f"lstm_jax.{name} is not available in this version")
-    return cls
+    if cell not in cell_kinds():
+        raise ValueError(f"cell must be one of {cell_kinds()}, got {cell!r}")
+    if cell in TORCH_MODULES:
+        return getattr(nnx_modules, cell.upper())
+    return nnx_modules.Recurrent
 
 
 def make_recurrent(
@@ -69,11 +81,9 @@ def make_recurrent(
       >>> m(jnp.ones((5, 2, 3), jnp.float32))[0].shape
       (5, 2, 8)
     """
-    if cell not in CELL_KINDS:  # any registered cell, e.g. one of the user's own
-        return nnx_modules.Recurrent(
-            cell, input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs
-        )
     cls = recurrent_class(cell)
+    if cls is nnx_modules.Recurrent:
+        return cls(cell, input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs)
     if cell == "rnn":
         kwargs["nonlinearity"] = nonlinearity
     return cls(input_size, hidden_size, num_layers, dropout=dropout, rngs=rngs, **kwargs)
