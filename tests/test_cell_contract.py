@@ -54,7 +54,8 @@ def test_invalid_options_raise_once_for_every_layer(options, message):
         lstm_jax.LSTM(I, H, rngs=nnx.Rngs(0), **options)
     with pytest.raises((TypeError, ValueError), match=message):
         x = _x((T, B, I))
-        lstm_jax.linen.LSTM(I, H, **options).init(jax.random.key(0), x)
+        linen_options = lstm_jax.RecurrentOptions(**options)  # options beyond torch's
+        lstm_jax.linen.LSTM(I, H, options=linen_options).init(jax.random.key(0), x)
 
 
 def test_options_object_is_hashable_and_shared():
@@ -79,7 +80,7 @@ def test_gru_and_rnn_take_a_backend_everywhere(kind):
     model = module(I, H, backend="fused", rngs=nnx.Rngs(0))
     assert model(x)[0].shape == (T, B, H)
     linen_module = {"gru": lstm_jax.linen.GRU, "rnn": lstm_jax.linen.RNN}[kind]
-    linen_model = linen_module(I, H, backend="fused")
+    linen_model = linen_module(I, H, options=lstm_jax.RecurrentOptions(backend="fused"))
     out, h = linen_model.apply(linen_model.init(jax.random.key(0), x), x)
     assert out.shape == (T, B, H) and h.shape == (1, B, H)
 

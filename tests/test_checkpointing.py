@@ -70,16 +70,20 @@ def test_modules_take_checkpoint(cls):
 
 def test_linen_takes_checkpoint_and_backend():
     x = jax.random.normal(jax.random.key(1), (T, B, IN))
-    plain = lstm_jax.linen.LSTM(IN, H, num_layers=2, backend="scan")
+    plain = lstm_jax.linen.LSTM(
+        IN, H, num_layers=2, options=lstm_jax.RecurrentOptions(backend="scan")
+    )
     variables = plain.init(jax.random.key(0), x)
-    chunked = lstm_jax.linen.LSTM(IN, H, num_layers=2, backend="fused", checkpoint=4)
+    chunked = lstm_jax.linen.LSTM(
+        IN, H, num_layers=2, options=lstm_jax.RecurrentOptions(backend="fused", checkpoint=4)
+    )
     chex.assert_trees_all_close(
         chunked.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-6
     )
     with pytest.raises(ValueError, match="backend must be one of"):
-        lstm_jax.linen.LSTM(IN, H, backend="cuda").init(jax.random.key(0), x)
+        lstm_jax.linen.LSTM(IN, H, options=lstm_jax.RecurrentOptions(backend="cuda"))
     with pytest.raises(ValueError, match="checkpoint"):
-        lstm_jax.linen.GRU(IN, H, checkpoint=-1).init(jax.random.key(0), x)
+        lstm_jax.linen.GRU(IN, H, options=lstm_jax.RecurrentOptions(checkpoint=-1))
 
 
 def test_cudnn_refuses_checkpointing():

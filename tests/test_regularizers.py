@@ -264,7 +264,11 @@ def test_module_masks_differ_between_calls_and_eval_is_deterministic(regulariser
 
 
 def test_linen_regularisers_use_the_dropout_stream():
-    model = lstm_jax.linen.GRU(3, 4, recurrent_dropout=0.3, zoneout=0.2, weight_dropout=0.2)
+    model = lstm_jax.linen.GRU(
+        3,
+        4,
+        options=lstm_jax.RecurrentOptions(recurrent_dropout=0.3, zoneout=0.2, weight_dropout=0.2),
+    )
     x = jnp.asarray(np.random.default_rng(1).normal(size=(T, 2, 3)), jnp.float32)
     variables = model.init(jax.random.key(0), x)
 

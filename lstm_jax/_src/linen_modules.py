@@ -26,7 +26,7 @@ from lstm_jax._src.cells import (
 )
 from lstm_jax._src.init import RecurrentInit
 from lstm_jax._src.interop import torch as torch_interop
-from lstm_jax._src.options import OPTION_NAMES, RecurrentOptions
+from lstm_jax._src.options import RecurrentOptions
 from lstm_jax._src.types import LSTMState
 
 
@@ -65,9 +65,8 @@ class _Stack:
         raise NotImplementedError
 
     def _options(self) -> RecurrentOptions:
-        return RecurrentOptions.build(
-            type(self).__name__, {n: getattr(self, n) for n in OPTION_NAMES if hasattr(self, n)}
-        )
+        # torch's own arguments are fields of their own; every other option is in `options`
+        return self.options.replace(batch_first=self.batch_first, dropout=self.dropout)
 
     def _check(self) -> None:
         validation.check_positive_int("num_layers", self.num_layers)
@@ -155,7 +154,10 @@ class Recurrent(_Stack, nn.Module):
 class LSTM(_Stack, nn.Module):
     """``torch.nn.LSTM`` as a Linen module (see :class:`lstm_jax.LSTM` for the arguments).
 
-    Call ``apply(variables, x, hx=None, seq_lengths=None, deterministic=True)``; dropout
+    torch's arguments and the cell's initialisation are fields; every other option
+    (``dtype``, ``unroll``, ``checkpoint``, ``backend``, the regularisers) is one
+    :class:`lstm_jax.RecurrentOptions` in ``options``, as in :class:`Recurrent`. Call
+    ``apply(variables, x, hx=None, seq_lengths=None, deterministic=True)``; dropout
     and the regularisers run when ``deterministic=False`` and need
     ``rngs={"dropout": key}``.
 
@@ -177,21 +179,14 @@ class LSTM(_Stack, nn.Module):
     dropout: float = 0.0
     bidirectional: bool = False
     proj_size: int = 0
-    dtype: Any = None
     param_dtype: Any = jnp.float32
     forget_bias: float | None = None
     recurrent_init: RecurrentInit = "uniform"
-    unroll: int = 1
-    checkpoint: int | None = None
     chrono_init: float | None = None
     peephole: bool = False
     layer_norm: bool = False
     cifg: bool = False
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    weight_dropout: float = 0.0
-    zoneout: float | tuple[float, float] = 0.0
-    backend: str = "auto"
+    options: RecurrentOptions = RecurrentOptions()
 
     def _cell(self):
         variants = ("proj_size", "forget_bias", "recurrent_init", "chrono_init", "peephole")
@@ -218,7 +213,8 @@ class LSTM(_Stack, nn.Module):
 
 
 class GRU(_Stack, nn.Module):
-    """``torch.nn.GRU`` as a Linen module (see :class:`lstm_jax.GRU` for the arguments).
+    """``torch.nn.GRU`` as a Linen module (see :class:`lstm_jax.GRU` for the arguments;
+    options beyond torch's in ``options``, as :class:`LSTM`).
 
     Example:
       >>> import lstm_jax.linen
@@ -236,17 +232,9 @@ class GRU(_Stack, nn.Module):
     batch_first: bool = False
     dropout: float = 0.0
     bidirectional: bool = False
-    dtype: Any = None
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
-    unroll: int = 1
-    checkpoint: int | None = None
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    weight_dropout: float = 0.0
-    zoneout: float = 0.0
-
-    backend: str = "auto"
+    options: RecurrentOptions = RecurrentOptions()
 
     def _cell(self):
         return GRU_CELL, {"recurrent_init": self.recurrent_init}
@@ -270,7 +258,8 @@ class GRU(_Stack, nn.Module):
 
 
 class RNN(_Stack, nn.Module):
-    """``torch.nn.RNN`` as a Linen module (see :class:`lstm_jax.RNN` for the arguments).
+    """``torch.nn.RNN`` as a Linen module (see :class:`lstm_jax.RNN` for the arguments;
+    options beyond torch's in ``options``, as :class:`LSTM`).
 
     Example:
       >>> import lstm_jax.linen
@@ -289,17 +278,9 @@ class RNN(_Stack, nn.Module):
     batch_first: bool = False
     dropout: float = 0.0
     bidirectional: bool = False
-    dtype: Any = None
     param_dtype: Any = jnp.float32
     recurrent_init: RecurrentInit = "uniform"
-    unroll: int = 1
-    checkpoint: int | None = None
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    weight_dropout: float = 0.0
-    zoneout: float = 0.0
-
-    backend: str = "auto"
+    options: RecurrentOptions = RecurrentOptions()
 
     def _cell(self):
         return rnn_cell_def(self.nonlinearity), {"recurrent_init": self.recurrent_init}
