@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -279,13 +280,29 @@ class SpinBarrier {
   std::atomic<int> arrived_{0}, generation_{0};
 };
 
-// Runs body(thread, threads, barrier) on `threads` threads, the caller's included.
+// Runs body(thread, team, barrier) on up to `threads` threads, the caller's included.
+// A thread that cannot start (address-space, process or container limits) shrinks the
+// team instead of aborting the process: the workers wait until the team's size is known,
+// and every body splits its work by the team it is given.
 template <class Body>
 void RunParallel(int threads, Body&& body) {
-  SpinBarrier barrier(threads);
+  std::atomic<int> team{0};
+  std::unique_ptr<SpinBarrier> barrier;
   std::vector<std::thread> workers;
-  for (int i = 1; i < threads; ++i) workers.emplace_back([&, i] { body(i, threads, barrier); });
-  body(0, threads, barrier);
+  try {
+    workers.reserve(threads - 1);
+    for (int i = 1; i < threads; ++i)
+      workers.emplace_back([&, i] {
+        int n;
+        while ((n = team.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
+        if (i < n) body(i, n, *barrier);
+      });
+  } catch (const std::exception&) {  // std::system_error (EAGAIN) or std::bad_alloc
+  }
+  const int n = static_cast<int>(workers.size()) + 1;
+  barrier = std::make_unique<SpinBarrier>(n);
+  team.store(n, std::memory_order_release);
+  body(0, n, *barrier);
   for (auto& worker : workers) worker.join();
 }
 
@@ -317,7 +334,9 @@ float* Scratch(Slot slot, int64_t n) {
 }
 
 ffi::Error OutOfMemory() {
-  return ffi::Error(ffi::ErrorCode::kResourceExhausted, "lstm_cpu: no memory for scratch");
+  return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                    "lstm_cpu: out of memory allocating the native loops' working memory "
+                    "(lower the batch or sequence length, or use backend='scan')");
 }
 
 ffi::Error CheckDims(const Dims& n, ffi::Span<const int64_t> w_hh, int64_t valid_size) {
