@@ -76,6 +76,9 @@ RESUMABLE = frozenset(
 # what a run writes into its own directory: found directly in a workdir, it is a run
 # written there before every run had its <workdir>/<cell>/
 RUN_MARKERS = ("checkpoints", "metrics.jsonl", "summary.json")
+# what the data, not the config, fixes of a model's shapes; recorded in each run's
+# config.json beside the config, so that --resume compares it (where it was recorded)
+DATA_SHAPES = ("vocab_size",)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file.", lock_config=True
@@ -359,6 +362,13 @@ def validate_config(c) -> None:
         check("steps", count(1), "an integer >= 1")
     for field in ("seq_len", "batch_size", "log_every", "keep_checkpoints"):
         check(field, count(1), "an integer >= 1")
+    check("lookahead_k", count(1), "an integer >= 1")
+    k = c.get("lookahead_k", 5)
+    if c.get("task") in SYNTHETIC and count(1)(c.get("seq_len")) and count(1)(k):
+        try:  # the task's own rule for its length
+            data.SyntheticTask(c.task, 1, c.seq_len, k=k).batch(0)
+        except ValueError as e:
+            errors.append(f"config.seq_len is the {c.task} task's length: {e}")
     check("seed", _is_int, "an integer")
     check(
         "seeds",
@@ -370,7 +380,6 @@ def validate_config(c) -> None:
         ),
         "a non-empty tuple of distinct integers >= 0, e.g. (0, 1, 2)",
     )
-    check("lookahead_k", count(1), "an integer >= 1")
     check("select_best", boolean, "True or False (a bool, not a string)")
     check("stop_when_solved", boolean, "True or False (a bool, not a string)")
     if c.get("stop_when_solved") and (c.get("task") not in ("adding", "copy") or not c.eval_every):
@@ -455,7 +464,8 @@ def check_workdir(workdir: str, run_configs: dict[str, dict], resume: bool) -> N
     Every run is ``<workdir>/<cell>/seed<k>/`` (the keys of ``run_configs``, relative
     paths), so run files directly in ``workdir`` or in ``<workdir>/<cell>/`` are runs of
     an older layout; with ``resume``, each run's stored ``config.json`` must equal its
-    config but for the fields in :data:`RESUMABLE`.
+    config but for the fields in :data:`RESUMABLE`, the data's :data:`DATA_SHAPES`
+    included (where the stored one records them: runs written before did not).
 
     Raises:
       FileExistsError: naming the directory, what it holds and what to do.
@@ -484,7 +494,9 @@ def check_workdir(workdir: str, run_configs: dict[str, dict], resume: bool) -> N
         diffs = [
             f"{k}: stored {stored.get(k, '(absent)')!r}, now {now.get(k, '(absent)')!r}"
             for k in sorted(set(stored) | set(now))
-            if k not in RESUMABLE and stored.get(k, _MISSING) != now.get(k, _MISSING)
+            if k not in RESUMABLE
+            and stored.get(k, _MISSING) != now.get(k, _MISSING)
+            and not (k in DATA_SHAPES and (k not in stored or k not in now))
         ]
         if diffs:
             raise FileExistsError(
@@ -495,12 +507,15 @@ def check_workdir(workdir: str, run_configs: dict[str, dict], resume: bool) -> N
             )
 
 
-def cell_config(c, cell: str, seed: int | None = None) -> dict:
-    """The config of one run (``<workdir>/<cell>/seed<k>/config.json``)."""
+def cell_config(c, cell: str, seed: int | None = None, task: Task | None = None) -> dict:
+    """The config of one run (``<workdir>/<cell>/seed<k>/config.json``); with ``task``,
+    what its data fixes of the model's shapes (:data:`DATA_SHAPES`) beside it."""
     config = c.to_dict()
     config["cells"] = [cell]
     if seed is not None:
         config["seed"], config["seeds"] = seed, [seed]
+    if task is not None:
+        config.update({k: getattr(task, k) for k in DATA_SHAPES})
     return config
 
 
@@ -525,10 +540,7 @@ def token_loss_fresh_state(model, batch, carry):
 def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     """Trains one cell kind in ``run_dir`` and returns its summary."""
     c = task.config
-    os.makedirs(run_dir, exist_ok=True)
-    config = cell_config(c, cell)
-    if jax.process_index() == 0:
-        train.write_json(os.path.join(run_dir, "config.json"), config)
+    config = cell_config(c, cell, task=task)  # written by fit, once run_dir is locked
     model = task.model(cell)
     if c.probe_gradients and jax.process_index() == 0:
         probe = gradients.probe_batch(c)
@@ -560,6 +572,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         stop_check=_exit_if_stopped,
         stop_when=solved_mark(task.baseline) if c.get("stop_when_solved") else None,
         hparams=config,
+        config=config,
         extra_summary={
             "cell": cell,
             "task": c.task,
@@ -691,15 +704,19 @@ def main(argv):
         seeds = seeds_of(c)
         check_workdir(
             workdir,
-            {run_name(cell, s): cell_config(c, cell, s) for cell in c.cells for s in seeds},
+            {run_name(cell, s): cell_config(c, cell, s, task) for cell in c.cells for s in seeds},
             _RESUME.value,
         )
     except (FileNotFoundError, FileExistsError, NotImplementedError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        if jax.process_index() == 0:
+            train.write_json(os.path.join(workdir, "config.json"), c.to_dict())
+    except OSError as e:
+        print(f"error: cannot write to --workdir {workdir}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
     summaries = {}
     tasks = {seeds[0]: task}
     steps = task.schedule()["steps"]
@@ -717,7 +734,13 @@ def main(argv):
                 tasks[seed] = Task(seed_config(c, seed), _DATA_DIR.value)
             try:
                 summaries[name] = train_cell(tasks[seed], cell, run_dir, _RESUME.value)
-            except (train.NonFiniteLossError, train.CheckpointError, FileExistsError) as e:
+            except (
+                train.NonFiniteLossError,
+                train.CheckpointError,
+                FileExistsError,
+                BlockingIOError,  # another process runs in this run directory
+                PermissionError,  # the run directory cannot be written
+            ) as e:
                 print(f"error ({name}): {e}", file=sys.stderr)
                 sys.exit(1)
     if len(summaries) > 1 and jax.process_index() == 0:

@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ def test_char_text_vocab_split_and_roundtrip(tmp_path):
     c = data.load_char_text(write(tmp_path / "input.txt", text))
     assert c.vocab == tuple(sorted(set(text))) and c.vocab_size == len(set(text))
     assert len(c.train) + len(c.valid) + len(c.test) == len(text)
-    assert len(c.train) == round(0.9 * len(text)) and c.train.dtype == np.int32
+    assert len(c.train) == round(0.9 * len(text)) and c.train.dtype == np.uint8
     assert c.decode(np.concatenate([c.train, c.valid, c.test])) == text
 
 
@@ -162,3 +164,87 @@ def test_real_ptb_matches_published_counts():
     shakespeare = os.path.join(REAL, "tinyshakespeare", "input.txt")
     c = data.load_char_text(shakespeare, split="char-rnn")  # 446 windows: 423 train, 23 valid
     assert (len(c.train), len(c.valid), len(c.test), c.vocab_size) == (1057500, 57500, 0, 65)
+
+
+def reference_char_corpus(path, split):
+    """The loader as it was: the whole text, a dict per character, index arrays."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    vocab = tuple(sorted(set(text)))
+    index = {ch: i for i, ch in enumerate(vocab)}
+    ids = np.array([index[ch] for ch in text], np.int64)
+    if split == "contiguous":
+        a, b = round(0.9 * len(ids)), round(0.9 * len(ids)) + round(0.05 * len(ids))
+        return vocab, (ids[:a], ids[a:b], ids[b:])
+    windows = len(ids) // 2500
+    rows = ids[: 2500 * windows].reshape(50, -1)
+    ntrain = int(np.floor(windows * 0.95)) * 50
+    return vocab, (rows[:, :ntrain].reshape(-1), rows[:, ntrain:].reshape(-1), ids[:0])
+
+
+SHAKESPEARE = os.path.join(
+    os.path.dirname(__file__), "../../../shared/data/tinyshakespeare/input.txt"
+)
+
+
+@pytest.mark.parametrize("split", ["contiguous", "char-rnn"])
+@pytest.mark.parametrize("corpus", ["mixed", "tinyshakespeare"])
+def test_char_ids_and_splits_are_those_of_the_reference(tmp_path, monkeypatch, split, corpus):
+    from lstm_jax._src.data import text as text_module
+
+    if corpus == "tinyshakespeare":
+        if not os.path.exists(SHAKESPEARE):
+            pytest.skip("../shared/data/tinyshakespeare is not here")
+        path = SHAKESPEARE
+    else:  # non-ASCII, CRLF and lone CR (read as newlines), in chunks that split characters
+        monkeypatch.setattr(text_module, "_CHUNK_CHARS", 97)
+        rng = np.random.default_rng(0)
+        pieces = ["a", "b", "é", "😀", "中", "\r\n", "\r", "\n", " "]
+        path = tmp_path / "mixed.txt"
+        path.write_bytes("".join(rng.choice(pieces, 6000)).encode("utf-8"))
+    vocab, parts = reference_char_corpus(path, split)
+    c = data.load_char_text(path, split=split)
+    assert c.vocab == vocab and c.train.dtype == np.uint8
+    for got, want in zip((c.train, c.valid, c.test), parts, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_char_ids_take_the_smallest_dtype(tmp_path):
+    wide = "".join(chr(0x4E00 + i) for i in range(300))  # 300 characters: uint16
+    c = data.load_char_text(write(tmp_path / "wide.txt", wide * 3))
+    assert c.vocab_size == 300 and c.train.dtype == np.uint16
+    assert c.decode(np.concatenate([c.train, c.valid, c.test])) == wide * 3
+    batch = data.LMStream(data.batchify(c.train, 2), 4).batch(0)
+    assert batch["inputs"].dtype == np.int32  # models see int32 as before
+
+
+def test_invalid_utf8_offset_counts_from_the_start_across_chunks(tmp_path, monkeypatch):
+    from lstm_jax._src.data import text as text_module
+
+    monkeypatch.setattr(text_module, "_CHUNK_CHARS", 5)
+    path = tmp_path / "bad.txt"
+    path.write_bytes("héllo wörld".encode() * 3 + b"\xff" + b"tail")
+    with pytest.raises(ValueError, match=r"byte 0xff at byte offset 39 \(invalid start byte\)"):
+        data.load_char_text(path)
+
+
+MEASURE = """
+import resource, sys
+from lstm_jax import data
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+c = data.load_char_text(sys.argv[1], split=sys.argv[2])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - before) * 1024 / (len(c.train) + len(c.valid) + len(c.test)))
+"""
+
+
+@pytest.mark.parametrize("split", ["contiguous", "char-rnn"])
+def test_loading_takes_a_few_bytes_per_character(tmp_path, split):
+    path = tmp_path / "big.txt"
+    line = "".join(chr(32 + i % 90) for i in range(99)) + "\n"
+    path.write_text(line * 200_000)  # 20 MB (the loader as it was: 26 bytes a character)
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(path), split],
+        capture_output=True, text=True, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )  # fmt: skip
+    assert float(out.stdout) < 4, out.stdout

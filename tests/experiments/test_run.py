@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 from flax import nnx
@@ -163,6 +164,8 @@ def test_bad_values_exit_2_before_anything_is_built(tmp_path):
         ("task", "imagenet", "config.task must be one of ('adding',"),
         ("model.dropout", 1.0, "config.model.dropout must be a number in [0, 1), got 1.0"),
         ("stop_when_solved", "yes", "config.stop_when_solved must be True or False"),
+        ("seq_len", 1, "config.seq_len is the adding task's length: length must be >= 2, got 1"),
+        ("seq_len", 0, "config.seq_len must be an integer >= 1, got 0"),
     ],
 )
 def test_validate_config_names_the_field_value_and_rule(field, value, message):
@@ -269,3 +272,78 @@ def test_text_smoke_configs_on_real_data(tmp_path, name):
     assert len(texts) == 2 and all(t.startswith(prompt) for t in texts)
     lengths = [len(t.split()) - 1 if name == "ptb" else len(t) - len(prompt) for t in texts]
     assert lengths == [30, 30]
+
+
+def test_lookahead_seq_len_must_exceed_k():
+    from experiments import run as run_module
+    from experiments.configs import adding
+
+    config = adding.get_config("smoke")
+    config.task, config.seq_len, config.lookahead_k = "lookahead", 5, 5
+    with pytest.raises(run_module.ConfigError, match=r"seq_len is the lookahead task's length"):
+        run_module.validate_config(config)
+
+
+def unwritable_dir(tmp_path):
+    """A directory this process cannot write to (root writes through chmod: use sysfs)."""
+    if os.geteuid() == 0:
+        return "/sys/lstm_jax_test_workdir"
+    path = tmp_path / "read-only"
+    path.mkdir(mode=0o555)
+    return str(path / "run")
+
+
+def test_unwritable_workdir_is_one_line_at_start(tmp_path):
+    workdir = unwritable_dir(tmp_path)
+    proc = run("--config", SMOKE, "--workdir", workdir, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        line for line in proc.stderr.strip().splitlines() if line.startswith("error: ")
+    ], proc.stderr[-2000:]
+    assert f"error: cannot write to --workdir {workdir}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_resume_compares_the_vocabulary_the_data_fixes(tmp_path):
+    """--data_dir is not part of the config: the vocabulary size it gives is recorded."""
+    from experiments import run as run_module
+    from experiments.configs import adding
+
+    config = adding.get_config("smoke")
+    config.cells = ("lstm",)
+    task = types.SimpleNamespace(vocab_size=65)
+    stored = run_module.cell_config(config, "lstm", 0, task)
+    assert stored["vocab_size"] == 65
+    (tmp_path / "lstm" / "seed0").mkdir(parents=True)
+    train.write_json(tmp_path / "lstm" / "seed0" / "config.json", stored)
+    now = run_module.cell_config(config, "lstm", 0, types.SimpleNamespace(vocab_size=30))
+    with pytest.raises(FileExistsError, match="vocab_size: stored 65, now 30"):
+        run_module.check_workdir(str(tmp_path), {"lstm/seed0": now}, resume=True)
+    run_module.check_workdir(str(tmp_path), {"lstm/seed0": stored}, resume=True)
+    # a run written before vocab_size was recorded: the checkpoints' shapes decide
+    del stored["vocab_size"]
+    train.write_json(tmp_path / "lstm" / "seed0" / "config.json", stored)
+    run_module.check_workdir(str(tmp_path), {"lstm/seed0": now}, resume=True)
+
+
+def test_a_second_run_in_the_same_workdir_is_refused_and_names_the_first(tmp_path):
+    args = (
+        "--config", SMOKE, "--config.cells=('rnn',)", "--config.steps=100000",
+        "--config.progress=False", "--workdir", str(tmp_path),
+    )  # fmt: skip
+    first = subprocess.Popen(
+        command(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        lock = tmp_path / "rnn" / "seed0" / "run.lock"
+        deadline = time.time() + 120
+        while f"process {first.pid} " not in (lock.read_text() if lock.exists() else ""):
+            assert first.poll() is None and time.time() < deadline, "the first run did not start"
+            time.sleep(0.2)
+        second = run(*args, check=False)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"in use by process {first.pid} " in second.stderr, second.stderr[-2000:]
+        assert first.poll() is None  # untouched
+    finally:
+        first.kill()
+        first.wait()

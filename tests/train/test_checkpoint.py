@@ -200,3 +200,42 @@ def test_a_really_full_disk(tiny_filesystem, monkeypatch, capfd, caplog):
     assert step == 1
     assert_same(restored, good)
     ckpt.close()
+
+
+def test_a_checkpoint_of_another_model_is_an_error_not_skipped(tmp_path, caplog):
+    ckpt = train.Checkpointer(tmp_path, max_to_keep=5)
+    for s in (1, 2):
+        ckpt.save(make_state(seed=s), step=s)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    bigger = train.TokenModel(
+        "lstm", vocab_size=7, embed_size=3, hidden_size=4, dropout=0.0, rngs=nnx.Rngs(0)
+    )  # another vocabulary: the embedding and the head have other shapes
+    _, other = train.create_train_state(bigger, train.make_optimizer(), bigger.zero_carry(2))
+    with pytest.raises(train.CheckpointError, match=r"checkpoint 2 .* another model") as error:
+        train.Checkpointer(tmp_path).restore_latest(other)
+    assert "[5, 3] float32 in the checkpoint, [7, 3] float32 here" in str(error.value)
+    _, sgd = train.create_train_state(  # another optimizer: the optimizer state's names
+        train.TokenModel("lstm", 5, 3, 4, dropout=0.0, rngs=nnx.Rngs(0)),
+        train.make_optimizer("sgd"),
+        carry=make_state().carry,
+    )
+    with pytest.raises(train.CheckpointError, match=r"opt_state/.*only in the checkpoint"):
+        train.Checkpointer(tmp_path).restore_latest(sgd)
+    assert {p: p.read_bytes() for p in files} == before  # nothing touched
+    # a corrupt newest one is still skipped, down to one that fits or that does not
+    corrupt(tmp_path, 2)
+    step, _ = train.Checkpointer(tmp_path).restore_latest(make_state())
+    assert step == 1 and "checkpoint 2 is corrupt" in caplog.text
+    with pytest.raises(train.CheckpointError, match=r"checkpoint 1 .* another model"):
+        train.Checkpointer(tmp_path).restore_latest(other)
+
+
+def test_unreadable_metadata_is_corrupt_and_skipped(tmp_path, caplog):
+    ckpt = train.Checkpointer(tmp_path, max_to_keep=5, integrity=False)
+    for s in (1, 2):
+        ckpt.save(make_state(seed=s), step=s)
+    (tmp_path / "2" / "params" / "_METADATA").write_text("{not json")
+    step, restored = train.Checkpointer(tmp_path, integrity=False).restore_latest(make_state())
+    assert step == 1 and "metadata could not be read" in caplog.text
+    assert_same(restored, make_state(seed=1))

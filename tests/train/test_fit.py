@@ -244,3 +244,61 @@ def test_fit_rejects_bad_counts_before_building_anything(tmp_path, argument, val
     with pytest.raises(ValueError, match=rf"{argument} must be an integer >= \d, got {value}"):
         run(tmp_path / "run", **kwargs)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_another_model_is_refused_and_keeps_the_run(tmp_path):
+    run(tmp_path, 6)  # checkpoints at 3 and 6
+    names = ("metrics.jsonl", "summary.json", "wall_clock.json")
+    before = {n: (tmp_path / n).read_bytes() for n in names}
+    steps = sorted(os.listdir(tmp_path / "checkpoints"))
+    other = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))  # another hidden size
+    with pytest.raises(train.CheckpointError, match=r"another model.*\[4, 4\] float32 in the"):
+        train.fit(
+            other, train.regression_loss, train.make_optimizer("adam", 1e-2), TASK.batch,
+            steps=9, run_dir=tmp_path, resume=True, progress=False, config={"hidden": 8},
+        )  # fmt: skip
+    assert {n: (tmp_path / n).read_bytes() for n in names} == before
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == steps
+    assert not (tmp_path / "config.json").exists()  # a refused run writes no config
+    resumed = run(tmp_path, 9, resume=True, config={"hidden": 4})  # the right model: fine
+    assert resumed.summary["resumed_from_step"] == 6
+    assert json.loads((tmp_path / "config.json").read_text()) == {"hidden": 4}
+
+
+HOLD_LOCK = """
+import sys, time
+from lstm_jax._src.train.loop import _locked_run_dir
+with _locked_run_dir(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_process_in_the_run_directory_is_refused_until_the_first_dies(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BlockingIOError, match=f"in use by process {holder.pid} "):
+            run(tmp_path, 3)
+        assert sorted(os.listdir(tmp_path)) == ["run.lock"]  # nothing else written
+    finally:
+        holder.kill()  # SIGKILL: no cleanup at all
+        holder.wait()
+    assert run(tmp_path, 3).summary["status"] == "completed"  # no stale lock
+    assert run(tmp_path, 5, resume=True).summary["resumed_from_step"] == 3  # released on return
+
+
+def test_unwritable_run_directory_is_one_clear_error(tmp_path):
+    run_dir = "/sys/lstm_jax_test_run" if os.geteuid() == 0 else tmp_path / "ro" / "run"
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(OSError, match=f"cannot write to the run directory {run_dir}"):
+        run(run_dir, 3)

@@ -15,6 +15,7 @@ every token, such as Zaremba et al.'s test pass over one stream.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import dataclasses
 import hashlib
@@ -150,25 +151,85 @@ def fetch(
     return path
 
 
-def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+#: Characters decoded at a time: the text is read in chunks of this many characters.
+_CHUNK_CHARS = 1 << 22
+
+
+def _decode_error(path: str | os.PathLike, encoding: str) -> ValueError:
+    """The error for a file that is not valid ``encoding``, with the byte offset from the
+    start of the file of its first invalid byte (found reading the file in blocks)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with open(path, "rb") as f:
+        for block in [*iter(lambda: f.read(_CHUNK_CHARS), b""), None]:
+            held = len(decoder.getstate()[0])  # bytes of a sequence the last block began
+            try:
+                decoder.decode(block or b"", final=block is None)
+            except UnicodeDecodeError as error:
+                at = offset - held + error.start
+                return ValueError(
+                    f"text file {os.fspath(path)!r} is not valid {encoding}: byte "
+                    f"{error.object[error.start]:#04x} at byte offset {at} ({error.reason}). "
+                    f"Text files must be {encoding}-encoded: convert the file (e.g. "
+                    f"iconv -f latin1 -t utf-8), or give load_char_text its encoding=."
+                )
+            offset += len(block or b"")
+    return ValueError(f"text file {os.fspath(path)!r} is not valid {encoding}")
+
+
+def _text_chunks(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[str]:
+    """The file's text in chunks, decoded as ``open(path, encoding=encoding).read()`` does
+    (universal newlines included), without holding all of it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"text file {os.fspath(path)!r} does not exist")
     try:
         with open(path, encoding=encoding) as f:
-            return f.read()
+            yield from iter(lambda: f.read(_CHUNK_CHARS), "")
     except UnicodeDecodeError:
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:  # decoded whole, so that the offset counts from the start of the file
-            raw.decode(encoding)
-        except UnicodeDecodeError as error:
-            raise ValueError(
-                f"text file {os.fspath(path)!r} is not valid {encoding}: byte "
-                f"{raw[error.start]:#04x} at byte offset {error.start} ({error.reason}). "
-                f"Text files must be {encoding}-encoded: convert the file (e.g. "
-                f"iconv -f latin1 -t utf-8), or give load_char_text its encoding=."
-            ) from None
-        raise
+        raise _decode_error(path, encoding) from None
+
+
+def _read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    return "".join(_text_chunks(path, encoding))
+
+
+def _code_points(chunk: str) -> np.ndarray:
+    """The code points of ``chunk``: ``uint8`` for ASCII text, else ``uint32``."""
+    if chunk.isascii():
+        return np.frombuffer(chunk.encode("ascii"), np.uint8)
+    return np.frombuffer(chunk.encode("utf-32-le", "surrogatepass"), "<u4")
+
+
+def _id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds ids ``0 .. vocab_size - 1``."""
+    for dtype in (np.uint8, np.uint16):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    return np.dtype(np.uint32)
+
+
+def _char_ids(path: str | os.PathLike, encoding: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A text file's character ids (:func:`_id_dtype` of its vocabulary) and vocabulary
+    (its characters, sorted), in two passes over the file, a chunk at a time: the first
+    finds the characters, the second writes the ids. Memory: the ids and one chunk."""
+    seen = np.zeros(0x110000, bool)  # by code point
+    n = 0
+    for chunk in _text_chunks(path, encoding):
+        seen[_code_points(chunk)] = True
+        n += len(chunk)
+    codes = np.flatnonzero(seen)
+    lookup = np.zeros(len(seen), _id_dtype(len(codes)))
+    lookup[codes] = np.arange(len(codes))
+    ids = np.empty(n, lookup.dtype)
+    done = 0
+    for chunk in _text_chunks(path, encoding):
+        if done + len(chunk) > n:
+            break
+        ids[done : done + len(chunk)] = lookup[_code_points(chunk)]
+        done += len(chunk)
+    if done != n:
+        raise ValueError(f"text file {os.fspath(path)!r} changed while it was being read")
+    return ids, tuple(map(chr, codes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +237,10 @@ class Corpus:
     """Token ids of a corpus split in train/valid/test, and its vocabulary.
 
     Attributes:
-      train, valid, test: int32 ``[tokens]``.
+      train, valid, test: token ids ``[tokens]``: int32 from :func:`load_ptb`; from
+        :func:`load_char_text`, the smallest unsigned type that holds the vocabulary
+        (uint8 up to 256 characters, uint16 up to 65,536, else uint32), to keep large
+        corpora compact. :class:`LMStream` and :func:`stream_windows` give int32 batches.
       vocab: ``vocab[id]`` is the token (a character or a word).
 
     Example:
@@ -252,6 +316,21 @@ def char_rnn_split(
       >>> train.tolist(), valid.tolist(), test.tolist()
       ([0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15], [6, 7, 8, 9, 16, 17, 18, 19], [])
     """
+    return _char_rnn_parts(
+        np.arange(n),
+        batch_size=batch_size,
+        seq_length=seq_length,
+        train_frac=train_frac,
+        val_frac=val_frac,
+    )
+
+
+def _char_rnn_parts(
+    ids: np.ndarray, *, batch_size: int, seq_length: int, train_frac: float, val_frac: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """char-rnn's train/valid/test split of ``ids`` (see :func:`char_rnn_split`, which is
+    this of ``arange(n)``): copies of strided views, no index arrays."""
+    n = len(ids)
     if not (0 <= train_frac <= 1 and 0 <= val_frac <= 1 and train_frac + val_frac <= 1 + 1e-9):
         raise ValueError(
             f"train_frac and val_frac must be in [0, 1] with a sum <= 1, got {train_frac}, "
@@ -266,7 +345,7 @@ def char_rnn_split(
     else:
         nval = int(np.floor(windows * val_frac))
     bounds = np.array([0, ntrain, ntrain + nval, windows]) * seq_length
-    rows = np.arange(batch_size * windows * seq_length).reshape(batch_size, -1)
+    rows = ids[: batch_size * windows * seq_length].reshape(batch_size, -1)
     return tuple(
         np.ascontiguousarray(rows[:, a:b]).reshape(-1)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
@@ -282,7 +361,10 @@ def load_char_text(
 ) -> Corpus:
     """A character-level corpus from any UTF-8 text file.
 
-    The vocabulary is the sorted set of characters of the whole file. Two splits:
+    The vocabulary is the sorted set of characters of the whole file. The file is read
+    a chunk at a time and its ids are stored compactly (uint8 when the vocabulary has at
+    most 256 characters, see :class:`Corpus`): loading takes about 2 bytes of memory
+    per character with either split. Two splits:
 
     * ``"contiguous"`` (the default): by ``fractions``, the first 90% of characters
       train, the next 5% validate, the last 5% test, so no text leaks between splits and
@@ -305,7 +387,7 @@ def load_char_text(
       encoding: the file's text encoding.
 
     Returns:
-      A :class:`Corpus` of character ids.
+      A :class:`Corpus` of character ids (uint8, uint16 or uint32, see :class:`Corpus`).
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -332,14 +414,11 @@ def load_char_text(
             f"fractions={fractions} is for the contiguous split; char-rnn's split has its "
             f"own ({CHAR_RNN_SPLIT})"
         )
-    text = _read_text(path, encoding)
-    if not text:
+    ids, vocab = _char_ids(path, encoding)
+    if not len(ids):
         raise ValueError(f"text file {os.fspath(path)!r} is empty")
-    vocab = tuple(sorted(set(text)))
-    index = {ch: i for i, ch in enumerate(vocab)}
-    ids = np.fromiter((index[ch] for ch in text), dtype=np.int32, count=len(text))
     if split == "char-rnn":
-        train, valid, test = (ids[i] for i in char_rnn_split(len(ids), **CHAR_RNN_SPLIT))
+        train, valid, test = _char_rnn_parts(ids, **CHAR_RNN_SPLIT)
     else:
         train, valid, test = (ids[s] for s in split_fractions(len(ids), fractions))
     return Corpus(train, valid, test, vocab)

@@ -196,6 +196,21 @@ def _is_closed_loop_callback(unraisable) -> bool:
     return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
 
+def _flat_names(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """``{names: leaf}`` of a nested dict (an item of :func:`_nest`, or orbax's metadata)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat_names(v, (*prefix, str(k))))
+    return out
+
+
+def _describe(x: Any) -> str:
+    """``"[4, 2] float32"``: the shape and dtype of an array or of its metadata."""
+    return f"{list(x.shape)} {np.dtype(x.dtype).name}"
+
+
 class _HeldReports(logging.Filter):
     """Holds back what orbax's writer threads report while a save runs.
 
@@ -536,11 +551,52 @@ class Checkpointer:
                     log.warning("could not remove %s: %s", path, e)
         self._manager.reload()
 
+    def _differences(self, step: int, items: dict[str, Any]) -> list[str]:
+        """What differs between ``step``'s arrays and ``items`` (:func:`_nest` of a
+        template's abstract arrays), one line per array or item; empty when they match.
+
+        Raises:
+          Exception: ``step``'s metadata could not be read (a corrupt checkpoint).
+        """
+        step_dir = self._step_dir(step)
+        stored_items = {p.name for p in step_dir.iterdir() if p.is_dir()}
+        diffs = []
+        for item in sorted(stored_items - set(items) - {STEP_ITEM}):
+            diffs.append(f"item {item}: only in the checkpoint")
+        for item, tree in items.items():
+            if item == STEP_ITEM:
+                continue
+            if item not in stored_items:
+                diffs.append(f"item {item}: not in the checkpoint")
+                continue
+            handler = ocp.StandardCheckpointHandler()
+            try:
+                stored = _flat_names(handler.metadata(step_dir / item).tree)
+            finally:
+                handler.close()
+            wanted = _flat_names(tree)
+            for names in sorted(set(stored) | set(wanted)):
+                name = "/".join((item, *names))
+                if names not in wanted:
+                    diffs.append(f"{name}: only in the checkpoint ({_describe(stored[names])})")
+                elif names not in stored:
+                    diffs.append(f"{name}: not in the checkpoint (here {_describe(wanted[names])})")
+                elif _describe(stored[names]) != _describe(wanted[names]):
+                    diffs.append(
+                        f"{name}: {_describe(stored[names])} in the checkpoint, "
+                        f"{_describe(wanted[names])} here"
+                    )
+        return diffs
+
     def restore_latest(self, template: Any, shardings: Any = None) -> tuple[int, Any] | None:
         """The newest valid checkpoint as ``(step, state)``, skipping bad ones; or ``None``.
 
         Waits for a save in the background first (see :meth:`wait`). Only the step
         restored, and the newer ones found bad, are checked against ``integrity.json``.
+        Only corrupt checkpoints are skipped (files missing, of another size or digest,
+        or unreadable): a complete checkpoint whose arrays have other names, shapes or
+        dtypes than ``template``'s, i.e. of another model or optimizer, raises instead,
+        as starting over would overwrite the run it belongs to.
 
         Args:
           template: a state of the same structure, shapes and dtypes (e.g. a fresh one).
@@ -548,7 +604,10 @@ class Checkpointer:
             (by default, each leaf of ``template``'s own sharding).
 
         Raises:
-          CheckpointError: the save in the background failed.
+          CheckpointError: the save in the background failed, or the newest checkpoint
+            that is not corrupt does not fit ``template`` (the message lists what
+            differs, e.g. ``params/core/weight_ih_l0: [64, 65] float32 in the
+            checkpoint, [128, 65] float32 here``).
         """
         self.wait()
         leaves, treedef = jax.tree.flatten(template)
@@ -572,6 +631,29 @@ class Checkpointer:
             expected = self._check_sizes(step)
             if expected is None:
                 continue
+            try:
+                diffs = self._differences(step, _nest(entries))
+            except Exception as e:  # unreadable metadata: a corrupt checkpoint
+                log.warning(
+                    "checkpoint %d is corrupt: its metadata could not be read (%s); "
+                    "trying the previous",
+                    step,
+                    e,
+                )
+                self._verified.discard(step)
+                continue
+            if diffs:
+                if not self._check_digests(step, expected):  # bit rot, not another model
+                    continue
+                shown = "; ".join(diffs[:5]) + (
+                    f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+                )
+                raise CheckpointError(
+                    f"checkpoint {step} in {self.directory} is of another model or optimizer "
+                    f"(another cell, number of layers, hidden size, vocabulary or optimizer): "
+                    f"{shown}. It is left as it is: restore it with the model and optimizer "
+                    f"that wrote it, or choose another directory"
+                )
             # The digests are computed while orbax reads: the step's files are read twice,
             # at the same time.
             with concurrent.futures.ThreadPoolExecutor(1) as pool:

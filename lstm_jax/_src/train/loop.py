@@ -2,17 +2,20 @@
 
 :func:`fit` is what an experiment calls once it has a model, a loss and its data. It owns
 the run directory (``metrics.jsonl``, TensorBoard events, ``checkpoints/``,
-``summary.json``; the experiment writes ``config.json``). Besides the loss, every log step
-records the learning rate applied, the time per step and the throughput.
+``summary.json``, and ``config.json`` from the experiment's config), which it locks while
+it runs. Besides the loss, every log step records the learning rate applied, the time per
+step and the throughput.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -22,6 +25,11 @@ import numpy as np
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
 
 from lstm_jax._src.train import metrics as metrics_lib
 from lstm_jax._src.train import sharding as sharding_lib
@@ -40,6 +48,8 @@ from lstm_jax._src.train.step import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+LOCK_FILE = "run.lock"  # locked (flock) by the process training in the run directory
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -122,6 +132,51 @@ def items_per_step(batch: Mapping[str, Any]) -> tuple[int, str]:
     return int(shape[0]), "examples"
 
 
+@contextlib.contextmanager
+def _locked_run_dir(run_dir: str):
+    """Creates ``run_dir`` and holds an exclusive lock on it while the block runs.
+
+    The lock is ``fcntl.flock`` on ``run_dir/run.lock`` (on process 0 only, as only it
+    writes the run's files), which names the holder. The operating system releases it
+    when the process ends, however it ends, so a killed run never leaves a stale lock.
+
+    Raises:
+      PermissionError, OSError: ``run_dir`` cannot be created or written (one line:
+        the directory and the reason).
+      BlockingIOError: another process holds the lock (the message names it).
+    """
+    handle = None
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        if jax.process_index() == 0:
+            handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
+    except OSError as e:
+        raise OSError(
+            e.errno, f"cannot write to the run directory {run_dir} ({e.strerror or e})"
+        ) from e
+    if handle is None or fcntl is None:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise BlockingIOError(
+                f"{run_dir} is in use by {holder}, which holds {LOCK_FILE}: two runs in one "
+                "run directory would mix their files. Wait for it to end (or stop it), or "
+                "choose another directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 def _check_count(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -166,6 +221,7 @@ def fit(
     stop_check: Callable[[], None] | None = None,
     hparams: Mapping[str, Any] | None = None,
     stop_when: Callable[[dict[str, float]], bool] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
@@ -197,7 +253,9 @@ def fit(
       eval_every: evaluate every this many steps (0: only at the end).
       checkpoint_every: checkpoint every this many steps (and always at the end).
       keep_checkpoints: how many checkpoints to keep.
-      resume: continue from the newest valid checkpoint in ``run_dir``.
+      resume: continue from the newest checkpoint in ``run_dir`` that is not corrupt
+        (corrupt ones are skipped; checkpoints of another model or optimizer are an
+        error, never skipped).
       progress: report progress on process 0: a tqdm bar in a terminal or Jupyter; where
         stdout is not a terminal (a scheduler's log file, a pipe), a plain line per log
         step instead (``train step 200/3000 loss 0.1234 ... lr 1.0e-03 12,345 tok/s``).
@@ -214,6 +272,14 @@ def fit(
         when it returns true, training ends there with a checkpoint, status
         ``"completed"`` and ``stopped_at_step`` in the summary (early stopping, e.g. once
         a task counts as solved).
+      config: the run's config, written to ``config.json`` in ``run_dir`` once the run
+        directory is locked and its checkpoints are checked, so that a run refused
+        (another run in the directory, checkpoints without ``resume``, checkpoints of
+        another model) leaves the record of the run it found as it was.
+
+    While it runs, ``fit`` holds an exclusive lock on ``run_dir`` (``run.lock``, released
+    when it returns or the process ends): a second run started in the same directory is
+    refused rather than interleaving its files with the first's.
 
     Returns:
       A :class:`FitResult`.
@@ -222,9 +288,13 @@ def fit(
       ValueError: ``steps``, ``log_every``, ``checkpoint_every`` or ``keep_checkpoints``
         below 1, or ``eval_every`` below 0.
       FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is false.
+      BlockingIOError: another process is running in ``run_dir`` (named in the message).
+      OSError: ``run_dir`` cannot be created or written (e.g. ``PermissionError``).
       NonFiniteLossError: the loss went NaN/inf; nothing after the last finite step was
         saved, so the newest checkpoint is the last good one.
-      CheckpointError: a checkpoint could not be written (e.g. a full disk).
+      CheckpointError: a checkpoint could not be written (e.g. a full disk), or, with
+        ``resume``, the checkpoints are of another model or optimizer (the message says
+        what differs; nothing in ``run_dir`` is changed).
       KeyboardInterrupt, SystemExit: re-raised after saving a checkpoint of the step
         reached (when its metrics are finite) and a ``summary.json`` with status
         ``"interrupted"``; Ctrl-C in Jupyter and ``experiments.run`` under SIGTERM (through
@@ -254,213 +324,223 @@ def fit(
     ):
         _check_count(name, value, minimum)
     run_dir = os.fspath(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    clock = metrics_lib.WallClock(run_dir, resume=resume)
-    mesh = mesh or sharding_lib.make_mesh()
-    first = train_batch(0)
-    sharding_lib.check_batch_size(
-        next(v.shape[sharding_lib.batch_axis(v.ndim)] for v in first.values()), mesh
-    )
-    per_step, unit = items_per_step(first)
-    lines = progress and jax.process_index() == 0 and not metrics_lib.is_interactive()
-
-    graphdef, state = create_train_state(model, optimizer, carry)
-    model.eval()
-    eval_graphdef = nnx.graphdef(model)
-    model.train()
-    shardings = state_shardings(state, mesh)
-    state = place_state(state, mesh)
-
-    checkpointer = Checkpointer(f"{run_dir}/{CHECKPOINT_DIR}", max_to_keep=keep_checkpoints)
-    start_step = 0
-    if checkpointer.all_steps() and not resume:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints {checkpointer.all_steps()}; pass --resume "
-            f"to continue that run, or choose another --workdir"
+    with _locked_run_dir(run_dir):
+        clock = metrics_lib.WallClock(run_dir, resume=resume)
+        mesh = mesh or sharding_lib.make_mesh()
+        first = train_batch(0)
+        sharding_lib.check_batch_size(
+            next(v.shape[sharding_lib.batch_axis(v.ndim)] for v in first.values()), mesh
         )
-    if resume:
-        restored = checkpointer.restore_latest(state, shardings)
-        if restored is None:
-            log.warning("--resume: no valid checkpoint in %s, starting at step 0", run_dir)
-        else:
-            start_step, state = restored
-            log.info("resumed from step %d", start_step)
-    last_saved = start_step if start_step else None
-    state_step = start_step  # the step `state` has reached
+        per_step, unit = items_per_step(first)
+        lines = progress and jax.process_index() == 0 and not metrics_lib.is_interactive()
 
-    writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
-    if hparams is not None:
-        writer.write_hparams(
-            hparams, ("train/loss", "eval/loss") if eval_batches else ("train/loss",)
-        )
-    train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
-    eval_step = make_eval_step(eval_graphdef, loss_fn, mesh) if eval_batches else None
-    status, error, stopped_at = "completed", None, None
-    train_metrics: dict[str, float] = {}
-    eval_metrics: dict[str, float] = {}
-    if start_step >= steps:  # resuming a finished run: report what it logged
-        for record in metrics_lib.read_metrics(os.path.join(run_dir, metrics_lib.METRICS_FILE)):
-            for prefix, target in (("train/", train_metrics), ("eval/", eval_metrics)):
-                if any(k.startswith(prefix) for k in record):
-                    target.clear()
-                    target.update(
-                        {
-                            k: v
-                            for k, v in record.items()
-                            if k.startswith(prefix) and k not in MONITORING
-                        }
-                    )
-    pending: list[dict[str, jax.Array]] = []
+        graphdef, state = create_train_state(model, optimizer, carry)
+        model.eval()
+        eval_graphdef = nnx.graphdef(model)
+        model.train()
+        shardings = state_shardings(state, mesh)
+        state = place_state(state, mesh)
 
-    def run_eval(step):
-        nonlocal eval_metrics
-        result = evaluate(
-            eval_step,
-            state,
-            eval_batches(),
-            mesh,
-            eval_carry() if eval_carry else None,
-            progress=progress,
-            desc=f"{desc} step {step}/{steps} eval",
-        )
-        eval_metrics = {f"eval/{k}": v for k, v in result.items()}
-        writer.write(step, eval_metrics)
-
-    bar = tqdm(
-        total=steps,
-        initial=start_step,
-        desc=desc,
-        dynamic_ncols=True,
-        disable=not progress or jax.process_index() != 0 or lines,
-        mininterval=1.0,
-    )
-    if lines and start_step < steps:
-        metrics_lib.log_line(
-            f"{desc} steps {start_step + 1}-{steps}, {per_step:,} {unit} a step, "
-            f"logging every {log_every}"
-        )
-    compile_time_s = None
-    timed_s, timed_steps = 0.0, 0  # this process's steps after the first, and their time
-    window_start, window_steps, paused = time.perf_counter(), 0, 0.0
-    try:
-        for step in range(start_step, steps):
-            if stop_check is not None:
-                stop_check()
-            batch = sharding_lib.shard_batch(train_batch(step), mesh)
-            new_state, step_metrics = train_step(state, batch)
-            pending.append(step_metrics)
-            state, state_step = new_state, step + 1  # one statement: an interrupt sees a pair
-            done = step + 1
-            if compile_time_s is None:  # the first step compiles: timed on its own
-                jax.block_until_ready(step_metrics)
-                compile_time_s = round(time.perf_counter() - window_start, 3)
-                window_start = time.perf_counter()
-                if lines:
-                    metrics_lib.log_line(f"{desc} first step (compilation) {compile_time_s:.1f} s")
+        checkpointer = Checkpointer(f"{run_dir}/{CHECKPOINT_DIR}", max_to_keep=keep_checkpoints)
+        start_step = 0
+        if checkpointer.all_steps() and not resume:
+            raise FileExistsError(
+                f"{run_dir} already holds checkpoints {checkpointer.all_steps()}; pass --resume "
+                f"to continue that run, or choose another --workdir"
+            )
+        if resume:
+            restored = checkpointer.restore_latest(state, shardings)
+            if restored is None:
+                log.warning("--resume: no valid checkpoint in %s, starting at step 0", run_dir)
             else:
-                window_steps += 1
-            save = done % checkpoint_every == 0 or done == steps
-            logged = done % log_every == 0 or save
-            if logged:
-                host = jax.device_get(pending)
-                bad = _non_finite(host)
-                if bad:
-                    good = (
-                        f"The last good checkpoint is step {last_saved} in {checkpointer.directory}"
-                        if last_saved is not None
-                        else "No checkpoint had been written yet"
-                    )
-                    raise NonFiniteLossError(
-                        f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "
-                        f"{done}: training stopped. {good}. Lower the learning rate or the "
-                        f"clip norm, then rerun with --resume."
-                    )
-                window = _mean_metrics(host)
-                pending = []
-                train_metrics = {f"train/{k}": v for k, v in window.items()}
-                monitoring = {}
-                lr = applied_learning_rate(state.opt_state)
-                if lr is not None:
-                    monitoring[LEARNING_RATE] = float(jax.device_get(lr))
-                if window_steps:
-                    seconds = time.perf_counter() - window_start - paused
-                    timed_s, timed_steps = timed_s + seconds, timed_steps + window_steps
-                    monitoring[STEP_TIME] = seconds / window_steps
-                    monitoring[f"train/{unit}_per_s"] = per_step * window_steps / seconds
-                writer.write(done, {**train_metrics, **monitoring})
-                clock.save()
-                postfix = {"loss": f"{window['loss']:.4f}"}
-                if lr is not None:
-                    postfix["lr"] = f"{monitoring[LEARNING_RATE]:.1e}"
-                bar.set_postfix(postfix, refresh=False)
-                if lines:
-                    metrics_lib.log_line(_progress_line(desc, done, steps, window, monitoring))
-            evaluating = eval_step and ((eval_every and done % eval_every == 0) or done == steps)
-            if evaluating or save:  # not part of the step time
-                jax.block_until_ready(state.step)
-                pause_start = time.perf_counter()
-                if evaluating:
-                    run_eval(done)
-                    if stop_when is not None and done < steps and stop_when(eval_metrics):
-                        stopped_at, save = done, True
-                if save:
-                    checkpointer.save(state, step=done)
-                    last_saved = done
-                paused += time.perf_counter() - pause_start
-            if logged:
-                window_start, window_steps, paused = time.perf_counter(), 0, 0.0
-            bar.update(1)
-            if stopped_at is not None:
-                if pending:  # the window since the last log line ends here
-                    window = _mean_metrics(jax.device_get(pending))
+                start_step, state = restored
+                log.info("resumed from step %d", start_step)
+        if config is not None and jax.process_index() == 0:
+            metrics_lib.write_json(os.path.join(run_dir, CONFIG_FILE), config)
+        last_saved = start_step if start_step else None
+        state_step = start_step  # the step `state` has reached
+
+        writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
+        if hparams is not None:
+            writer.write_hparams(
+                hparams, ("train/loss", "eval/loss") if eval_batches else ("train/loss",)
+            )
+        train_step = make_train_step(graphdef, optimizer, loss_fn, state, mesh)
+        eval_step = make_eval_step(eval_graphdef, loss_fn, mesh) if eval_batches else None
+        status, error, stopped_at = "completed", None, None
+        train_metrics: dict[str, float] = {}
+        eval_metrics: dict[str, float] = {}
+        if start_step >= steps:  # resuming a finished run: report what it logged
+            for record in metrics_lib.read_metrics(os.path.join(run_dir, metrics_lib.METRICS_FILE)):
+                for prefix, target in (("train/", train_metrics), ("eval/", eval_metrics)):
+                    if any(k.startswith(prefix) for k in record):
+                        target.clear()
+                        target.update(
+                            {
+                                k: v
+                                for k, v in record.items()
+                                if k.startswith(prefix) and k not in MONITORING
+                            }
+                        )
+        pending: list[dict[str, jax.Array]] = []
+
+        def run_eval(step):
+            nonlocal eval_metrics
+            result = evaluate(
+                eval_step,
+                state,
+                eval_batches(),
+                mesh,
+                eval_carry() if eval_carry else None,
+                progress=progress,
+                desc=f"{desc} step {step}/{steps} eval",
+            )
+            eval_metrics = {f"eval/{k}": v for k, v in result.items()}
+            writer.write(step, eval_metrics)
+
+        bar = tqdm(
+            total=steps,
+            initial=start_step,
+            desc=desc,
+            dynamic_ncols=True,
+            disable=not progress or jax.process_index() != 0 or lines,
+            mininterval=1.0,
+        )
+        if lines and start_step < steps:
+            metrics_lib.log_line(
+                f"{desc} steps {start_step + 1}-{steps}, {per_step:,} {unit} a step, "
+                f"logging every {log_every}"
+            )
+        compile_time_s = None
+        timed_s, timed_steps = 0.0, 0  # this process's steps after the first, and their time
+        window_start, window_steps, paused = time.perf_counter(), 0, 0.0
+        try:
+            for step in range(start_step, steps):
+                if stop_check is not None:
+                    stop_check()
+                batch = sharding_lib.shard_batch(train_batch(step), mesh)
+                new_state, step_metrics = train_step(state, batch)
+                pending.append(step_metrics)
+                state, state_step = new_state, step + 1  # one statement: an interrupt sees a pair
+                done = step + 1
+                if compile_time_s is None:  # the first step compiles: timed on its own
+                    jax.block_until_ready(step_metrics)
+                    compile_time_s = round(time.perf_counter() - window_start, 3)
+                    window_start = time.perf_counter()
+                    if lines:
+                        metrics_lib.log_line(
+                            f"{desc} first step (compilation) {compile_time_s:.1f} s"
+                        )
+                else:
+                    window_steps += 1
+                save = done % checkpoint_every == 0 or done == steps
+                logged = done % log_every == 0 or save
+                if logged:
+                    host = jax.device_get(pending)
+                    bad = _non_finite(host)
+                    if bad:
+                        good = (
+                            f"The last good checkpoint is step {last_saved} in "
+                            f"{checkpointer.directory}"
+                            if last_saved is not None
+                            else "No checkpoint had been written yet"
+                        )
+                        raise NonFiniteLossError(
+                            f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "
+                            f"{done}: training stopped. {good}. Lower the learning rate or the "
+                            f"clip norm, then rerun with --resume."
+                        )
+                    window = _mean_metrics(host)
                     pending = []
                     train_metrics = {f"train/{k}": v for k, v in window.items()}
-                    writer.write(done, train_metrics)
-                if lines:
-                    metrics_lib.log_line(f"{desc} stopped at step {done}: stop_when is true")
-                break
-    except NonFiniteLossError as e:
-        status, error = "diverged", str(e)
-        raise
-    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM via experiments.run
-        status, error = "interrupted", f"{type(e).__name__}: {e}"
-        if state_step > (last_saved or 0) and not _non_finite(jax.device_get(pending)):
-            try:  # keep the work done since the last save
-                checkpointer.save(state, step=state_step)
-                last_saved = state_step
-                log.warning("interrupted: saved step %d; rerun with --resume", state_step)
-            except Exception as save_error:  # the interrupt, not this, is what to report
-                log.error("interrupted, and saving step %d failed: %s", state_step, save_error)
-        raise
-    except BaseException as e:
-        status, error = "failed", f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        bar.close()
-        writer.close()
-        checkpointer.close()
-        clock.save()
-        summary = {
-            "status": status,
-            "error": error,
-            "steps": steps,
-            "stopped_at_step": stopped_at,
-            "resumed_from_step": start_step if resume else None,
-            "last_checkpoint_step": last_saved,
-            "final": {**train_metrics, **eval_metrics},
-            "params_sha256": params_digest(state.params) if status == "completed" else None,
-            "wall_time_s": clock.total(),  # every process of the run, kills and resumes included
-            "process_wall_times_s": clock.process_seconds(),
-            # this process's: its first step (compilation) and the mean of the others
-            "compile_time_s": compile_time_s,
-            "step_time_s": timed_s / timed_steps if timed_steps else None,
-            f"{unit}_per_s": per_step * timed_steps / timed_s if timed_steps else None,
-            f"{unit}_per_step": per_step,
-            "mesh": {"shape": dict(mesh.shape), "devices": int(mesh.devices.size)},
-            **metrics_lib.environment_info(),
-            **({"hparams": metrics_lib.flatten_hparams(hparams)} if hparams is not None else {}),
-            **(extra_summary or {}),
-        }
-        if jax.process_index() == 0:
-            metrics_lib.write_json(os.path.join(run_dir, metrics_lib.SUMMARY_FILE), summary)
-    return FitResult(summary, state, graphdef)
+                    monitoring = {}
+                    lr = applied_learning_rate(state.opt_state)
+                    if lr is not None:
+                        monitoring[LEARNING_RATE] = float(jax.device_get(lr))
+                    if window_steps:
+                        seconds = time.perf_counter() - window_start - paused
+                        timed_s, timed_steps = timed_s + seconds, timed_steps + window_steps
+                        monitoring[STEP_TIME] = seconds / window_steps
+                        monitoring[f"train/{unit}_per_s"] = per_step * window_steps / seconds
+                    writer.write(done, {**train_metrics, **monitoring})
+                    clock.save()
+                    postfix = {"loss": f"{window['loss']:.4f}"}
+                    if lr is not None:
+                        postfix["lr"] = f"{monitoring[LEARNING_RATE]:.1e}"
+                    bar.set_postfix(postfix, refresh=False)
+                    if lines:
+                        metrics_lib.log_line(_progress_line(desc, done, steps, window, monitoring))
+                evaluating = eval_step and (
+                    (eval_every and done % eval_every == 0) or done == steps
+                )
+                if evaluating or save:  # not part of the step time
+                    jax.block_until_ready(state.step)
+                    pause_start = time.perf_counter()
+                    if evaluating:
+                        run_eval(done)
+                        if stop_when is not None and done < steps and stop_when(eval_metrics):
+                            stopped_at, save = done, True
+                    if save:
+                        checkpointer.save(state, step=done)
+                        last_saved = done
+                    paused += time.perf_counter() - pause_start
+                if logged:
+                    window_start, window_steps, paused = time.perf_counter(), 0, 0.0
+                bar.update(1)
+                if stopped_at is not None:
+                    if pending:  # the window since the last log line ends here
+                        window = _mean_metrics(jax.device_get(pending))
+                        pending = []
+                        train_metrics = {f"train/{k}": v for k, v in window.items()}
+                        writer.write(done, train_metrics)
+                    if lines:
+                        metrics_lib.log_line(f"{desc} stopped at step {done}: stop_when is true")
+                    break
+        except NonFiniteLossError as e:
+            status, error = "diverged", str(e)
+            raise
+        except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or SIGTERM via experiments.run
+            status, error = "interrupted", f"{type(e).__name__}: {e}"
+            if state_step > (last_saved or 0) and not _non_finite(jax.device_get(pending)):
+                try:  # keep the work done since the last save
+                    checkpointer.save(state, step=state_step)
+                    last_saved = state_step
+                    log.warning("interrupted: saved step %d; rerun with --resume", state_step)
+                except Exception as save_error:  # the interrupt, not this, is what to report
+                    log.error("interrupted, and saving step %d failed: %s", state_step, save_error)
+            raise
+        except BaseException as e:
+            status, error = "failed", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            bar.close()
+            writer.close()
+            checkpointer.close()
+            clock.save()
+            summary = {
+                "status": status,
+                "error": error,
+                "steps": steps,
+                "stopped_at_step": stopped_at,
+                "resumed_from_step": start_step if resume else None,
+                "last_checkpoint_step": last_saved,
+                "final": {**train_metrics, **eval_metrics},
+                "params_sha256": params_digest(state.params) if status == "completed" else None,
+                # every process of the run, kills and resumes included
+                "wall_time_s": clock.total(),
+                "process_wall_times_s": clock.process_seconds(),
+                # this process's: its first step (compilation) and the mean of the others
+                "compile_time_s": compile_time_s,
+                "step_time_s": timed_s / timed_steps if timed_steps else None,
+                f"{unit}_per_s": per_step * timed_steps / timed_s if timed_steps else None,
+                f"{unit}_per_step": per_step,
+                "mesh": {"shape": dict(mesh.shape), "devices": int(mesh.devices.size)},
+                **metrics_lib.environment_info(),
+                **(
+                    {"hparams": metrics_lib.flatten_hparams(hparams)} if hparams is not None else {}
+                ),
+                **(extra_summary or {}),
+            }
+            if jax.process_index() == 0:
+                metrics_lib.write_json(os.path.join(run_dir, metrics_lib.SUMMARY_FILE), summary)
+        return FitResult(summary, state, graphdef)
