@@ -25,6 +25,7 @@ from lstm_jax._src.types import LSTMParams as LSTMParams
 from lstm_jax._src.types import LSTMState as LSTMState
 from lstm_jax._src.types import RNNParams as RNNParams
 from lstm_jax._src.types import RNNState as RNNState
+from lstm_jax._src.validation import checking_seq_lengths as checking_seq_lengths
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "RNNParams",
     "RNNState",
     "__version__",
+    "checking_seq_lengths",
     "explain_backend",
     "native_status",
     "portable_kernels",

@@ -58,7 +58,6 @@ def test_models_export_for_accelerators(name):
 
 @pytest.mark.parametrize("name", ["lstm-fused-2-layer-bidirectional", "gru"])
 def test_cpu_export_inside_portable_kernels_runs_back(name):
-    pytest.importorskip("flatbuffers", reason="jax.export serialization needs it ([test] extra)")
     with lstm_jax.portable_kernels():
         exported, (model, leaves, x, lengths) = _exported(name, ["cpu", *ACCELERATORS])
     restored = export.deserialize(exported.serialize())

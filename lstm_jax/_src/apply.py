@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm_jax._src import validation
+from lstm_jax._src import custom_calls, validation
 from lstm_jax._src.cells import (
     GRU_CELL,
     LSTM_CELL,
@@ -234,6 +234,8 @@ def apply_recurrent(
 
     compute_dtype = jnp.dtype(options.dtype or x.dtype)
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
+    # Shared by every row: replicated on the batch's mesh where it has explicit axes.
+    params = custom_calls.replicate_like(params, x)
     state_dtype = accumulation_dtype(compute_dtype)
     if hx is None:
         states = type(sizes)(

@@ -20,6 +20,9 @@ installed is decided here, and the rest of the library imports it from here:
   in float32 (up to the order of the sums); on other platforms nothing changes.
 - :func:`require_extra`: the import check of an optional extra, whose error names the
   missing module and the ``pip install`` command that brings it.
+- :func:`reshard`: ``jax.sharding.reshard``, with a concrete array placed eagerly by
+  ``jax.device_put``: jax 0.7's eager ``reshard`` compiles on the array's own devices and
+  fails for a mesh of more ("cannot reshape array of size 1 into shape (2,2)").
 """
 
 from __future__ import annotations
@@ -190,6 +193,25 @@ def matmul(a, b, *, preferred_element_type=None):
         return jnp.matmul(x, y, preferred_element_type=preferred_element_type)
 
     return _product(fn, (a, b), preferred_element_type)
+
+
+# -- resharding -------------------------------------------------------------------------
+
+
+def reshard(x: jax.Array, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """``x`` with ``sharding`` in its type: ``jax.sharding.reshard`` where ``x`` is traced,
+    ``jax.device_put`` where it is a concrete array and ``sharding`` is on a concrete mesh
+    (the eager ``reshard`` of jax 0.7 fails there).
+
+    Example:
+      >>> mesh = jax.make_mesh((1,), ("data",))
+      >>> reshard(jnp.ones(2), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())).shape
+      (2,)
+    """
+    concrete = isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+    if concrete and isinstance(sharding.mesh, jax.sharding.Mesh):
+        return jax.device_put(x, sharding)
+    return jax.sharding.reshard(x, sharding)
 
 
 # -- optional extras ---------------------------------------------------------------------

@@ -18,6 +18,14 @@ where only batched inputs are mapped (one call over a larger batch) or runs the 
 one after another otherwise. :func:`match_vma` gives a loop's initial state the
 variance of its inputs, so that a zero state built inside ``shard_map`` is a valid
 carry.
+
+On meshes of explicit axes, where shardings are part of the types, :func:`sharding_like`
+builds every sharding the library asks for on the operand's own mesh (a bare
+``PartitionSpec`` needs ``jax.set_mesh``, which users often do not set),
+:func:`match_batch_sharding` splits a loop's initial state over the batch like its inputs,
+and :func:`replicate_like` replicates the weights on the batch's mesh. Outside ``jit``, a
+``custom_partitioning`` call runs unpartitioned (JAX evaluates the function as it is): on
+automatic axes the custom call then gets the whole batch.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src.compat import make_user_context
 from lstm_jax._src.compat import pvary as _pvary
+from lstm_jax._src.compat import reshard as _reshard
 from lstm_jax._src.compat import vma as _vma
 
 Axes = Sequence[int | None]
@@ -80,9 +89,66 @@ def match_batch_sharding(tree, x: jax.Array, x_batch_axis: int, batch_axis: int)
         have = tuple(jax.typeof(leaf).sharding.spec) + (None,) * leaf.ndim
         if tuple(have[: leaf.ndim]) == tuple(want):
             return leaf
-        return jax.sharding.reshard(leaf, P(*want))
+        return _reshard(leaf, sharding_like(x, P(*want)))
 
     return jax.tree.map(reshard, tree)
+
+
+def _explicit_mesh(x):
+    """The mesh of ``x``'s type where it has an ``AxisType.Explicit`` axis, else ``None``."""
+    mesh = getattr(jax.typeof(x).sharding, "mesh", None)
+    types = getattr(mesh, "axis_types", None) or ()
+    return mesh if any(t == AxisType.Explicit for t in types) else None
+
+
+def replicate_like(tree, x: jax.Array):
+    """``tree`` (weights shared by every row) replicated on the mesh of ``x``'s explicit
+    axes; the identity where ``x`` has none (automatic axes, one device, ``shard_map``).
+
+    With explicit axes every array carries its sharding in its type, and JAX accepts
+    neither of two things users do: weights left unplaced beside a batch placed on a mesh
+    (their gradient, a product over the sharded batch, has no mesh to be typed on), and
+    weights sharded over a ``"model"`` axis entering a loop whose carry is split over the
+    batch only (the carry's type would change). Replicated, the weights meet the batch on
+    its mesh; the gradient of a sharded weight comes back sharded as the weight was.
+
+    Example:
+      >>> w = jnp.ones((4, 3))
+      >>> replicate_like(w, jnp.ones((5, 2, 3))) is w  # no mesh: unchanged
+      True
+    """
+    mesh = _explicit_mesh(x)
+    if mesh is None:
+        return tree
+    replicated = sharding_like(x, P())
+
+    def place(leaf):
+        sharding = jax.typeof(leaf).sharding
+        if getattr(sharding, "mesh", None) == mesh and not any(sharding.spec):
+            return leaf
+        return _reshard(leaf, replicated)
+
+    return jax.tree.map(place, tree)
+
+
+def sharding_like(x, spec: P) -> NamedSharding:
+    """``spec`` on the mesh ``x`` is typed with: ``x``'s own mesh where ``x`` is a concrete
+    array (eager), the abstract mesh of its type where it is traced.
+
+    A bare ``PartitionSpec`` given to ``out_sharding=`` or ``jax.sharding.reshard`` needs
+    a mesh context (``jax.set_mesh``); users place a batch with ``jax.device_put`` on a
+    ``NamedSharding`` and often set none, so every sharding the library asks for is built
+    on the operand's own mesh instead.
+
+    Example:
+      >>> sharding_like(jnp.ones(2), P()).spec == P()  # on one device: the empty mesh
+      True
+    """
+    # Eagerly, only the concrete mesh has the devices that a reshard needs.
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        if isinstance(x.sharding, NamedSharding):
+            return NamedSharding(x.sharding.mesh, spec)
+    return NamedSharding(jax.typeof(x).sharding.mesh, spec)
 
 
 def sum_to_vma(cotangent: jax.Array, primal) -> jax.Array:

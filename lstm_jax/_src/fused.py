@@ -53,7 +53,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src import compat, custom_calls
-from lstm_jax._src.cells import accumulation_dtype
+from lstm_jax._src.cells import accumulation_dtype, lstm_variants
 from lstm_jax._src.native import lstm_cpu
 from lstm_jax._src.types import LSTMParams, LSTMState
 
@@ -79,7 +79,7 @@ def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     # ambiguous to JAX: its result is a replicated sum.
     explicit = any(getattr(jax.typeof(a).sharding, "spec", None) or ())
     summed = explicit and "b" not in spec.split("->")[1]
-    options = {"out_sharding": P()} if summed else {}
+    options = {"out_sharding": custom_calls.sharding_like(a, P())} if summed else {}
     return jnp.stack(
         [
             compat.einsum(
@@ -263,7 +263,9 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
     # faster at batch >= 16 and within noise at 8; at batch <= 4 it was 1.25-1.5x
     # slower than hoisting (RESULTS.md).
     project = functools.partial(_input_projection, w_ih_t, w.bias)
-    per_step = not save and x.shape[2] >= _PER_STEP_PROJECTION_MIN_BATCH
+    per_step = (  # a symbolic batch (jax.export) hoists: the choice is made while tracing
+        not save and isinstance(x.shape[2], int) and x.shape[2] >= _PER_STEP_PROJECTION_MIN_BATCH
+    )
     inputs = x if per_step else project(x)
 
     def preactivation(h, inputs_t):
@@ -457,11 +459,8 @@ def _fused_bwd(unroll, checkpoint, residuals, cotangents):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
-_TORCH_FIELDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-
-
 def unsupported_reason(params: LSTMParams) -> str | None:
-    """Why the fused kernel cannot run a layer's parameters, or ``None`` when it can.
+    """Why this layer cannot run a layer's parameters, or ``None`` when it can.
 
     It runs ``torch.nn.LSTM``'s cell (projection included), not the variants.
 
@@ -470,18 +469,15 @@ def unsupported_reason(params: LSTMParams) -> str | None:
       >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2)) is None
       True
       >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True))
-      'the fused kernel runs the plain LSTM cell only, got weight_ci, weight_cf, weight_co'
+      'the hand-written LSTM layer runs the plain LSTM cell only, got peephole'
     """
     if type(params) is not LSTMParams:
-        return f"the fused kernel runs the LSTM only, got {type(params).__name__}"
-    extra = [
-        f for f in LSTMParams._fields if f not in _TORCH_FIELDS and getattr(params, f) is not None
-    ]
-    if extra:
-        return f"the fused kernel runs the plain LSTM cell only, got {', '.join(extra)}"
-    hidden = params.weight_hh.shape[1] if params.weight_hr is None else params.weight_hr.shape[1]
-    if params.weight_hh.shape[0] != 4 * hidden:
-        return "the fused kernel runs the plain LSTM cell only, got coupled gates (CIFG)"
+        return f"the hand-written LSTM layer runs the LSTM only, got {type(params).__name__}"
+    variants = lstm_variants(params)
+    if variants:
+        return (
+            f"the hand-written LSTM layer runs the plain LSTM cell only, got {', '.join(variants)}"
+        )
     return None
 
 

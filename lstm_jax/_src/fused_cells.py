@@ -92,7 +92,7 @@ def _weight_gradient(dgates, inputs, dtype):
         dgates.astype(dtype),
         inputs.astype(dtype),
         preferred_element_type=accumulation_dtype(dtype),
-        **({"out_sharding": P()} if explicit else {}),
+        **({"out_sharding": custom_calls.sharding_like(inputs, P())} if explicit else {}),
     )
 
 

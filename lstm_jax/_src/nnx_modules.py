@@ -39,6 +39,30 @@ def _numpy_state_dict(named: dict[str, Any], as_tensors: bool) -> dict[str, Any]
     return {name: torch.from_numpy(value) for name, value in arrays.items()}
 
 
+def _dropout_stream(rngs: nnx.Rngs, owner: str, options: RecurrentOptions) -> nnx.RngStream | None:
+    """A fork of ``rngs``' ``dropout`` stream (its ``default`` one where it has none) when
+    a regulariser in ``options`` draws random masks, else ``None``: a model without them
+    needs no stream, so ``nnx.Rngs(params=0)`` builds it.
+
+    Raises:
+      ValueError: a regulariser is on and ``rngs`` has neither stream; the message names
+        the stream and the options that need it.
+    """
+    random = options.random_rates
+    if not random:
+        return None
+    try:
+        stream = rngs["dropout"]
+    except KeyError:
+        configured = ", ".join(f"{name}={getattr(options, name)!r}" for name in random)
+        raise ValueError(
+            f"{owner}({configured}) draws random masks from the 'dropout' stream of rngs, "
+            f"which has neither a 'dropout' nor a 'default' stream: pass e.g. "
+            f"rngs=nnx.Rngs(params=0, dropout=1)"
+        ) from None
+    return stream.fork()
+
+
 class Recurrent(nnx.Module):
     """A multi-layer, optionally bidirectional stack of any registered cell.
 
@@ -58,7 +82,7 @@ class Recurrent(nnx.Module):
       bidirectional: add a reverse direction to each layer (``D = 2``).
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
-        regularisers, a fresh key at every training call.
+        regularisers, a fresh key at every training call (needed only when one is on).
       **options: by name, the cell's initialiser options (the LSTM's ``proj_size``,
         variants and ``forget_bias``, ``recurrent_init``, ...) and the options of
         :class:`lstm_jax.RecurrentOptions` (``dtype``, ``unroll``, ``checkpoint``,
@@ -119,7 +143,7 @@ class Recurrent(nnx.Module):
         )
         self.options.zoneout_rates(self.cell.state_sizes(params[0][0])._fields)
         self.deterministic = False
-        self.rngs = rngs["dropout"].fork()
+        self.rngs = _dropout_stream(rngs, type(self).__name__, self.options)
         self._param_names = tuple(torch_interop.stack_to_named(params))
         self.load_stack_params(params)
 
@@ -308,7 +332,8 @@ class LSTM(Recurrent):
         time, so long sequences train in ``~T/K + K`` steps of activation memory instead of
         ``T`` (see :func:`lstm_jax.functional.lstm`).
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
-        dropouts and zoneout, a fresh key at every training call.
+        dropouts and zoneout, a fresh key at every training call (needed only when one
+        is on: ``nnx.Rngs(params=0)`` builds a model without them).
       backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
         stack, see :func:`lstm_jax.functional.lstm`.
 
@@ -922,9 +947,11 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
 
     Args:
       fn: an NNX model (in train or eval mode), a pure function of
-        :mod:`lstm_jax.functional`, or any function that calls them (jitted or not).
-      *args: its arguments (arrays, or ``jax.ShapeDtypeStruct``).
-      **kwargs: its keyword arguments.
+        :mod:`lstm_jax.functional`, or any function that calls them (jitted or not, under
+        ``jax.jit``, ``nnx.jit``, ``nnx.vmap`` or ``nnx.value_and_grad``).
+      *args: its arguments (arrays, or ``jax.ShapeDtypeStruct``; models are passed here,
+        not closed over, for the NNX transforms).
+      **kwargs: its keyword arguments (models included).
 
     Returns:
       One :class:`BackendChoice` per stack call.
@@ -938,9 +965,11 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
       >>> choice.reasons["native_cpu"]
       'the native loops have no projection (proj_size > 0)'
     """
+    if isinstance(fn, nnx.Module):
+        fn, args = (lambda model, *a, **k: model(*a, **k)), (fn, *args)
     with recording_choices() as choices:
-        if isinstance(fn, nnx.Module):  # the model's state (dropout's RNG) is not advanced
-            nnx.eval_shape(lambda model: model(*args, **kwargs), fn)
-        else:
-            jax.eval_shape(lambda: fn(*args, **kwargs))
+        # Every argument through nnx.eval_shape: a model among them is traced as a copy
+        # (its state, dropout's RNG included, is not advanced), so a function under nnx.jit
+        # or nnx.vmap gets a model of its own trace level.
+        nnx.eval_shape(lambda *a, **k: fn(*a, **k), *args, **kwargs)
     return choices

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+from jax import export
 
 
 class LSTMState(NamedTuple):
@@ -169,3 +170,11 @@ class RNNParams(NamedTuple):
 
 # Parameters of a stack: ``params[layer][direction]``, direction 0 forward, 1 reverse.
 StackParams = tuple[tuple[LSTMParams, ...], ...]
+
+
+# ``jax.export`` serialises a function's input and output structure; named tuples in it
+# must be registered under a stable name, once, so that an exported function returning
+# ``out, (h, c)`` (an LSTMState) or taking the parameters serialises and loads back.
+for _type in (LSTMState, LSTMParams, GRUState, GRUParams, RNNState, RNNParams):
+    export.register_namedtuple_serialization(_type, serialized_name=f"lstm_jax.{_type.__name__}")
+del _type

@@ -2,7 +2,8 @@
 
 Each check names the argument, what it received and what it expected. They run on
 shapes and dtypes, which are static under ``jit``; value checks (``seq_lengths`` in
-``1..T``) run only when the values are concrete.
+``1..T``) raise when the values are concrete and, inside :func:`checking_seq_lengths`, are
+``checkify`` checks when traced.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
+
+from lstm_jax._src import compat
 
 
 def check_positive_int(name: str, value) -> int:
@@ -139,10 +143,38 @@ def check_state(name: str, value, expected: tuple[int, ...], meaning: str) -> ja
     return value
 
 
+# Part of jit's cache key: a function traced without the check is traced again inside
+# ``checking_seq_lengths()``.
+_CHECKING_SEQ_LENGTHS = compat.make_user_context(False)
+
+
+def checking_seq_lengths():
+    """A context in which traced ``seq_lengths`` out of ``1..time`` are ``checkify`` errors.
+
+    Concrete lengths are always checked (a ``ValueError``). Traced ones (under ``jit``)
+    are checked only inside this context, by a ``checkify.check`` that
+    ``checkify.checkify(f)`` functionalises: a check in every program would cost every
+    call (an effectful program loses jit's fast dispatch, measured 8 -> 77 us a call)
+    and ``jax.export`` cannot serialise it. Outside the context, every kernel runs a row
+    of length 0 as zero outputs and its initial state, and a length above ``time`` as
+    ``time``.
+
+    Example:
+      >>> from jax.experimental import checkify
+      >>> f = jax.jit(lambda lengths: check_seq_lengths(lengths, 2, 5))
+      >>> with checking_seq_lengths():
+      ...     error, _ = checkify.checkify(f)(jnp.array([0, 7]))
+      >>> print(error.get())
+      seq_lengths must be in 1..5 (the time axis), got min 0 and max 7 (`check` failed)
+    """
+    return _CHECKING_SEQ_LENGTHS(True)
+
+
 def check_seq_lengths(seq_lengths, batch: int, time: int) -> jax.Array:
     """Checks ``seq_lengths`` ``[batch]`` of ints in ``1..time``; returns it as int32.
 
-    The range is checked only when the values are concrete (not traced under ``jit``).
+    Concrete values out of range raise ``ValueError``; traced ones are a ``checkify``
+    check inside :func:`checking_seq_lengths`, and not checked outside it.
     """
     seq_lengths = _as_array("seq_lengths", seq_lengths)
     if not jnp.issubdtype(seq_lengths.dtype, jnp.integer):
@@ -151,13 +183,18 @@ def check_seq_lengths(seq_lengths, batch: int, time: int) -> jax.Array:
         raise ValueError(
             f"seq_lengths must have shape [batch] = ({batch},), got {tuple(seq_lengths.shape)}"
         )
+    message = f"seq_lengths must be in 1..{time} (the time axis), got min {{}} and max {{}}"
     if not isinstance(seq_lengths, jax.core.Tracer):
         values = np.asarray(seq_lengths)
         if values.min() < 1 or values.max() > time:
-            raise ValueError(
-                f"seq_lengths must be in 1..{time} (the time axis), got min {values.min()} "
-                f"and max {values.max()}"
-            )
+            raise ValueError(message.format(values.min(), values.max()))
+    elif _CHECKING_SEQ_LENGTHS.value:
+        checkify.check(
+            jnp.all((seq_lengths >= 1) & (seq_lengths <= time)),
+            message,
+            jnp.min(seq_lengths),
+            jnp.max(seq_lengths),
+        )
     return jnp.asarray(seq_lengths, jnp.int32)
 
 

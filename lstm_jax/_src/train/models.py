@@ -45,7 +45,7 @@ def recurrent_class(cell: str) -> type:
       ('LSTM', 'Recurrent')
     """
     if cell not in cell_kinds():
-        raise ValueError(f"cell must be one of {cell_kinds()}, got {cell!r}")
+        raise ValueError(f"unknown cell {cell!r}; registered cells: {', '.join(cell_kinds())}")
     if cell in TORCH_MODULES:
         return getattr(nnx_modules, cell.upper())
     return nnx_modules.Recurrent
