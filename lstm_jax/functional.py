@@ -15,6 +15,8 @@ from lstm_jax._src.apply import init_params as init_params
 from lstm_jax._src.apply import lstm as lstm
 from lstm_jax._src.apply import rnn as rnn
 from lstm_jax._src.apply import step_cell as step_cell
+from lstm_jax._src.backends.pallas_loops import block_plan as pallas_block_plan
+from lstm_jax._src.backends.pallas_loops import run_pallas_layer as run_pallas_layer
 from lstm_jax._src.cells import GRU_CELL as GRU_CELL
 from lstm_jax._src.cells import LSTM_CELL as LSTM_CELL
 from lstm_jax._src.cells import RNN_RELU_CELL as RNN_RELU_CELL
@@ -104,6 +106,8 @@ __all__ = [
     "rnn_tanh_update",
     "run_fused_bidirectional",
     "run_fused_cell_layer",
+    "pallas_block_plan",
+    "run_pallas_layer",
     "run_fused_layer",
     "run_layer",
     "run_stack",

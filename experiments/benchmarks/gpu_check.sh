@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One GPU check, one command: the GPU tests, the benchmark grid against torch's cuDNN LSTM
-# and Flax, and a few hundred PTB-medium training steps with their tokens/s.
+# One GPU check, one command: the GPU tests (the Pallas kernel against the scan on the
+# device among them), the Pallas kernel timed against the scan, cuDNN, Flax and torch's
+# cuDNN LSTM and GRU over the benchmark grid, and a few hundred PTB-medium training steps
+# with their tokens/s.
 #
 #   experiments/benchmarks/gpu_check.sh [--dry-run] [--no-install] [--out DIR]
 #       [--only STAGES] [--ptb-steps N] [--bench-quick] [--allow-cpu]
@@ -81,8 +83,10 @@ tests_cmd() {
     "--junitxml=$RESULTS/gpu_tests.xml"
 }
 bench_cmd() {
-  local args="--cases lstm,zaremba,bf16 --rounds 3"
-  ((BENCH_QUICK)) && args="--quick --cases lstm --rounds 1"
+  # pallas first: every ratio is a peer (auto = cuDNN for the float32 LSTM, the scan,
+  # Flax, torch's cuDNN LSTM and GRU) over the Pallas kernel.
+  local args="--cases lstm,gru,zaremba,bf16 --backends pallas,auto,scan --rounds 3"
+  ((BENCH_QUICK)) && args="--quick --cases lstm,gru --backends pallas,auto,scan --rounds 1"
   echo "$PYTHON -m experiments.benchmarks.run $args --out $RESULTS/bench"
 }
 ptb_cmd() {

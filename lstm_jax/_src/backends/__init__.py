@@ -11,6 +11,10 @@ order of preference):
   plain-LSTM loops run as native CPU code where :data:`NATIVE_CPU` supports them.
 - ``"cudnn"``: ``jax.experimental.rnn`` (cuDNN) for a whole float32 plain-LSTM stack on
   a GPU.
+- ``"pallas"``: forward and backward time loops as Pallas kernels with ``W_hh`` on chip
+  (TPU: VMEM; GPU: through Triton), for the plain LSTM, the GRU and the RNN, float32 or
+  bfloat16; interpret mode (exact, slow) elsewhere. ``"auto"`` does not pick it until it
+  has been timed on a device.
 - ``"auto"``: the first of these that supports the configuration and was measured
   faster than the scan on the platform.
 """

@@ -18,12 +18,13 @@ from lstm_jax._src import custom_calls
 from lstm_jax._src.backends.cudnn import CUDNN
 from lstm_jax._src.backends.fused_kernel import FUSED, NATIVE_CPU
 from lstm_jax._src.backends.kernel import Kernel, LayerPlan
+from lstm_jax._src.backends.pallas import PALLAS
 from lstm_jax._src.backends.scan_kernel import SCAN
 from lstm_jax._src.cells import CellDef
 
 # The kernels, in "auto"'s order of preference: the first that supports a configuration
 # and may be picked on the platform runs it. The scan runs everything and comes last.
-KERNELS: tuple[Kernel, ...] = (CUDNN, FUSED, SCAN)
+KERNELS: tuple[Kernel, ...] = (CUDNN, FUSED, PALLAS, SCAN)
 
 
 def backend_names() -> tuple[str, ...]:
@@ -141,11 +142,12 @@ def resolve_backend(
         chosen = None
         for kernel in KERNELS:
             if reasons[kernel.name] is None:
-                if chosen is not None:
-                    reasons[kernel.name] = f"'auto' prefers {chosen.name} here"
+                reasons[kernel.name] = _auto_note(kernel, platform)
+            if reasons[kernel.name] is None:
+                if chosen is None:
+                    chosen = kernel
                 else:
-                    reasons[kernel.name] = _auto_note(kernel, platform)
-                    chosen = kernel if reasons[kernel.name] is None else None
+                    reasons[kernel.name] = f"'auto' prefers {chosen.name} here"
     else:
         chosen = next(k for k in KERNELS if k.name == backend)
         if reasons[backend] is not None:
