@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.analytic import gates
+from experiments.benchmarks.peers import Shape
+from experiments.benchmarks.run import GRID
 from lstm_jax import functional as F
 
 KIB, MIB = 2**10, 2**20
@@ -55,37 +57,9 @@ H100 = Chip("H100", 495e12, 3.35e12, 5.5e12, 50 * 10**6, 100e9, 132, 3e-6, 5e-6,
 V5E = Chip("v5e", 197e12 / 3, 819e9, 0.0, 0, 0.0, 1, 1e-6, 1e-6, 0.3e-6, 128 * MIB)
 
 
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """One benchmark shape: ``T``, ``B``, ``I``, ``H``, layers, bidirectional, cell."""
-
-    time: int
-    batch: int
-    input_size: int
-    hidden: int
-    layers: int = 1
-    bidirectional: bool = False
-    cell: str = "lstm"
-
-    def label(self) -> str:
-        s = f"{self.cell} T{self.time} B{self.batch} H{self.hidden}"
-        if self.layers > 1 or self.bidirectional:
-            s += f" {self.layers}L{' bi' if self.bidirectional else ''}"
-        return s
-
-
-# The CPU benchmark grid's shapes (experiments/benchmarks/run.py) and Zaremba's sizes.
-SHAPES = [
-    Shape(100, 32, 128, 256),
-    Shape(512, 16, 64, 128),
-    Shape(50, 64, 512, 512),
-    Shape(1000, 1, 32, 64),
-    Shape(100, 32, 128, 256, 2, True),
-    Shape(100, 32, 128, 256, cell="gru"),
-    Shape(35, 20, 200, 200, 2),
-    Shape(35, 20, 650, 650, 2),
-    Shape(35, 20, 1500, 1500, 2),
-]
+# The benchmark grid's LSTM shapes, its first GRU shape and Zaremba et al.'s sizes
+# (experiments/benchmarks/run.py).
+SHAPES = [*GRID["lstm"], GRID["gru"][0], *GRID["zaremba"]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +76,7 @@ class Step:
 
 def costs(shape: Shape) -> dict[str, Step]:
     """Per-step costs of the scan, cuDNN and the Pallas kernel (float32, training)."""
-    b, h, g = shape.batch, shape.hidden, gates(shape.cell)
+    b, h, g = shape.batch, shape.hidden_size, gates(shape.cell)
     gh, f = g * h, 4
     weight = gh * h * f
     product = 2 * b * gh * h  # h @ W_hh, and in the backward dz @ W_hh
@@ -149,7 +123,9 @@ def costs(shape: Shape) -> dict[str, Step]:
 def predict(shape: Shape, kernel: str, step: Step, chip: Chip) -> float:
     """Seconds per step of one layer and direction, forward + backward (the model above)."""
     variant = "gpu" if chip is H100 else "tpu"
-    plan = F.pallas_block_plan(_cell_name(shape), shape.hidden, shape.batch, "float32", variant)
+    plan = F.pallas_block_plan(
+        _cell_name(shape), shape.hidden_size, shape.batch, "float32", variant
+    )
     weight_time = 0.0
     if kernel == "pallas":
         programs = plan.grid[0]
@@ -188,7 +164,7 @@ def roofline_table() -> str:
             v5e = "n/a" if kernel == "cudnn" else f"{predict(shape, kernel, step, V5E) * 1e6:.1f}"
             launches = "1 per pass" if kernel == "pallas" else str(step.launches)
             lines.append(
-                f"| {shape.label()} | {kernel} | {step.flops / 1e6:.1f} "
+                f"| {shape.name} | {kernel} | {step.flops / 1e6:.1f} "
                 f"| {step.weight_bytes / KIB:,.0f} | {step.activation_bytes / KIB:,.0f} "
                 f"| {launches} | {h100:.1f} | {v5e} |"
             )
@@ -208,7 +184,7 @@ def speedup_table() -> str:
             for chip in (H100, V5E)
         }
         lines.append(
-            f"| {shape.label()} | {t['scan', 'H100'] / t['pallas', 'H100']:.2f} "
+            f"| {shape.name} | {t['scan', 'H100'] / t['pallas', 'H100']:.2f} "
             f"| {t['cudnn', 'H100'] / t['pallas', 'H100']:.2f} "
             f"| {t['scan', 'v5e'] / t['pallas', 'v5e']:.2f} |"
         )
@@ -230,14 +206,19 @@ def budget_table() -> str:
         for dtype in ("float32", "bfloat16"):
             for variant in ("tpu", "gpu"):
                 plan = F.pallas_block_plan(
-                    _cell_name(shape), shape.hidden, shape.batch, dtype, variant, time=shape.time
+                    _cell_name(shape),
+                    shape.hidden_size,
+                    shape.batch,
+                    dtype,
+                    variant,
+                    time=shape.time,
                 )
                 need = max(plan.forward_bytes, plan.backward_bytes)
                 fits = ", ".join(
                     f"{name} {'yes' if need <= size else 'no'}" for name, size in limits[variant]
                 )
                 lines.append(
-                    f"| {shape.label()} | {dtype} | {variant} | {plan.hidden_padded} "
+                    f"| {shape.name} | {dtype} | {variant} | {plan.hidden_padded} "
                     f"| {plan.batch_block} | {plan.time_block} "
                     f"| {'yes' if plan.weights_resident else 'no (L2)'} "
                     f"| {plan.forward_bytes / KIB:,.0f} | {plan.backward_bytes / KIB:,.0f} "
