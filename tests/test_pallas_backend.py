@@ -103,3 +103,44 @@ def test_compiled_pallas_kernel_equals_the_scan_on_gpu(cell, dtype):
         want = grad(apply, params, x, lengths, "scan")
     tol = 1e-4 if dtype == jnp.float32 else 5e-2
     chex.assert_trees_all_close(got, want, rtol=tol, atol=tol)
+
+
+def _grid_shapes():
+    from experiments.benchmarks.run import GRID
+
+    return [*GRID["lstm"], *GRID["gru"], *GRID["rnn"], *GRID["zaremba"], *GRID["bf16"]]
+
+
+@pytest.mark.parametrize("platform, kernel_call", [("tpu", "tpu_custom_call"), ("cuda", "triton")])
+def test_a_training_step_lowers_for_the_accelerators_at_every_grid_shape(platform, kernel_call):
+    """Every shape of the benchmark grid (``experiments/benchmarks/run.py``), as the GPU
+    script will run it: a jitted gradient of a whole stack, lowered from this CPU."""
+    functions = {
+        "lstm": (F.lstm, F.init_lstm_params),
+        "gru": (F.gru, F.init_gru_params),
+        "rnn": (F.rnn, F.init_rnn_params),
+    }
+    for shape in _grid_shapes():
+        apply, init = functions[shape.cell]
+        dtype = jnp.dtype(shape.dtype)
+
+        def make(key, shape=shape, init=init, dtype=dtype):
+            return init(
+                key,
+                shape.input_size,
+                shape.hidden_size,
+                num_layers=shape.num_layers,
+                bidirectional=shape.bidirectional,
+                dtype=dtype,
+            )
+
+        params = jax.eval_shape(make, jax.random.key(0))
+        x = jax.ShapeDtypeStruct((shape.time, shape.batch, shape.input_size), dtype)
+
+        def loss(params, x, apply=apply):
+            out, _ = apply(params, x, backend="pallas")
+            return jnp.sum(out.astype(jnp.float32) ** 2)
+
+        step = jax.jit(jax.value_and_grad(loss)).trace(params, x)
+        text = step.lower(lowering_platforms=(platform,)).as_text()
+        assert kernel_call in text, (shape.name, platform)
