@@ -389,8 +389,12 @@ def lstm(
         the layer derived from the cell's definition
         (``lstm_jax.functional.run_fused_cell_layer``). ``"cudnn"``: cuDNN through
         ``jax.experimental.rnn`` on a GPU (LSTM, float32, no projection, no variants, no
-        active dropout). ``"auto"`` (default): cuDNN where supported, else the fused
-        kernel on CPU where it was measured faster, else the scan. Zoneout runs on the
+        active dropout). ``"pallas"``: forward and backward loops as Pallas kernels with
+        ``W_hh`` on chip, for TPU and GPU (plain LSTM without projection, GRU, RNN;
+        interpret mode elsewhere, ``lstm_jax.functional.run_pallas_layer``).
+        ``"auto"`` (default): cuDNN where supported, else the fused kernel on CPU where
+        it was measured faster, else the scan (never the Pallas kernel, until it is
+        timed on a device). Zoneout runs on the
         scan; an explicit backend that cannot run the configuration raises
         ``ValueError`` saying why (``lstm_jax.explain_backend`` says what ``"auto"``
         chose).

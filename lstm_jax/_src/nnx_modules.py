@@ -334,8 +334,8 @@ class LSTM(Recurrent):
       rngs: ``nnx.Rngs``; ``params`` for initialisation, ``dropout`` (or default) for the
         dropouts and zoneout, a fresh key at every training call (needed only when one
         is on: ``nnx.Rngs(params=0)`` builds a model without them).
-      backend: ``"auto"``, ``"scan"``, ``"fused"`` or ``"cudnn"``: which kernel runs the
-        stack, see :func:`lstm_jax.functional.lstm`.
+      backend: ``"auto"``, ``"scan"``, ``"fused"``, ``"cudnn"`` or ``"pallas"``: which
+        kernel runs the stack, see :func:`lstm_jax.functional.lstm`.
 
     Call:
       ``model(x, hx=None, *, seq_lengths=None) -> (output, (h_n, c_n))`` with ``x``
@@ -942,8 +942,8 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
 
     Traces the call abstractly (nothing is computed, the model's state is not touched)
     and reports, in call order, what ``backend`` resolved to for every LSTM, GRU or RNN
-    stack: the kernel (``"scan"``, ``"fused"``, ``"cudnn"``), whether the fused layer's
-    loops run as native CPU code, and why each other kernel does not run.
+    stack: the kernel (``"scan"``, ``"fused"``, ``"cudnn"``, ``"pallas"``), whether the
+    fused layer's loops run as native CPU code, and why each other kernel does not run.
 
     Args:
       fn: an NNX model (in train or eval mode), a pure function of
