@@ -8,6 +8,7 @@ float64 NumPy loops and torch. Shapes come from lowering for ``tpu`` and ``cuda`
 needs the device.
 """
 
+import json
 import pickle
 import re
 
@@ -251,6 +252,12 @@ def test_vmap_over_parameters_matches_the_scan():
     chex.assert_trees_all_close(outputs(pk.run_pallas_layer), outputs(run_layer), **F32_TOL)
 
 
+SHARDING_CASES = [
+    ("Auto", "jit"),
+    ("Explicit", "set_mesh"),
+    ("Explicit", "jit"),
+    ("Explicit", "shard_map"),
+]
 SHARDED_SCRIPT = """
 import contextlib, json, sys
 import jax, jax.numpy as jnp
@@ -259,39 +266,48 @@ from lstm_jax._src.backends import pallas_loops as pk
 from lstm_jax._src.cells import GRU_CELL
 from lstm_jax._src.scan import run_layer
 
-axis_type, how = getattr(AxisType, sys.argv[1]), sys.argv[2]
-p = GRU_CELL.init_layer(jax.random.key(0), 3, 5, bias=True, dtype=jnp.float32)
-x = jax.random.normal(jax.random.key(1), (4, 8, 3), jnp.float32)
-mesh = jax.make_mesh((2,), ("b",), axis_types=(axis_type,))
-x = jax.device_put(x, NamedSharding(mesh, P(None, "b")))
-p = jax.device_put(p, NamedSharding(mesh, P()))
-result = {}
-with jax.set_mesh(mesh) if how == "set_mesh" else contextlib.nullcontext():
-    for name, run in (("pallas", pk.run_pallas_layer), ("scan", run_layer)):
-        def loss(p, x):
-            y, _ = run(GRU_CELL, p, x, GRU_CELL.zero_state(p, x.shape[1]))
-            total = jnp.sum(jnp.sin(y))
-            return jax.lax.psum(total, "b") if how == "shard_map" else total
-        step = jax.value_and_grad(loss, argnums=(0, 1))
-        if how == "shard_map":
-            specs = (P(), P(None, "b"))
-            step = jax.shard_map(step, mesh=mesh, in_specs=specs, out_specs=(P(), specs))
-        step = jax.jit(step)
-        value, grads = step(p, x)
-        result[name] = [float(value)] + [float(jnp.sum(g)) for g in jax.tree.leaves(grads)]
-        if name == "pallas":
-            result["all_gather"] = "all-gather" in step.lower(p, x).compile().as_text()
-            result["dx_spec"] = str(grads[1].sharding.spec)
-print("RESULT" + json.dumps(result))
+
+def case(axis_type, how):
+    p = GRU_CELL.init_layer(jax.random.key(0), 3, 5, bias=True, dtype=jnp.float32)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 3), jnp.float32)
+    mesh = jax.make_mesh((2,), ("b",), axis_types=(getattr(AxisType, axis_type),))
+    x = jax.device_put(x, NamedSharding(mesh, P(None, "b")))
+    p = jax.device_put(p, NamedSharding(mesh, P()))
+    result = {}
+    with jax.set_mesh(mesh) if how == "set_mesh" else contextlib.nullcontext():
+        for name, run in (("pallas", pk.run_pallas_layer), ("scan", run_layer)):
+            def loss(p, x):
+                y, _ = run(GRU_CELL, p, x, GRU_CELL.zero_state(p, x.shape[1]))
+                total = jnp.sum(jnp.sin(y))
+                return jax.lax.psum(total, "b") if how == "shard_map" else total
+            step = jax.value_and_grad(loss, argnums=(0, 1))
+            if how == "shard_map":
+                specs = (P(), P(None, "b"))
+                step = jax.shard_map(step, mesh=mesh, in_specs=specs, out_specs=(P(), specs))
+            step = jax.jit(step)
+            value, grads = step(p, x)
+            result[name] = [float(value)] + [float(jnp.sum(g)) for g in jax.tree.leaves(grads)]
+            if name == "pallas":
+                result["all_gather"] = "all-gather" in step.lower(p, x).compile().as_text()
+                result["dx_spec"] = str(grads[1].sharding.spec)
+    return result
+
+
+cases = json.loads(sys.argv[1])
+print("RESULT" + json.dumps({f"{a}-{h}": case(a, h) for a, h in cases}))
 """
 
 
-@pytest.mark.parametrize(
-    "axis_type, how",
-    [("Auto", "jit"), ("Explicit", "set_mesh"), ("Explicit", "jit"), ("Explicit", "shard_map")],
-)
-def test_sharded_batch_runs_each_devices_rows(tmp_path, axis_type, how):
-    result = run_on_devices(SHARDED_SCRIPT, 2, axis_type, how, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def sharded_results(tmp_path_factory):
+    """Every sharding case, run in one subprocess with 2 forced host devices."""
+    cases = json.dumps(SHARDING_CASES)
+    return run_on_devices(SHARDED_SCRIPT, 2, cases, cwd=tmp_path_factory.mktemp("sharded"))
+
+
+@pytest.mark.parametrize("axis_type, how", SHARDING_CASES)
+def test_sharded_batch_runs_each_devices_rows(sharded_results, axis_type, how):
+    result = sharded_results[f"{axis_type}-{how}"]
     assert not result["all_gather"]
     assert result["dx_spec"] in ("P(None, 'b')", "P(None, 'b', None)")
     np.testing.assert_allclose(result["pallas"], result["scan"], rtol=1e-5)
