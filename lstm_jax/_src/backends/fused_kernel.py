@@ -96,14 +96,7 @@ class FusedKernel(Kernel):
                 checkpoint=plan.checkpoint,
             )
         return fused_cells.run_fused_cell_layer(
-            cell,
-            params,
-            x,
-            state,
-            seq_lengths=plan.seq_lengths,
-            reverse=plan.reverse,
-            unroll=plan.unroll,
-            recurrent_mask=plan.recurrent_mask,
+            cell, params, x, state, **plan.direction_options(), unroll=plan.unroll
         )
 
 

@@ -58,6 +58,15 @@ class LayerPlan:
     recurrent_mask: jax.Array | None = None
     zoneout_weights: Any | None = None
 
+    def direction_options(self) -> dict[str, Any]:
+        """This direction's lengths, direction and recurrent mask, as the keyword
+        arguments every layer function shares (:func:`lstm_jax._src.scan.run_layer`'s)."""
+        return {
+            "seq_lengths": self.seq_lengths,
+            "reverse": self.reverse,
+            "recurrent_mask": self.recurrent_mask,
+        }
+
     def for_direction(
         self, *, reverse: bool, recurrent_mask: jax.Array | None = None, zoneout_weights=None
     ) -> LayerPlan:

@@ -50,15 +50,7 @@ class PallasKernel(Kernel):
         return None
 
     def run_layer(self, cell, params, x, state, plan: LayerPlan):
-        return pallas_loops.run_pallas_layer(
-            cell,
-            params,
-            x,
-            state,
-            seq_lengths=plan.seq_lengths,
-            reverse=plan.reverse,
-            recurrent_mask=plan.recurrent_mask,
-        )
+        return pallas_loops.run_pallas_layer(cell, params, x, state, **plan.direction_options())
 
 
 PALLAS = PallasKernel()

@@ -34,10 +34,8 @@ class ScanKernel(Kernel):
             params,
             x,
             state,
-            seq_lengths=plan.seq_lengths,
-            reverse=plan.reverse,
+            **plan.direction_options(),
             unroll=plan.unroll,
-            recurrent_mask=plan.recurrent_mask,
             zoneout=plan.zoneout_weights,
             checkpoint=plan.checkpoint,
         )
