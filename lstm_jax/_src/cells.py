@@ -56,7 +56,7 @@ bfloat16 model keeps a float32 cell state.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -631,6 +631,11 @@ class CellDef:
         ``weight_hh``, ``bias_ih``, ``bias_hh``, ...), which torch interop uses.
       description: how messages name the cell (``"an LSTM"``); ``None`` names it by
         ``name``.
+      quantities: ``(params, gates_x [batch, G], gates_h [batch, G], state) -> {name:
+        [batch, size]}``, every quantity of one step as the cell's equations name them
+        and in their order: the gate activations as applied, then the new state's fields,
+        ending with ``h``. :func:`lstm_jax.internals` reads it; ``None`` exposes the
+        state's fields only.
 
     Example:
       >>> from lstm_jax import functional as F
@@ -649,6 +654,7 @@ class CellDef:
     init_layer: Callable[..., Any] | None = None
     param_type: type | None = None
     description: str | None = None
+    quantities: Callable[[Any, jax.Array, jax.Array, Any], Mapping[str, jax.Array]] | None = None
 
     def step(self, params: Any, gates_x: jax.Array, state: Any, *, recurrent_mask=None) -> Any:
         """One step given the input projection: ``update(params, gates_x, W_hh h, state)``.
