@@ -552,38 +552,39 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
     keep = c.keep_checkpoints
     if c.get("select_best"):  # every evaluation's checkpoint, until the best is known
         keep = max(keep, plan["steps"] // plan["checkpoint_every"] + 1)
-    result = train.fit(
-        model,
-        task.loss_fn,
-        optimizer,
-        task.train_batch,
-        steps=plan["steps"],
-        run_dir=run_dir,
-        eval_batches=task.eval_batches,
-        carry=carry,
-        eval_carry=eval_carry,
-        log_every=c.log_every,
-        eval_every=plan["eval_every"],
-        checkpoint_every=plan["checkpoint_every"],
-        keep_checkpoints=keep,
-        resume=resume,
-        progress=c.progress,
-        desc=f"{c.name}/{cell}",
-        stop_check=_exit_if_stopped,
-        stop_when=solved_mark(task.baseline) if c.get("stop_when_solved") else None,
-        hparams=config,
-        config=config,
-        extra_summary={
-            "cell": cell,
-            "task": c.task,
-            "seq_len": c.seq_len,
-            "seed": c.seed,
-            "hidden_size": task.hidden_size(cell),
-            "recurrent_params": _recurrent_params(model),
-            "baseline": task.baseline,
-            "steps_per_epoch": plan["steps_per_epoch"],
-        },
-    )
+    with train.spelled_as(resume="--resume", run_dir="--workdir"):
+        result = train.fit(
+            model,
+            task.loss_fn,
+            optimizer,
+            task.train_batch,
+            steps=plan["steps"],
+            run_dir=run_dir,
+            eval_batches=task.eval_batches,
+            carry=carry,
+            eval_carry=eval_carry,
+            log_every=c.log_every,
+            eval_every=plan["eval_every"],
+            checkpoint_every=plan["checkpoint_every"],
+            keep_checkpoints=keep,
+            resume=resume,
+            progress=c.progress,
+            desc=f"{c.name}/{cell}",
+            stop_check=_exit_if_stopped,
+            stop_when=solved_mark(task.baseline) if c.get("stop_when_solved") else None,
+            hparams=config,
+            config=config,
+            extra_summary={
+                "cell": cell,
+                "task": c.task,
+                "seq_len": c.seq_len,
+                "seed": c.seed,
+                "hidden_size": task.hidden_size(cell),
+                "recurrent_params": _recurrent_params(model),
+                "baseline": task.baseline,
+                "steps_per_epoch": plan["steps_per_epoch"],
+            },
+        )
     summary = result.summary
     trained = nnx.merge(result.graphdef, result.state.params, result.state.rest)
     trained.eval()

@@ -1,4 +1,5 @@
-"""Datasets and batching: synthetic long-memory tasks, character text, Penn Treebank.
+"""Datasets and batching: your own arrays and sequences, time series, synthetic long-memory
+tasks, character text, Penn Treebank.
 
 Every batch is a pure function of its step, so the data position of a run is its step.
 
@@ -8,13 +9,20 @@ Example:
   (50, 4)
 """
 
+from lstm_jax._src.data.arrays import ArrayBatches as ArrayBatches
+from lstm_jax._src.data.arrays import steps_for_epochs as steps_for_epochs
+from lstm_jax._src.data.series import Standardizer as Standardizer
+from lstm_jax._src.data.series import sliding_windows as sliding_windows
+from lstm_jax._src.data.series import split_by_time as split_by_time
 from lstm_jax._src.data.synthetic import ADDING_BASELINE_MSE as ADDING_BASELINE_MSE
 from lstm_jax._src.data.synthetic import COPY_VOCAB_SIZE as COPY_VOCAB_SIZE
+from lstm_jax._src.data.synthetic import WAVEFORM_CLASSES as WAVEFORM_CLASSES
 from lstm_jax._src.data.synthetic import SyntheticTask as SyntheticTask
 from lstm_jax._src.data.synthetic import adding_problem as adding_problem
 from lstm_jax._src.data.synthetic import copy_task as copy_task
 from lstm_jax._src.data.synthetic import copy_task_baseline as copy_task_baseline
 from lstm_jax._src.data.synthetic import step_rng as step_rng
+from lstm_jax._src.data.synthetic import waveform_dataset as waveform_dataset
 from lstm_jax._src.data.text import KNOWN_FILES as KNOWN_FILES
 from lstm_jax._src.data.text import Corpus as Corpus
 from lstm_jax._src.data.text import LMStream as LMStream
@@ -29,6 +37,9 @@ from lstm_jax._src.data.text import stream_windows as stream_windows
 
 __all__ = [
     "ADDING_BASELINE_MSE",
+    "ArrayBatches",
+    "Standardizer",
+    "WAVEFORM_CLASSES",
     "COPY_VOCAB_SIZE",
     "KNOWN_FILES",
     "Corpus",
@@ -44,6 +55,10 @@ __all__ = [
     "load_ptb",
     "md5sum",
     "split_fractions",
+    "sliding_windows",
+    "split_by_time",
     "step_rng",
+    "steps_for_epochs",
     "stream_windows",
+    "waveform_dataset",
 ]

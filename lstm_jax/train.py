@@ -16,12 +16,16 @@ Example (the adding problem, a few steps):
   ('completed', 4, ['train/grad_norm', 'train/loss'])
 """
 
+from lstm_jax._src.train.callers import spelled_as as spelled_as
 from lstm_jax._src.train.checkpoint import Checkpointer as Checkpointer
 from lstm_jax._src.train.checkpoint import CheckpointError as CheckpointError
+from lstm_jax._src.train.early_stopping import EarlyStopping as EarlyStopping
 from lstm_jax._src.train.loop import FitResult as FitResult
 from lstm_jax._src.train.loop import NonFiniteLossError as NonFiniteLossError
 from lstm_jax._src.train.loop import fit as fit
+from lstm_jax._src.train.loop import history_of as history_of
 from lstm_jax._src.train.loop import params_digest as params_digest
+from lstm_jax._src.train.losses import apply_to_batch as apply_to_batch
 from lstm_jax._src.train.losses import classification_loss as classification_loss
 from lstm_jax._src.train.losses import regression_loss as regression_loss
 from lstm_jax._src.train.losses import token_loss as token_loss
@@ -37,6 +41,7 @@ from lstm_jax._src.train.models import make_recurrent as make_recurrent
 from lstm_jax._src.train.models import recurrent_class as recurrent_class
 from lstm_jax._src.train.models import reset_carry as reset_carry
 from lstm_jax._src.train.models import zero_carry as zero_carry
+from lstm_jax._src.train.predict import predict as predict
 from lstm_jax._src.train.sampling import sample_tokens as sample_tokens
 from lstm_jax._src.train.sharding import initialize_distributed as initialize_distributed
 from lstm_jax._src.train.sharding import make_mesh as make_mesh
@@ -54,6 +59,7 @@ from lstm_jax._src.train.step import place_state as place_state
 __all__ = [
     "CheckpointError",
     "Checkpointer",
+    "EarlyStopping",
     "FitResult",
     "MetricsWriter",
     "NonFiniteLossError",
@@ -61,28 +67,32 @@ __all__ = [
     "TokenModel",
     "TrainState",
     "applied_learning_rate",
+    "apply_to_batch",
+    "cell_kinds",
     "classification_loss",
     "create_train_state",
     "environment_info",
     "evaluate",
     "fit",
+    "history_of",
     "init_uniform",
     "initialize_distributed",
     "make_eval_step",
     "make_mesh",
     "make_optimizer",
-    "make_schedule",
     "make_recurrent",
+    "make_schedule",
     "make_train_step",
     "params_digest",
     "place_state",
+    "predict",
     "read_metrics",
-    "cell_kinds",
     "recurrent_class",
     "regression_loss",
     "reset_carry",
     "sample_tokens",
     "shard_batch",
+    "spelled_as",
     "token_loss",
     "write_json",
     "zero_carry",

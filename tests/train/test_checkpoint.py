@@ -130,7 +130,7 @@ def test_full_disk_raises_checkpoint_error_and_keeps_the_previous_checkpoint(
     e = save_fails_cleanly(ckpt, make_state(seed=8), 20, capfd, caplog, monkeypatch)
     assert str(e) == (
         f"no space left on device writing checkpoint step 20 to {tmp_path}: free space, then "
-        "rerun with --resume (step 10, the newest checkpoint, is intact)"
+        "rerun with resume=True (step 10, the newest checkpoint, is intact)"
     )
     assert e.__cause__ is not None  # the original error, for whoever wants the details
     assert sorted(os.listdir(tmp_path)) == ["10"]
@@ -148,7 +148,7 @@ def test_full_disk_before_any_checkpoint_says_the_run_starts_over(
     ckpt = train.Checkpointer(tmp_path)
     fail_array_writes(monkeypatch, TENSORSTORE_FULL)
     e = save_fails_cleanly(ckpt, make_state(), 5, capfd, caplog, monkeypatch)
-    assert "rerun with --resume (there is no earlier checkpoint" in str(e)
+    assert "rerun with resume=True (there is no earlier checkpoint" in str(e)
 
 
 def test_other_write_errors_are_checkpoint_errors_and_stay_visible(tmp_path, monkeypatch, caplog):

@@ -51,10 +51,13 @@ def test_run_files_and_in_process_resume(tmp_path):
     assert again.summary["params_sha256"] == full.summary["params_sha256"]
 
 
-def test_existing_run_needs_resume(tmp_path):
+def test_existing_run_needs_resume_named_as_the_caller_wrote_it(tmp_path):
     run(tmp_path, 3)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match=r"pass resume=True .* another run_dir"):
         run(tmp_path, 6)
+    with train.spelled_as(resume="--resume", run_dir="--workdir"):
+        with pytest.raises(FileExistsError, match="pass --resume .* another --workdir"):
+            run(tmp_path, 6)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

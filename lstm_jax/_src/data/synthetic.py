@@ -230,3 +230,60 @@ class SyntheticTask:
         if self.name == "lookahead":
             return lookahead_task(rng, self.batch_size, self.length, self.k)
         return copy_task(rng, self.batch_size, self.length)
+
+
+#: The classes of :func:`waveform_dataset`, in label order.
+WAVEFORM_CLASSES = ("sine", "square", "sawtooth")
+
+
+def waveform_dataset(
+    num_examples: int,
+    *,
+    min_length: int = 20,
+    max_length: int = 100,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """A variable-length classification dataset: which waveform is hidden in the noise.
+
+    Each example is a sine, square or sawtooth wave (label 0, 1, 2: :data:`WAVEFORM_CLASSES`)
+    with a random period (8 to 24 steps), phase and amplitude (0.5 to 1.5), plus Gaussian
+    noise, over a random number of steps in ``[min_length, max_length]``. Telling the
+    classes apart needs the shape of several periods, not one value, and the lengths differ:
+    the task of a classifier with ``seq_lengths``.
+
+    Args:
+      num_examples: ``N``.
+      min_length: the shortest sequence, >= 2.
+      max_length: the longest sequence.
+      noise: the noise's standard deviation.
+      seed: the generator's seed; the dataset is a pure function of the arguments.
+
+    Returns:
+      ``(sequences, labels)``: ``N`` float32 arrays ``[T_i, 1]`` and int32 labels ``[N]``.
+
+    Example:
+      >>> xs, ys = waveform_dataset(4, min_length=5, max_length=9, seed=0)
+      >>> [x.shape[1] for x in xs], all(5 <= len(x) <= 9 for x in xs), ys.dtype
+      ([1, 1, 1, 1], True, dtype('int32'))
+    """
+    if not 2 <= min_length <= max_length:
+        raise ValueError(
+            f"need 2 <= min_length <= max_length, got min_length={min_length}, "
+            f"max_length={max_length}"
+        )
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, len(WAVEFORM_CLASSES), num_examples).astype(np.int32)
+    sequences = []
+    for label in labels:
+        t = np.arange(rng.integers(min_length, max_length + 1))
+        cycles = t / rng.uniform(8, 24) + rng.uniform(0, 1)
+        phase = cycles - np.floor(cycles)
+        wave = (
+            np.sin(2 * np.pi * cycles),
+            np.where(phase < 0.5, 1.0, -1.0),
+            2 * phase - 1,
+        )[label]
+        x = rng.uniform(0.5, 1.5) * wave + noise * rng.standard_normal(len(t))
+        sequences.append(x.astype(np.float32)[:, None])
+    return sequences, labels

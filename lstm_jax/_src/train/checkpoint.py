@@ -47,6 +47,7 @@ import tensorstore as ts
 from etils import epath
 from flax import nnx
 
+from lstm_jax._src.train.callers import spelled
 from lstm_jax._src.train.step import TrainState
 
 log = logging.getLogger(__name__)
@@ -532,12 +533,17 @@ class Checkpointer:
         if no_space:
             raise CheckpointError(
                 f"{no_space} writing checkpoint step {step} to {self.directory}: "
-                f"free space, then rerun with --resume ({kept})"
+                f"free space, then rerun with {spelled('resume')} ({kept})"
             ) from failure
         raise CheckpointError(
             f"could not write checkpoint step {step} to {self.directory}: "
             f"{type(failure).__name__}: {failure} ({kept})"
         ) from failure
+
+    def delete(self, step: int) -> None:
+        """Removes checkpoint ``step`` (from process 0, which writes them)."""
+        self.wait()
+        self._remove_partial(step)
 
     def _remove_partial(self, step: int) -> None:
         self._verified.discard(step)
@@ -610,6 +616,50 @@ class Checkpointer:
             checkpoint, [128, 65] float32 here``).
         """
         self.wait()
+        plan = self._restore_plan(template, shardings)
+        for step in reversed(self.all_steps()):
+            state = self._restore_step(step, plan)
+            if state is not None:
+                return step, state
+        return None
+
+    def restore(self, step: int, template: Any, shardings: Any = None) -> Any:
+        """The checkpoint of ``step`` (e.g. the best one kept by :func:`lstm_jax.train.fit`).
+
+        Args:
+          step: a step of :meth:`all_steps`.
+          template, shardings: as for :meth:`restore_latest`.
+
+        Raises:
+          CheckpointError: no checkpoint of ``step``, a corrupt one, or one of another
+            model or optimizer.
+
+        Example:
+          >>> import tempfile
+          >>> from flax import nnx
+          >>> import lstm_jax
+          >>> from lstm_jax import train
+          >>> _, state = train.create_train_state(lstm_jax.LSTM(2, 4, rngs=nnx.Rngs(0)),
+          ...                                     train.make_optimizer())
+          >>> ckpt = Checkpointer(tempfile.mkdtemp())
+          >>> ckpt.save(state, step=3)
+          >>> int(ckpt.restore(3, state).step), ckpt.close()
+          (0, None)
+        """
+        self.wait()
+        if step not in self.all_steps():
+            raise CheckpointError(
+                f"no checkpoint of step {step} in {self.directory}; it holds {self.all_steps()}"
+            )
+        state = self._restore_step(step, self._restore_plan(template, shardings))
+        if state is None:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} is corrupt (the log says how)"
+            )
+        return state
+
+    def _restore_plan(self, template: Any, shardings: Any) -> tuple:
+        """What restoring ``template``'s structure needs, computed once for every step tried."""
         leaves, treedef = jax.tree.flatten(template)
         if shardings is None:
             sharding_leaves = [getattr(x, "sharding", None) for x in leaves]
@@ -627,68 +677,75 @@ class Checkpointer:
             else ocp.args.StandardRestore(tree)
             for name, tree in _nest(entries).items()
         }
-        for step in reversed(self.all_steps()):
-            expected = self._check_sizes(step)
-            if expected is None:
-                continue
+        return leaves, treedef, sharding_leaves, entries, is_train_state, args
+
+    def _restore_step(self, step: int, plan: tuple) -> Any:
+        """The state of ``step``, or ``None`` for a corrupt checkpoint (logged).
+
+        Raises:
+          CheckpointError: a complete checkpoint of another model or optimizer.
+        """
+        leaves, treedef, sharding_leaves, entries, is_train_state, args = plan
+        expected = self._check_sizes(step)
+        if expected is None:
+            return None
+        try:
+            diffs = self._differences(step, _nest(entries))
+        except Exception as e:  # unreadable metadata: a corrupt checkpoint
+            log.warning(
+                "checkpoint %d is corrupt: its metadata could not be read (%s); "
+                "trying the previous",
+                step,
+                e,
+            )
+            self._verified.discard(step)
+            return None
+        if diffs:
+            if not self._check_digests(step, expected):  # bit rot, not another model
+                return None
+            shown = "; ".join(diffs[:5]) + (
+                f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+            )
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} is of another model or optimizer "
+                f"(another cell, number of layers, hidden size, vocabulary or optimizer): "
+                f"{shown}. It is left as it is: restore it with the model and optimizer "
+                f"that wrote it, or choose another directory"
+            )
+        # The digests are computed while orbax reads: the step's files are read twice,
+        # at the same time.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            digests_match = pool.submit(self._check_digests, step, expected)
             try:
-                diffs = self._differences(step, _nest(entries))
-            except Exception as e:  # unreadable metadata: a corrupt checkpoint
-                log.warning(
-                    "checkpoint %d is corrupt: its metadata could not be read (%s); "
-                    "trying the previous",
-                    step,
-                    e,
+                items, error = (
+                    self._manager.restore(step, args=ocp.args.Composite(**args)),
+                    None,
                 )
-                self._verified.discard(step)
-                continue
-            if diffs:
-                if not self._check_digests(step, expected):  # bit rot, not another model
-                    continue
-                shown = "; ".join(diffs[:5]) + (
-                    f"; and {len(diffs) - 5} more" if len(diffs) > 5 else ""
+            except Exception as e:  # a bad checkpoint must not stop the run
+                items, error = None, e
+            if not digests_match.result():
+                return None
+        if error is not None:
+            self._verified.discard(step)
+            log.warning(
+                "checkpoint %d could not be restored (%s); trying the previous", step, error
+            )
+            return None
+        restored = []
+        for x, s, (item, names, a) in zip(leaves, sharding_leaves, entries, strict=True):
+            if item == STEP_ITEM and is_train_state:
+                host = np.asarray(items[STEP_ITEM][STEP_ITEM], a.dtype)
+                value = (
+                    jax.numpy.asarray(host)
+                    if s is None
+                    else jax.make_array_from_callback(host.shape, s, lambda i, h=host: h[i])
                 )
-                raise CheckpointError(
-                    f"checkpoint {step} in {self.directory} is of another model or optimizer "
-                    f"(another cell, number of layers, hidden size, vocabulary or optimizer): "
-                    f"{shown}. It is left as it is: restore it with the model and optimizer "
-                    f"that wrote it, or choose another directory"
-                )
-            # The digests are computed while orbax reads: the step's files are read twice,
-            # at the same time.
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                digests_match = pool.submit(self._check_digests, step, expected)
-                try:
-                    items, error = (
-                        self._manager.restore(step, args=ocp.args.Composite(**args)),
-                        None,
-                    )
-                except Exception as e:  # a bad checkpoint must not stop the run
-                    items, error = None, e
-                if not digests_match.result():
-                    continue
-            if error is not None:
-                self._verified.discard(step)
-                log.warning(
-                    "checkpoint %d could not be restored (%s); trying the previous", step, error
-                )
-                continue
-            restored = []
-            for x, s, (item, names, a) in zip(leaves, sharding_leaves, entries, strict=True):
-                if item == STEP_ITEM and is_train_state:
-                    host = np.asarray(items[STEP_ITEM][STEP_ITEM], a.dtype)
-                    value = (
-                        jax.numpy.asarray(host)
-                        if s is None
-                        else jax.make_array_from_callback(host.shape, s, lambda i, h=host: h[i])
-                    )
-                else:
-                    value = _lookup(items[item], names)
-                if _is_key(x):
-                    value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(x))
-                restored.append(value)
-            return step, jax.tree.unflatten(treedef, restored)
-        return None
+            else:
+                value = _lookup(items[item], names)
+            if _is_key(x):
+                value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(x))
+            restored.append(value)
+        return jax.tree.unflatten(treedef, restored)
 
     def close(self) -> None:
         """Waits for a save in the background (see :meth:`wait`), then closes orbax's manager.

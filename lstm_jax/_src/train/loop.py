@@ -15,7 +15,9 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,9 +33,12 @@ try:
 except ImportError:  # Windows: runs are not locked
     fcntl = None
 
+from lstm_jax._src.data.arrays import ArrayBatches, steps_for_epochs
 from lstm_jax._src.train import metrics as metrics_lib
 from lstm_jax._src.train import sharding as sharding_lib
+from lstm_jax._src.train.callers import spelled
 from lstm_jax._src.train.checkpoint import Checkpointer
+from lstm_jax._src.train.early_stopping import EarlyStopping
 from lstm_jax._src.train.step import (
     LossFn,
     applied_learning_rate,
@@ -48,6 +53,7 @@ from lstm_jax._src.train.step import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # the best step's checkpoint, with restore_best
 CONFIG_FILE = "config.json"
 LOCK_FILE = "run.lock"  # locked (flock) by the process training in the run directory
 
@@ -71,17 +77,43 @@ class FitResult:
       state: the final train state.
       graphdef: the model's graph definition (``nnx.merge(graphdef, state.params,
         state.rest)`` rebuilds the trained model).
+      history: every logged metric as a list, in the order logged, across resumes:
+        ``history["eval/loss"]``, ..., with the steps of each group of metrics as
+        ``history["train/step"]`` and ``history["eval/step"]`` (see :func:`history_of`).
 
     Example:
       >>> import dataclasses
       >>> from lstm_jax import train
       >>> [field.name for field in dataclasses.fields(train.FitResult)]
-      ['summary', 'state', 'graphdef']
+      ['summary', 'state', 'graphdef', 'history']
     """
 
     summary: dict[str, Any]
     state: Any
     graphdef: nnx.GraphDef
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+
+def history_of(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Metrics records (``metrics.jsonl``'s) as a dict of lists, Keras's ``History`` style.
+
+    Each metric ``"group/name"`` gets the list of its values, and each group the list of
+    the steps it was logged at, ``"group/step"``.
+
+    Example:
+      >>> history_of([{"step": 2, "train/loss": 1.0}, {"step": 4, "train/loss": 0.5},
+      ...             {"step": 4, "eval/loss": 0.7}])
+      {'train/step': [2, 4], 'train/loss': [1.0, 0.5], 'eval/step': [4], 'eval/loss': [0.7]}
+    """
+    history: dict[str, list[float]] = {}
+    for record in records:
+        groups = dict.fromkeys(k.split("/")[0] for k in record if k != "step" and "/" in k)
+        for group in groups:
+            history.setdefault(f"{group}/step", []).append(record["step"])
+        for key, value in record.items():
+            if key != "step":
+                history.setdefault(key, []).append(value)
+    return history
 
 
 def params_digest(params: Any) -> str:
@@ -177,6 +209,19 @@ def _locked_run_dir(run_dir: str):
         handle.close()  # releases the lock
 
 
+@contextlib.contextmanager
+def _run_directory(run_dir: str | os.PathLike | None):
+    """``run_dir`` locked while the block runs; a temporary one, removed after, for ``None``."""
+    temporary = run_dir is None
+    path = tempfile.mkdtemp(prefix="lstm_jax_fit_") if temporary else os.fspath(run_dir)
+    try:
+        with _locked_run_dir(path):
+            yield path
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _check_count(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -204,14 +249,15 @@ def fit(
     optimizer: optax.GradientTransformation,
     train_batch: Callable[[int], dict[str, np.ndarray]],
     *,
-    steps: int,
-    run_dir: str | os.PathLike,
-    eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    run_dir: str | os.PathLike | None = None,
+    eval_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | ArrayBatches | None = None,
     carry: Any = None,
     eval_carry: Callable[[], Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     log_every: int = 50,
-    eval_every: int = 0,
+    eval_every: int | str = 0,
     checkpoint_every: int = 500,
     keep_checkpoints: int = 3,
     resume: bool = False,
@@ -222,11 +268,18 @@ def fit(
     hparams: Mapping[str, Any] | None = None,
     stop_when: Callable[[dict[str, float]], bool] | None = None,
     config: Mapping[str, Any] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    restore_best: bool = False,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
     Batch ``step`` is ``train_batch(step)``, a pure function of the step, so the data
     position is the step and a resumed run sees the same batches as an uninterrupted one.
+    For arrays and lists of sequences, :class:`lstm_jax.data.ArrayBatches` is that
+    function (shuffled per epoch with a seed), and ``epochs`` counts its passes.
+
+    ``model`` itself is trained: when ``fit`` returns (or is interrupted), it holds the
+    final parameters, or the best step's with ``restore_best``.
 
     Every ``log_every`` steps ``metrics.jsonl`` and TensorBoard get the mean of the loss
     function's metrics over the window (``train/loss``, ...) and ``train/grad_norm``, and:
@@ -238,19 +291,24 @@ def fit(
     The first step, which compiles, is timed apart: ``compile_time_s`` in the summary.
 
     Args:
-      model: an NNX model; ``loss_fn`` calls it.
+      model: an NNX model; ``loss_fn`` calls it. It is updated in place.
       loss_fn: ``loss_fn(model, batch, carry) -> (loss, (metrics, carry))``.
       optimizer: an optax transformation (clipping included, see ``make_optimizer``).
-      train_batch: ``step -> batch`` of time-major NumPy arrays (the global batch).
-      steps: total number of updates.
+      train_batch: ``step -> batch`` of time-major NumPy arrays (the global batch), e.g.
+        a :class:`lstm_jax.data.ArrayBatches`.
+      steps: total number of updates; or give ``epochs``.
+      epochs: passes over ``train_batch``'s data (it must know ``steps_per_epoch``).
       run_dir: where ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
-        ``summary.json`` go.
-      eval_batches: ``() -> iterable of batches`` for evaluation, or ``None``.
+        ``summary.json`` go; ``None`` trains in a temporary directory removed at the end
+        (nothing to resume from: for a quick run in a notebook).
+      eval_batches: ``() -> iterable of batches`` for evaluation, an
+        :class:`lstm_jax.data.ArrayBatches` (every example once, in order), or ``None``.
+        Metrics are averaged over examples (batches weighted by their rows).
       carry: initial recurrent state for truncated BPTT (``None`` for tasks without).
       eval_carry: ``() -> initial state`` for evaluation.
       mesh: device mesh (default: all devices on a ``"data"`` axis).
       log_every: log the mean training metrics every this many steps.
-      eval_every: evaluate every this many steps (0: only at the end).
+      eval_every: evaluate every this many steps, or ``"epoch"`` (0: only at the end).
       checkpoint_every: checkpoint every this many steps (and always at the end).
       keep_checkpoints: how many checkpoints to keep.
       resume: continue from the newest checkpoint in ``run_dir`` that is not corrupt
@@ -276,17 +334,23 @@ def fit(
         directory is locked and its checkpoints are checked, so that a run refused
         (another run in the directory, checkpoints without ``resume``, checkpoints of
         another model) leaves the record of the run it found as it was.
+      early_stopping: an :class:`EarlyStopping`: training ends (with a checkpoint) once its
+        metric has not improved for ``patience`` of its logs.
+      restore_best: keep a checkpoint of the best step (``run_dir/best/``) of
+        ``early_stopping``'s metric (else ``"eval/loss"`` with ``eval_batches``, else
+        ``"train/loss"``) and end on its parameters.
 
     While it runs, ``fit`` holds an exclusive lock on ``run_dir`` (``run.lock``, released
     when it returns or the process ends): a second run started in the same directory is
     refused rather than interleaving its files with the first's.
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`, with ``history``: every logged metric as a list.
 
     Raises:
+      TypeError: ``train_batch`` is not a function of the step (e.g. one batch's dict).
       ValueError: ``steps``, ``log_every``, ``checkpoint_every`` or ``keep_checkpoints``
-        below 1, or ``eval_every`` below 0.
+        below 1, ``eval_every`` below 0, neither or both of ``steps`` and ``epochs``.
       FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is false.
       BlockingIOError: another process is running in ``run_dir`` (named in the message).
       OSError: ``run_dir`` cannot be created or written (e.g. ``PermissionError``).
@@ -309,12 +373,26 @@ def fit(
       >>> result = train.fit(model, train.regression_loss, train.make_optimizer("adam", 1e-2),
       ...                    task.batch, steps=3, log_every=3, run_dir=tempfile.mkdtemp(),
       ...                    progress=False)
-      >>> result.summary["status"], int(result.state.step)
-      ('completed', 3)
-      >>> trained = nnx.merge(result.graphdef, result.state.params, result.state.rest)
-      >>> trained(task.batch(0)["inputs"]).shape
+      >>> result.summary["status"], int(result.state.step), len(result.history["train/loss"])
+      ('completed', 3, 1)
+      >>> model(task.batch(0)["inputs"]).shape  # the trained model
       (8, 1)
     """
+    if not callable(train_batch):
+        raise TypeError(
+            f"train_batch must be a function of the step, step -> batch; got "
+            f"{type(train_batch).__name__}. For arrays or sequences use "
+            "data.ArrayBatches(inputs, targets, batch_size=...); for one fixed batch, "
+            "lambda step: batch"
+        )
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give either steps or epochs, got steps={steps}, epochs={epochs}")
+    if epochs is not None:
+        steps = steps_for_epochs(train_batch, epochs)
+    if eval_every == "epoch":
+        eval_every = steps_for_epochs(train_batch, 1)
+    if isinstance(eval_batches, ArrayBatches):
+        eval_batches = eval_batches.in_order
     for name, value, minimum in (
         ("steps", steps, 1),
         ("log_every", log_every, 1),
@@ -323,14 +401,14 @@ def fit(
         ("eval_every", eval_every, 0),
     ):
         _check_count(name, value, minimum)
-    run_dir = os.fspath(run_dir)
-    with _locked_run_dir(run_dir):
+    monitor = early_stopping or EarlyStopping(
+        "eval/loss" if eval_batches else "train/loss", patience=None
+    )
+    with _run_directory(run_dir) as run_dir:
         clock = metrics_lib.WallClock(run_dir, resume=resume)
         mesh = mesh or sharding_lib.make_mesh()
         first = train_batch(0)
-        sharding_lib.check_batch_size(
-            next(v.shape[sharding_lib.batch_axis(v.ndim)] for v in first.values()), mesh
-        )
+        sharding_lib.check_batch_size(sharding_lib.batch_rows(first), mesh)
         per_step, unit = items_per_step(first)
         lines = progress and jax.process_index() == 0 and not metrics_lib.is_interactive()
 
@@ -342,25 +420,51 @@ def fit(
         state = place_state(state, mesh)
 
         checkpointer = Checkpointer(f"{run_dir}/{CHECKPOINT_DIR}", max_to_keep=keep_checkpoints)
+        best = Checkpointer(f"{run_dir}/{BEST_DIR}", max_to_keep=1) if restore_best else None
         start_step = 0
         if checkpointer.all_steps() and not resume:
             raise FileExistsError(
-                f"{run_dir} already holds checkpoints {checkpointer.all_steps()}; pass --resume "
-                f"to continue that run, or choose another --workdir"
+                f"{run_dir} already holds checkpoints {checkpointer.all_steps()}; pass "
+                f"{spelled('resume')} to continue that run, or choose another "
+                f"{spelled('run_dir')}"
             )
         if resume:
             restored = checkpointer.restore_latest(state, shardings)
             if restored is None:
-                log.warning("--resume: no valid checkpoint in %s, starting at step 0", run_dir)
+                log.warning(
+                    "%s: no valid checkpoint in %s, starting at step 0", spelled("resume"), run_dir
+                )
             else:
                 start_step, state = restored
                 log.info("resumed from step %d", start_step)
+        for stale in best.all_steps() if best else ():  # written after the step resumed
+            if stale > start_step:
+                best.delete(stale)
         if config is not None and jax.process_index() == 0:
             metrics_lib.write_json(os.path.join(run_dir, CONFIG_FILE), config)
         last_saved = start_step if start_step else None
         state_step = start_step  # the step `state` has reached
 
         writer = metrics_lib.MetricsWriter(run_dir, truncate_after=start_step if resume else None)
+        records = (  # every record of the run so far: the history, and what early stopping reads
+            metrics_lib.read_metrics(os.path.join(run_dir, metrics_lib.METRICS_FILE))
+            if start_step
+            else []
+        )
+        stop_requested = False
+
+        def log_metrics(step: int, values: dict[str, float]) -> None:
+            nonlocal stop_requested
+            writer.write(step, values)
+            records.append({"step": step, **values})
+            if monitor.monitor not in values:
+                return
+            monitored = [r[monitor.monitor] for r in records if monitor.monitor in r]
+            if best is not None and monitor.best_index(monitored) == len(monitored) - 1:
+                best.save(state, step=step)
+            if early_stopping is not None and early_stopping.should_stop(monitored):
+                stop_requested = True
+
         if hparams is not None:
             writer.write_hparams(
                 hparams, ("train/loss", "eval/loss") if eval_batches else ("train/loss",)
@@ -371,7 +475,7 @@ def fit(
         train_metrics: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         if start_step >= steps:  # resuming a finished run: report what it logged
-            for record in metrics_lib.read_metrics(os.path.join(run_dir, metrics_lib.METRICS_FILE)):
+            for record in records:
                 for prefix, target in (("train/", train_metrics), ("eval/", eval_metrics)):
                     if any(k.startswith(prefix) for k in record):
                         target.clear()
@@ -396,7 +500,7 @@ def fit(
                 desc=f"{desc} step {step}/{steps} eval",
             )
             eval_metrics = {f"eval/{k}": v for k, v in result.items()}
-            writer.write(step, eval_metrics)
+            log_metrics(step, eval_metrics)
 
         bar = tqdm(
             total=steps,
@@ -448,7 +552,7 @@ def fit(
                         raise NonFiniteLossError(
                             f"non-finite {sorted(bad)} between steps {done - len(pending) + 1} and "
                             f"{done}: training stopped. {good}. Lower the learning rate or the "
-                            f"clip norm, then rerun with --resume."
+                            f"clip norm, then rerun with {spelled('resume')}."
                         )
                     window = _mean_metrics(host)
                     pending = []
@@ -462,7 +566,7 @@ def fit(
                         timed_s, timed_steps = timed_s + seconds, timed_steps + window_steps
                         monitoring[STEP_TIME] = seconds / window_steps
                         monitoring[f"train/{unit}_per_s"] = per_step * window_steps / seconds
-                    writer.write(done, {**train_metrics, **monitoring})
+                    log_metrics(done, {**train_metrics, **monitoring})
                     clock.save()
                     postfix = {"loss": f"{window['loss']:.4f}"}
                     if lr is not None:
@@ -473,13 +577,15 @@ def fit(
                 evaluating = eval_step and (
                     (eval_every and done % eval_every == 0) or done == steps
                 )
-                if evaluating or save:  # not part of the step time
+                if evaluating or save or stop_requested:  # not part of the step time
                     jax.block_until_ready(state.step)
                     pause_start = time.perf_counter()
                     if evaluating:
                         run_eval(done)
-                        if stop_when is not None and done < steps and stop_when(eval_metrics):
-                            stopped_at, save = done, True
+                        if stop_when is not None and stop_when(eval_metrics):
+                            stop_requested = True
+                    if stop_requested and done < steps:
+                        stopped_at, save = done, True
                     if save:
                         checkpointer.save(state, step=done)
                         last_saved = done
@@ -492,9 +598,9 @@ def fit(
                         window = _mean_metrics(jax.device_get(pending))
                         pending = []
                         train_metrics = {f"train/{k}": v for k, v in window.items()}
-                        writer.write(done, train_metrics)
+                        log_metrics(done, train_metrics)
                     if lines:
-                        metrics_lib.log_line(f"{desc} stopped at step {done}: stop_when is true")
+                        metrics_lib.log_line(f"{desc} stopped early at step {done}")
                     break
         except NonFiniteLossError as e:
             status, error = "diverged", str(e)
@@ -505,7 +611,9 @@ def fit(
                 try:  # keep the work done since the last save
                     checkpointer.save(state, step=state_step)
                     last_saved = state_step
-                    log.warning("interrupted: saved step %d; rerun with --resume", state_step)
+                    log.warning(
+                        "interrupted: saved step %d; rerun with %s", state_step, spelled("resume")
+                    )
                 except Exception as save_error:  # the interrupt, not this, is what to report
                     log.error("interrupted, and saving step %d failed: %s", state_step, save_error)
             raise
@@ -517,6 +625,20 @@ def fit(
             writer.close()
             checkpointer.close()
             clock.save()
+            final_digest = params_digest(state.params) if status == "completed" else None
+            monitored = [r[monitor.monitor] for r in records if monitor.monitor in r]
+            best_index = monitor.best_index(monitored)
+            best_step = (
+                [r["step"] for r in records if monitor.monitor in r][best_index]
+                if best_index is not None
+                else None
+            )
+            if best is not None:
+                if status == "completed" and best_step is not None:
+                    state = best.restore(best_step, state, shardings)
+                best.close()
+            if status in ("completed", "interrupted"):  # the module given is the one trained
+                nnx.update(model, state.params, state.rest)
             summary = {
                 "status": status,
                 "error": error,
@@ -525,7 +647,13 @@ def fit(
                 "resumed_from_step": start_step if resume else None,
                 "last_checkpoint_step": last_saved,
                 "final": {**train_metrics, **eval_metrics},
-                "params_sha256": params_digest(state.params) if status == "completed" else None,
+                "params_sha256": final_digest,
+                "monitored": {
+                    "metric": monitor.monitor,
+                    "best_step": best_step,
+                    "best_value": monitored[best_index] if best_index is not None else None,
+                    "restored_best": best is not None and best_step is not None,
+                },
                 # every process of the run, kills and resumes included
                 "wall_time_s": clock.total(),
                 "process_wall_times_s": clock.process_seconds(),
@@ -543,4 +671,4 @@ def fit(
             }
             if jax.process_index() == 0:
                 metrics_lib.write_json(os.path.join(run_dir, metrics_lib.SUMMARY_FILE), summary)
-        return FitResult(summary, state, graphdef)
+        return FitResult(summary, state, graphdef, history_of(records))

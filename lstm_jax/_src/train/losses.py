@@ -14,19 +14,58 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lstm_jax._src.data.arrays import SEQ_LENGTHS
 from lstm_jax._src.train.models import reset_carry
 
 
+def apply_to_batch(model, batch: dict[str, jax.Array]) -> jax.Array:
+    """``model(batch["inputs"])``, with ``seq_lengths=`` where the batch has lengths.
+
+    Example:
+      >>> from flax import nnx
+      >>> from lstm_jax import train
+      >>> model = train.SequenceRegressor("lstm", 2, 8, rngs=nnx.Rngs(0))
+      >>> batch = {"inputs": jnp.ones((6, 3, 2), jnp.float32), "seq_lengths": jnp.array([6, 2, 4])}
+      >>> apply_to_batch(model, batch).shape
+      (3, 1)
+    """
+    if SEQ_LENGTHS in batch:
+        return model(batch["inputs"], seq_lengths=batch[SEQ_LENGTHS])
+    return model(batch["inputs"])
+
+
+def _batch_mismatch(outputs: jax.Array, targets: jax.Array, key: str) -> str:
+    """The error for outputs and targets that do not pair row by row."""
+    message = (
+        f"the model's outputs have shape {outputs.shape} and batch[{key!r}] {targets.shape}: "
+        "they must have the same rows (the batch)"
+    )
+    return message + (
+        "; the inputs are read as [time, batch, features] (time-major): for [batch, time, "
+        "features] data, build the batches with data.ArrayBatches (time-major) or the "
+        "model with batch_first=True"
+        if outputs.shape[0] != targets.shape[0]
+        else ""
+    )
+
+
 def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
-    """Mean squared error of ``model(inputs) [B, 1]`` against ``targets [B]``.
+    """Mean squared error of ``model(inputs)`` ``[B, out]`` against ``targets``.
+
+    ``targets`` may be ``[B]`` (for ``out = 1``) or any ``[B, ...]`` with ``out`` values
+    per row (a forecast's ``[B, horizon, features]``): they are compared value by value.
 
     Args:
-      model: maps ``inputs`` ``[time, batch, features]`` to ``[batch, 1]``.
-      batch: ``{"inputs": [T, B, I], "targets": [B]}``.
+      model: maps ``inputs`` ``[time, batch, features]`` (and ``seq_lengths`` ``[batch]``
+        when the batch has them) to ``[batch, out]``.
+      batch: ``{"inputs": [T, B, I], "targets": [B, ...]}``, optionally ``"seq_lengths"``.
       carry: unused (returned as is).
 
     Returns:
       ``(mse, ({"loss": mse}, carry))``.
+
+    Raises:
+      ValueError: outputs and targets of different sizes (the message names both shapes).
 
     Example:
       >>> from flax import nnx
@@ -37,22 +76,31 @@ def regression_loss(model, batch: dict[str, jax.Array], carry: Any = None):
       >>> loss.shape, sorted(metrics), carry
       ((), ['loss'], None)
     """
-    pred = model(batch["inputs"])[:, 0]
-    targets = batch["targets"].astype(pred.dtype)
+    pred = apply_to_batch(model, batch)
+    targets = batch["targets"]
+    if pred.shape[0] != targets.shape[0] or pred.size != targets.size:
+        raise ValueError(_batch_mismatch(pred, targets, "targets"))
+    targets = targets.reshape(pred.shape).astype(pred.dtype)
     mse = jnp.mean(optax.squared_error(pred, targets))
     return mse, ({"loss": mse}, carry)
 
 
 def classification_loss(model, batch: dict[str, jax.Array], carry: Any = None):
-    """Mean cross-entropy of ``model(inputs)`` logits ``[B, C]`` against ``labels [B]``.
+    """Mean cross-entropy of ``model(inputs)`` logits ``[B, C]`` against integer labels.
 
     Args:
-      model: maps ``inputs`` ``[time, batch, features]`` to logits ``[batch, classes]``.
-      batch: ``{"inputs": [T, B, I], "labels": int [B]}``.
+      model: maps ``inputs`` ``[time, batch, features]`` (and ``seq_lengths`` ``[batch]``
+        when the batch has them) to logits ``[batch, classes]``.
+      batch: ``{"inputs": [T, B, I], "labels": int [B]}`` (or the labels as
+        ``"targets"``, as :class:`lstm_jax.data.ArrayBatches` names them), optionally
+        ``"seq_lengths"``.
       carry: unused (returned as is).
 
     Returns:
       ``(loss, ({"loss": loss, "accuracy": acc}, carry))``.
+
+    Raises:
+      ValueError: labels that are not one integer per row of the logits.
 
     Example:
       >>> from flax import nnx
@@ -63,8 +111,16 @@ def classification_loss(model, batch: dict[str, jax.Array], carry: Any = None):
       >>> sorted(metrics), bool(0.0 <= metrics["accuracy"] <= 1.0)
       (['accuracy', 'loss'], True)
     """
-    logits = model(batch["inputs"]).astype(jnp.float32)
-    labels = batch["labels"]
+    logits = apply_to_batch(model, batch).astype(jnp.float32)
+    key = "labels" if "labels" in batch else "targets"
+    labels = batch[key]
+    if labels.shape != logits.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            _batch_mismatch(logits, labels, key)
+            if labels.shape[:1] != logits.shape[:1]
+            else f"batch[{key!r}] must be integer class labels [batch] = {logits.shape[:1]}, "
+            f"got {labels.dtype} {labels.shape}"
+        )
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     correct = jnp.argmax(logits, axis=-1).astype(labels.dtype) == labels
     accuracy = jnp.mean(correct.astype(jnp.float32))

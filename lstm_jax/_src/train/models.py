@@ -152,21 +152,31 @@ def init_uniform(model: nnx.Module, scale: float, *, key: jax.Array) -> None:
     nnx.update(model, jax.tree.unflatten(treedef, new))
 
 
-class SequenceRegressor(nnx.Module):
-    """A recurrent core read out linearly from its final state: ``[T, B, I] -> [B, out]``.
+POOLINGS = ("last", "mean")
 
-    The read-out sees the top layer's final hidden state, ``h_n``; for a bidirectional
-    core (``bidirectional=True`` among ``core_kwargs``) the forward direction's state
-    after step ``T`` and the backward direction's after step 1, concatenated. The model of
-    the adding problem (``out_size=1``) and of sequence classification (``out_size`` =
-    classes, logits).
+
+class SequenceRegressor(nnx.Module):
+    """A recurrent core read out linearly from its sequence summary: ``[T, B, I] -> [B, out]``.
+
+    The summary is chosen by ``pooling``:
+
+    - ``"last"``: the top layer's final hidden state ``h_n``, which with ``seq_lengths`` is
+      each row's state after its last valid step; for a bidirectional core
+      (``bidirectional=True`` among ``core_kwargs``) the forward direction's final state
+      and the backward direction's after step 1, concatenated.
+    - ``"mean"``: the top layer's outputs averaged over each row's valid steps.
+
+    The model of the adding problem (``out_size=1``), of forecasting (``out_size`` =
+    horizon x features) and of sequence classification (``out_size`` = classes, logits).
+    Inputs are time-major unless the core is built with ``batch_first=True``.
 
     Example:
       >>> m = SequenceRegressor("lstm", 2, 16, rngs=nnx.Rngs(0))
       >>> m(jnp.ones((10, 4, 2), jnp.float32)).shape
       (4, 1)
-      >>> m = SequenceRegressor("gru", 1, 8, out_size=10, bidirectional=True, rngs=nnx.Rngs(0))
-      >>> m(jnp.ones((10, 4, 1), jnp.float32)).shape
+      >>> m = SequenceRegressor("gru", 1, 8, out_size=10, bidirectional=True, pooling="mean",
+      ...                       rngs=nnx.Rngs(0))
+      >>> m(jnp.ones((10, 4, 1), jnp.float32), seq_lengths=jnp.array([10, 3, 5, 1])).shape
       (4, 10)
     """
 
@@ -178,24 +188,39 @@ class SequenceRegressor(nnx.Module):
         num_layers: int = 1,
         out_size: int = 1,
         *,
+        pooling: str = "last",
         rngs: nnx.Rngs,
         **core_kwargs: Any,
     ):
-        self.input_size = input_size
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.input_size, self.pooling = input_size, pooling
         self.directions = 2 if core_kwargs.get("bidirectional", False) else 1
         self.core = make_recurrent(
             cell, input_size, hidden_size, num_layers, rngs=rngs, **core_kwargs
         )
-        self.head = nnx.Linear(
-            self.directions * hidden_size, out_size, param_dtype=jnp.float32, rngs=rngs
-        )
+        features = self.directions * (core_kwargs.get("proj_size") or hidden_size)
+        self.head = nnx.Linear(features, out_size, param_dtype=jnp.float32, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x`` ``[time, batch, input_size]`` to ``[batch, out_size]``."""
-        _, state = self.core(x)
-        h_n = jax.tree.leaves(state)[0]  # [layers * directions, B, H]; the LSTM's (h, c)
-        top = [h_n[h_n.shape[0] - self.directions + d] for d in range(self.directions)]
-        return self.head(jnp.concatenate(top, axis=-1))
+    def __call__(self, x: jax.Array, seq_lengths: jax.Array | None = None) -> jax.Array:
+        """``x`` ``[time, batch, input_size]`` (``seq_lengths`` ``[batch]``) to ``[batch, out]``."""
+        out, state = self.core(x, seq_lengths=seq_lengths)
+        if self.pooling == "mean":
+            time_axis = 1 if self.core.batch_first else 0
+            steps = jnp.arange(out.shape[time_axis], dtype=jnp.int32)
+            if seq_lengths is None:
+                summary = jnp.mean(out, axis=time_axis)
+            else:
+                valid = (steps[:, None] < seq_lengths[None, :].astype(jnp.int32)).astype(out.dtype)
+                valid = valid.T if self.core.batch_first else valid
+                total = jnp.sum(out * valid[..., None], axis=time_axis)
+                count = jnp.maximum(jnp.sum(valid, axis=time_axis), 1)[:, None]
+                summary = total / count
+        else:
+            h_n = jax.tree.leaves(state)[0]  # [layers * directions, B, H]; the LSTM's (h, c)
+            top = [h_n[h_n.shape[0] - self.directions + d] for d in range(self.directions)]
+            summary = jnp.concatenate(top, axis=-1)
+        return self.head(summary)
 
 
 class TokenModel(nnx.Module):

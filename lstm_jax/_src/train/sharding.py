@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -96,10 +96,23 @@ def batch_axis(ndim: int) -> int:
     return 0 if ndim == 1 else 1
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Shards a time-major array of rank ``ndim`` along its batch axis."""
+def batch_axis_of(batch: Mapping[str, Any], name: str) -> int:
+    """The batch axis of ``batch[name]``: as the batch declares it in ``batch_axes`` (as
+    :class:`lstm_jax.data.ArrayBatches`' batches do), else :func:`batch_axis`."""
+    declared = getattr(batch, "batch_axes", {})
+    return declared[name] if name in declared else batch_axis(np.ndim(batch[name]))
+
+
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """The number of rows (examples) of a batch, read from its ``"inputs"`` (or first array)."""
+    name = "inputs" if "inputs" in batch else next(iter(batch))
+    return int(np.shape(batch[name])[batch_axis_of(batch, name)])
+
+
+def batch_sharding(mesh: Mesh, ndim: int, axis: int | None = None) -> NamedSharding:
+    """Shards an array of rank ``ndim`` along ``axis`` (default: the time-major batch axis)."""
     spec = [None] * ndim
-    spec[batch_axis(ndim)] = DATA_AXIS
+    spec[batch_axis(ndim) if axis is None else axis] = DATA_AXIS
     return NamedSharding(mesh, P(*spec))
 
 
@@ -116,7 +129,9 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Places a global batch (the same NumPy arrays on every host) sharded over ``mesh``.
 
-    Each device receives only its slice of rows, on every host.
+    Each device receives only its slice of rows, on every host. Arrays are time-major
+    (``[T, B, ...]``, or ``[B]``) unless the batch declares their batch axes
+    (:func:`batch_axis_of`).
 
     Example:
       >>> import numpy as np
@@ -126,9 +141,10 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
     """
     out = {}
     for name, value in batch.items():
+        axis = batch_axis_of(batch, name)
         value = np.asarray(value)
-        check_batch_size(value.shape[batch_axis(value.ndim)], mesh)
-        sharding = batch_sharding(mesh, value.ndim)
+        check_batch_size(value.shape[axis], mesh)
+        sharding = batch_sharding(mesh, value.ndim, axis)
         out[name] = jax.make_array_from_callback(value.shape, sharding, lambda i, v=value: v[i])
     return out
 

@@ -386,7 +386,7 @@ def evaluate(
     progress: bool = False,
     desc: str = "eval",
 ) -> dict[str, float]:
-    """Averages ``eval_step``'s metrics over ``batches`` (equal-sized), carrying the state.
+    """Averages ``eval_step``'s metrics over ``batches``' rows, carrying the state.
 
     Args:
       eval_step: from :func:`make_eval_step`.
@@ -421,7 +421,7 @@ def evaluate(
     if carry is not None:
         carry = sharding_lib.put_global(carry, sharding_lib.carry_sharding(mesh, carry))
     totals: dict[str, jax.Array] = {}
-    count = 0
+    count = examples = 0
     show = progress and jax.process_index() == 0
     bar_mode = show and metrics_lib.is_interactive()
     bar = tqdm(batches, desc=desc, leave=False, delay=2.0, disable=not bar_mode)
@@ -430,15 +430,17 @@ def evaluate(
         metrics, carry = eval_step(
             state.params, state.rest, carry, sharding_lib.shard_batch(batch, mesh)
         )
-        for k, v in metrics.items():
-            totals[k] = totals[k] + v if k in totals else v
+        rows = sharding_lib.batch_rows(batch)
+        for k, v in metrics.items():  # weighted by rows: a last, smaller batch counts less
+            totals[k] = totals[k] + v * rows if k in totals else v * rows
         count += 1
+        examples += rows
         if show and not bar_mode and time.perf_counter() - last_line > _EVAL_LINE_EVERY_S:
             last_line = time.perf_counter()
             metrics_lib.log_line(f"{desc}: {count} batches, {last_line - start:.0f} s")
     if count == 0:
         raise ValueError("evaluate got no batches")
-    result = {k: float(v) / count for k, v in totals.items()}
+    result = {k: float(v) / examples for k, v in totals.items()}
     if show and not bar_mode:
         metrics_lib.log_line(
             f"{desc} {metrics_lib.format_metrics(result)} "
