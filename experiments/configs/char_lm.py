@@ -1,8 +1,7 @@
 r"""A character-level LSTM language model on tiny-shakespeare, with truncated BPTT.
 
-Split and validation are char-rnn's (Karpathy, 2015), so that its ~1.40 nats/char
-compares like with like: ``config.text_split = "char-rnn"`` (``lstm_jax.data``'s
-``char_rnn_split`` with char-rnn's defaults ``-batch_size 50 -seq_length 50
+Split and validation are char-rnn's (Karpathy, 2015): ``config.text_split = "char-rnn"``
+(``lstm_jax.data``'s ``char_rnn_split`` with char-rnn's defaults ``-batch_size 50 -seq_length 50
 -train_frac 0.95 -val_frac 0.05``): the file cut to 1,115,000 characters, viewed as 50
 rows of 22,300, the first 423 windows of 50 of each row train (1,057,500 characters) and
 the last 23 validate (57,500), no test split. Training and validation batches are those
@@ -16,7 +15,7 @@ Variants:
 
 * default: 2 x 256 LSTM, embedding 64, dropout 0.2 between the layers, Adam 2e-3, clip
   5, 7,700 steps (about the 19 M characters of the earlier 6,000 x 32 x 100 run).
-* ``large``: the config meant to reach <= 1.40 nats/char on char-rnn's split: 3 x 512,
+* ``large``: a larger model on char-rnn's split: 3 x 512,
   dropout 0.5 between the layers and 0.25 on the embedding's output and before the
   read-out, Adam 2e-3 kept for 10 epochs then x0.97 per epoch (char-rnn's decay), 30
   epochs of 422 steps (12,660 steps, 32 M characters), validation and a checkpoint every
@@ -44,8 +43,10 @@ Commands (data from --data_dir or $LSTM_JAX_DATA, e.g. ../shared/data):
 Hardware: 2-core AMD EPYC CPU (AVX-512), jax 0.10.2 (CPU), beside another run.
 Wall time at commit 75a178a (default, seeds 0-2): 864-1,200 s a seed, 3,092 s in all.
 Result there: validation 1.338 ± 0.003 nats/char at the end (1.335-1.341), best of the
-16 validations 1.338 ± 0.003; training loss 1.23-1.26 at the end. So the 2 x 256 model
-already reaches char-rnn's ~1.40; ``large`` has not been run. (The ``contiguous``
+16 validations 1.338 ± 0.003; training loss 1.23-1.26 at the end. No published number
+exists for this split (char-rnn's README and Karpathy et al. 2015 print none for
+tiny-shakespeare); its validation rows are 50 segments interleaved with the training
+text, easier than a contiguous held-out part. ``large`` has not been run. (The ``contiguous``
 recipe, on an older commit: validation 1.435 nats/char at best, step 5,000, 1.439 at the
 end, 2,357 s; another part of the text, characters 90-95%, in windows of 32 x 100.)
 Samples: ``python -m experiments.sample --workdir runs/char_lm/lstm/seed0 --data_dir

@@ -51,7 +51,7 @@ def test_seed_statistics_and_memory_horizon(tmp_path):
         (statistics.fmean(finals), statistics.stdev(finals), 3)
     )
     assert st["best_eval"] == [0.005, 0.001, 0.1]
-    assert report.fmt([1.0, 3.0], 2) == "2.00 ± 1.41" and report.fmt([2.0]) == "2.0000"
+    assert report.fmt([1.0, 3.0], 2) == "2.00 [-10.71, 14.71]" and report.fmt([2.0]) == "2.0000"
     settings = report.memory_settings(str(tmp_path / "memory"))
     assert set(settings) == {
         ("adding", 100, "lstm (fb1)", 1e-3), ("adding", 100, "lstm (fb1)", 3e-3),
@@ -61,9 +61,9 @@ def test_seed_statistics_and_memory_horizon(tmp_path):
     assert horizon["longest"] == 100  # T = 200: 1 of 3 seeds only
     assert horizon["best"][100][0] == 1e-3
     table = report.memory(str(tmp_path / "memory"), str(tmp_path / "m.png"))
-    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 300-400 | 0.0353 ± 0.0560 |" in table
+    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 300-400 | 0.0353 [-0.1039, 0.1746] |" in table
     assert "| adding | 200 | lstm (fb1) | 0.001 | 3 | 400 |" in table
-    assert "| 2/3 | 300 |" in table and "| adding | lstm (fb1) | 100 |" in table
+    assert "| 2/3 [0.21, 0.94] | 300 |" in table and "| adding | lstm (fb1) | 100 |" in table
     assert (tmp_path / "m.png").stat().st_size > 0
 
 
@@ -76,9 +76,10 @@ def test_old_single_seed_layout_reads_as_one_seed(tmp_path):
     assert report.run_dirs(str(tmp_path / "adding" / "lstm")) == [str(tmp_path / "adding/lstm")]
     assert len(report.run_dirs(str(tmp_path / "adding"))) == 3
     table = report.table(str(tmp_path / "adding"), ["lstm", "gru"])
-    assert "| lstm | 1 | 0.0010 | 0.0010 | 0.1667 | 0.006 | 1/1 | 1000 |" in table
+    assert "| lstm | 1 | 0.0010 | 0.0010 | 0.1667 | 0.006 | 1/1 [0.21, 1.00] | 1000 |" in table
     # gru seed 1 ends at 0.02, above the mark 1/60: 1 of 2 solve, median over that one
-    assert "| gru | 2 | 0.0150 ± 0.0071 |" in table and "| 1/2 | 1000 |" in table
+    assert "| gru | 2 | 0.0150 [-0.0485, 0.0785] |" in table
+    assert "| 1/2 [0.09, 0.91] | 1000 |" in table
     report.plot(str(tmp_path / "adding"), ["lstm", "gru"], str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 0
 
@@ -173,13 +174,30 @@ def test_depth_table_shares_the_model_two_families_hold(tmp_path):
     assert families["depth/width"][1][2] == families["depth/params"][1][2]
     rows = report.depth(str(tmp_path), str(tmp_path / "depth.png")).splitlines()
     assert len(rows) == 2 + 4
-    assert "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 ± 0.0100 |" in rows[2]
-    assert "| 1.1600 ± 0.0100 |" in rows[2]  # the test loss at the best validation
+    assert "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 [1.0852, 1.1348] |" in rows[2]
+    assert "| 1.1600 [1.1352, 1.1848] |" in rows[2]  # the test loss at the best validation
     assert "| 1000 (1000, 1000, 1000) |" in rows[2]  # the budget, and each seed's best step
     assert rows[3].split("|")[6:8] == rows[5].split("|")[6:8]  # the shared 2 x 256 runs
     assert (tmp_path / "depth.png").stat().st_size > 0
     number = report._summary_line("depth", str(tmp_path))[2]
     assert number == (
-        "params: test at best eval 1 x 431 1.160 ± 0.010 (n=3), 2 x 256 1.260 ± 0.010 (n=3); "
-        "width: test at best eval 1 x 256 1.160 ± 0.010 (n=3), 2 x 256 1.260 ± 0.010 (n=3)"
+        "params: test at best eval 1 x 431 1.160 [1.135, 1.185] (n=3), "
+        "2 x 256 1.260 [1.235, 1.285] (n=3); "
+        "width: test at best eval 1 x 256 1.160 [1.135, 1.185] (n=3), "
+        "2 x 256 1.260 [1.235, 1.285] (n=3)"
     )
+
+
+def test_intervals_match_scipy_and_statsmodels():
+    """The t quantiles and Wilson intervals against independent implementations."""
+    stats = pytest.importorskip("scipy.stats")
+    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    for df in (1, 2, 5, 30, 31, 60, 500):
+        assert report.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-3)
+    values = [1.2, 0.7, 1.9, 1.1]
+    mean, lo, hi, n = report.t_interval(values)
+    expected = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(values))
+    assert (lo, hi) == pytest.approx(expected, abs=1e-3)
+    for k, n in ((0, 3), (2, 3), (3, 3), (7, 20)):
+        wilson = proportion.proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert report.wilson_interval(k, n) == pytest.approx(wilson, abs=1e-6)

@@ -250,7 +250,11 @@ class WallClock:
 
 
 def git_commit(path: str | os.PathLike = ".") -> str | None:
-    """The git commit of the checkout at ``path`` (``+dirty`` with local changes), or None."""
+    """The git commit of the checkout at ``path``, or None.
+
+    ``+dirty`` marks a tree with changes to tracked files or with untracked files that git
+    does not ignore (a script or config not yet committed is part of what ran).
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -261,7 +265,7 @@ def git_commit(path: str | os.PathLike = ".") -> str | None:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=normal"],
             cwd=path,
             capture_output=True,
             text=True,
