@@ -22,12 +22,19 @@ SCRIPT = textwrap.dedent(
     assert jax.device_count() == 4
     task = data.SyntheticTask("adding", batch_size=8, length=6)
     lm = data.LMStream(data.batchify(np.arange(400, dtype=np.int32) % 7, 8), seq_len=5)
+    rng = np.random.default_rng(0)  # sequences of 3-9 steps, a [2]-target each
+    seqs = [rng.standard_normal((n, 2)).astype(np.float32) for n in rng.integers(3, 10, 16)]
+    arrays = data.ArrayBatches(seqs, rng.standard_normal((16, 2)), batch_size=8, seed=1)
 
     def losses(devices, kind):
         mesh = train.make_mesh(devices)
         if kind == "regression":
             model = train.SequenceRegressor("rnn", 2, 8, rngs=nnx.Rngs(0))
             loss_fn, batches, carry = train.regression_loss, task.batch, None
+        elif kind == "arrays":
+            model = train.SequenceRegressor("lstm", 2, 8, out_size=2, pooling="mean",
+                                            rngs=nnx.Rngs(0))
+            loss_fn, batches, carry = train.regression_loss, arrays, None
         else:
             model = train.TokenModel("gru", 7, 4, 8, rngs=nnx.Rngs(0))
             loss_fn, batches, carry = train.token_loss, lm.batch, model.zero_carry(8)
@@ -44,6 +51,7 @@ SCRIPT = textwrap.dedent(
         info = {
             "shards": [list(s.data.shape) for s in batch["inputs"].addressable_shards],
             "shard_devices": len({s.device for s in batch["inputs"].addressable_shards}),
+            "target_shards": [list(s.data.shape) for s in batch["targets"].addressable_shards],
             "params_replicated": leaf.sharding.is_fully_replicated,
             "carry_shards": None if state.carry is None else
                 [list(s.data.shape) for s in jax.tree.leaves(state.carry)[0].addressable_shards],
@@ -51,7 +59,7 @@ SCRIPT = textwrap.dedent(
         return out, info
 
     result = {}
-    for kind in ("regression", "lm"):
+    for kind in ("regression", "lm", "arrays"):
         one, _ = losses(jax.devices()[:1], kind)
         four, info = losses(None, kind)
         result[kind] = {"one": one, "four": four, **info}
@@ -82,8 +90,8 @@ def test_four_devices_match_one_and_split_the_batch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     result = json.loads(line[len("RESULT") :])
-    reg, lm = result["regression"], result["lm"]
-    for r in (reg, lm):
+    reg, lm, arrays = result["regression"], result["lm"], result["arrays"]
+    for r in (reg, lm, arrays):
         assert len(r["one"]) == 3
         for a, b in zip(r["one"], r["four"], strict=True):
             assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), (r["one"], r["four"])
@@ -91,6 +99,8 @@ def test_four_devices_match_one_and_split_the_batch(tmp_path):
     assert reg["shards"] == [[6, 2, 2]] * 4  # [T, B / 4, 2] on each device
     assert lm["shards"] == [[5, 2]] * 4
     assert lm["carry_shards"] == [[1, 2, 8]] * 4  # TBPTT state split on the batch too
+    # data.ArrayBatches: time-major inputs split on axis 1, [B, 2] targets on axis 0
+    assert [s[1] for s in arrays["shards"]] == [2] * 4 and arrays["target_shards"] == [[2, 2]] * 4
     assert "not divisible by the 4 devices" in result["error"]
 
 
