@@ -53,7 +53,7 @@ from lstm_jax._src.train.step import (
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "best"  # the best step's checkpoint, with restore_best
+BEST_DIR = "best_checkpoint"  # the best step's checkpoint, with restore_best
 CONFIG_FILE = "config.json"
 LOCK_FILE = "run.lock"  # locked (flock) by the process training in the run directory
 
@@ -336,7 +336,7 @@ def fit(
         another model) leaves the record of the run it found as it was.
       early_stopping: an :class:`EarlyStopping`: training ends (with a checkpoint) once its
         metric has not improved for ``patience`` of its logs.
-      restore_best: keep a checkpoint of the best step (``run_dir/best/``) of
+      restore_best: keep a checkpoint of the best step (``run_dir/best_checkpoint/``) of
         ``early_stopping``'s metric (else ``"eval/loss"`` with ``eval_batches``, else
         ``"train/loss"``) and end on its parameters.
 
