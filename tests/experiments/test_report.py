@@ -174,7 +174,9 @@ def test_depth_table_shares_the_model_two_families_hold(tmp_path):
     assert families["depth/width"][1][2] == families["depth/params"][1][2]
     rows = report.depth(str(tmp_path), str(tmp_path / "depth.png")).splitlines()
     assert len(rows) == 2 + 4
-    assert "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 [1.0852, 1.1348] |" in rows[2]
+    assert (
+        "| params/L1/lstm | 1 | 431 |" in rows[2] and "| 3 | 1.1100 [1.0852, 1.1348] |" in rows[2]
+    )
     assert "| 1.1600 [1.1352, 1.1848] |" in rows[2]  # the test loss at the best validation
     assert "| 1000 (1000, 1000, 1000) |" in rows[2]  # the budget, and each seed's best step
     assert rows[3].split("|")[6:8] == rows[5].split("|")[6:8]  # the shared 2 x 256 runs
