@@ -1,9 +1,10 @@
 """Analytic parameter counts and FLOPs of the recurrent cells, and parameter matching.
 
-Counts follow ``torch.nn.LSTM``/``GRU``/``RNN`` (and so ``lstm_jax``'s modules): per layer
-and direction ``g`` gate blocks of ``W_ih [gH, I]``, ``W_hh [gH, H]`` and two bias vectors
-``[gH]``, with ``g`` read from the cell's registry entry (4 for the LSTM, 3 for the GRU,
-1 for the RNN); a layer above a bidirectional one reads ``2H`` features.
+Parameter counts are read from each cell's initialiser, so they hold for every
+registered cell (torch's ``LSTM``/``GRU``/``RNN`` layout: per layer and direction ``g``
+gate blocks of ``W_ih [gH, I]``, ``W_hh [gH, H]`` and two bias vectors ``[gH]``, with
+``g`` 4 for the LSTM, 3 for the GRU, 1 for the RNN); a layer above a bidirectional one
+reads ``2H`` features.
 
 FLOPs count a multiply-add as 2 and every elementwise operation (an add, a product, a
 sigmoid, a tanh) as 1. A forward step of one sequence through one layer is the two
@@ -15,6 +16,7 @@ pass computes two products for each of the forward's).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -53,18 +55,29 @@ def gates(cell: str) -> int:
 def recurrent_params(
     cell: str, input_size: int, hidden_size: int, num_layers: int = 1, directions: int = 1
 ) -> int:
-    """Parameters of a torch-style recurrent stack (two bias vectors per gate block).
+    """Parameters of a recurrent stack of any registered cell, counted from the shapes its
+    initialiser gives (torch's cells: two bias vectors per gate block; a layer above a
+    bidirectional one reads ``2H`` features).
 
     Example:
       >>> recurrent_params("lstm", 2, 3)  # 4*3*(2+3) + 2*4*3
       84
     """
-    g, h = gates(cell), hidden_size
     total = 0
     for layer in range(num_layers):
-        i = input_size if layer == 0 else directions * h
-        total += directions * (g * h * (i + h) + 2 * g * h)
+        features = input_size if layer == 0 else directions * hidden_size
+        total += directions * _layer_params(cell, features, hidden_size)
     return total
+
+
+@functools.cache
+def _layer_params(cell: str, input_size: int, hidden_size: int) -> int:
+    init = F.get_cell("rnn_tanh" if cell == "rnn" else cell).init_layer
+    shapes = jax.eval_shape(
+        lambda k: init(k, input_size, hidden_size, bias=True, dtype=jnp.float32),
+        jax.random.key(0),
+    )
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
 
 
 def matched_hidden(
