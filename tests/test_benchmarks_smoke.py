@@ -98,3 +98,27 @@ def test_scan_references_compute_the_library_variants(variant):
         with jax.numpy_rank_promotion("allow"):  # written as a user would, with broadcasting
             got = peers.REFERENCES[variant](params[0][0], x, hoisted)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_min_rnn_speed_worker_builds_and_times_and_its_table_reads_the_rows():
+    """One worker of ``min_rnn_speed.py``, in this process (the script runs one process
+    per implementation, which ``python -m experiments.benchmarks.min_rnn_speed --quick``
+    checks in seconds more)."""
+    from experiments.benchmarks import min_rnn_speed
+
+    build = dict(op="build", time=8, batch=2, input=4, hidden=6, warmup=1, repeats=2)
+    requests = [{**build, "budget_s": 1.0}, {"op": "time", "repeats": 2}, {"op": "quit"}]
+    replies = []
+    min_rnn_speed.serve("min_gru[parallel]", map(json.dumps, requests), replies.append)
+    hello, built, timed = replies
+    assert hello["ok"] and built["ok"] and timed["ok"], replies
+    assert built["kernel"] == "parallel" and built["parameters"] == 2 * 6 * (4 + 1)
+    assert built["repeats"] == 2 and len(timed["samples_s"]) == 2
+    row = {**built, "impl": "min_gru[parallel]", "time": 8, "batch": 2, "x_lstm": 0.5}
+    row["median_s"] = statistics.median(timed["samples_s"])
+    machine = dict(device="cpu", cpu_count=2, cpu_model="x", jax="0", git_commit="0" * 40)
+    machine.update(git_dirty=False, load_before=0.0, load_after=0.0)
+    summary = dict(machine=machine, command="c", rounds=1, wall_s=1.0, rows=[row])
+    table = min_rnn_speed.table(summary)
+    assert "| min_gru[parallel] | min_gru | 6 | 60 | parallel |" in table
+    assert f"| 8 | {1e3 * row['median_s']:.3g} |" in table

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One GPU check, one command: the GPU tests (the Pallas kernel against the scan on the
 # device among them), the Pallas kernel timed against the scan, cuDNN, Flax and torch's
-# cuDNN LSTM and GRU over the benchmark grid, and a few hundred PTB-medium training steps
-# with their tokens/s.
+# cuDNN LSTM and GRU over the benchmark grid, minLSTM and minGRU on the parallel kernel
+# timed against the LSTM, and a few hundred PTB-medium training steps with their tokens/s.
 #
 #   experiments/benchmarks/gpu_check.sh [--dry-run] [--no-install] [--out DIR]
 #       [--only STAGES] [--ptb-steps N] [--bench-quick] [--allow-cpu]
 #
 # Run from anywhere on a machine with one GPU (written for an H100/H200). Every stage has
-# its own time limit; with a ready environment the whole check stays under 8 minutes
-# (tests 120 s, benchmark 200 s, PTB 120 s: override with TESTS_TIMEOUT, BENCH_TIMEOUT,
-# PTB_TIMEOUT). Everything goes under one results directory: --out, else $OUT if set,
-# else experiments/benchmarks/results/gpu/<date>. It ends with a summary (GPU name, test
-# counts, benchmark ratios, PTB tokens/s), also written to summary.txt there.
+# its own time limit; with a ready environment the whole check stays under 10 minutes
+# (tests 120 s, benchmark 200 s, min RNNs 150 s, PTB 120 s: override with TESTS_TIMEOUT,
+# BENCH_TIMEOUT, MINRNN_TIMEOUT, PTB_TIMEOUT). Everything goes under one results
+# directory: --out, else $OUT if set, else experiments/benchmarks/results/gpu/<date>. It
+# ends with a summary (GPU name, test counts, benchmark ratios, min RNN times, PTB
+# tokens/s), also written to summary.txt there.
 #
 # Python: $PYTHON if set, else python3, if its jax sees a GPU. Otherwise a venv
 # ($GPU_VENV, default ~/.cache/lstm_jax/venv-gpu, reusing system packages) is used, and
@@ -24,7 +25,7 @@
 #   --dry-run      print the stages and their commands, run nothing
 #   --no-install   never install; use the python found
 #   --out DIR      the results directory
-#   --only LIST    comma-separated stages among: tests,bench,ptb (default: all three)
+#   --only LIST    comma-separated stages among: tests,bench,minrnn,ptb (default: all)
 #   --ptb-steps N  PTB-medium training steps (default 300)
 #   --bench-quick  the benchmark's tiny grid (to check the command, e.g. on CPU)
 #   --allow-cpu    go on when jax sees no GPU (to check the commands on CPU)
@@ -38,7 +39,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 DRY_RUN=0
 INSTALL=1
-ONLY="tests,bench,ptb"
+ONLY="tests,bench,minrnn,ptb"
 PTB_STEPS=300
 BENCH_QUICK=0
 ALLOW_CPU=0
@@ -63,6 +64,7 @@ RESULTS="${RESULTS:-$ROOT/experiments/benchmarks/results/gpu/$(date +%Y%m%d-%H%M
 cd "$ROOT" || exit 1
 TESTS_TIMEOUT="${TESTS_TIMEOUT:-120}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-200}"
+MINRNN_TIMEOUT="${MINRNN_TIMEOUT:-150}"
 PTB_TIMEOUT="${PTB_TIMEOUT:-120}"
 INSTALL_TIMEOUT="${INSTALL_TIMEOUT:-300}"
 GPU_VENV="${GPU_VENV:-$HOME/.cache/lstm_jax/venv-gpu}"
@@ -89,6 +91,10 @@ bench_cmd() {
   ((BENCH_QUICK)) && args="--quick --cases lstm,gru --backends pallas,auto,scan --rounds 1"
   echo "$PYTHON -m experiments.benchmarks.run $args --out $RESULTS/bench"
 }
+minrnn_cmd() {
+  echo "$PYTHON -m experiments.benchmarks.min_rnn_speed$( ((BENCH_QUICK)) && echo " --quick")" \
+    "--out $RESULTS/min_rnn"
+}
 ptb_cmd() {
   # epochs=0 counts steps instead of epochs; the per-epoch settings then need values
   # in steps: no decay, no periodic evaluation, one checkpoint at the end.
@@ -107,6 +113,7 @@ if ((DRY_RUN)); then
   echo "  $(install_cmd)   (timeout ${INSTALL_TIMEOUT}s; skipped with --no-install)"
   wants tests && echo "[tests] (timeout ${TESTS_TIMEOUT}s) $(tests_cmd)"
   wants bench && echo "[bench] (timeout ${BENCH_TIMEOUT}s) $(bench_cmd)"
+  wants minrnn && echo "[minrnn] (timeout ${MINRNN_TIMEOUT}s) $(minrnn_cmd)"
   wants ptb && echo "[ptb] (timeout ${PTB_TIMEOUT}s) $(ptb_cmd)"
   exit 0
 fi
@@ -173,6 +180,7 @@ run_stage() {  # name, time limit, command
 
 wants tests && run_stage tests "$TESTS_TIMEOUT" "$(tests_cmd)"
 wants bench && run_stage bench "$BENCH_TIMEOUT" "$(bench_cmd)"
+wants minrnn && run_stage minrnn "$MINRNN_TIMEOUT" "$(minrnn_cmd)"
 if wants ptb; then
   if [[ -f "$DATA/ptb/ptb.train.txt" ]]; then
     run_stage ptb "$PTB_TIMEOUT" "$(ptb_cmd)"
@@ -186,7 +194,7 @@ fi
   echo "=== gpu_check summary ($(date -Iseconds)) ==="
   echo "device: $(head -1 "$RESULTS/environment.txt")"
   echo "python: $PYTHON, jax backend ${BACKEND:-none}"
-  for name in tests bench ptb; do
+  for name in tests bench minrnn ptb; do
     wants $name && echo "$name: ${STATUS[$name]:-not run}"
   done
   if [[ -f "$RESULTS/gpu_tests.xml" ]]; then
@@ -206,12 +214,16 @@ EOF
     echo "benchmark (peer time / lstm_jax[auto] time, > 1: ours faster): $RESULTS/bench"
     sed -n '/^| shape/,/^$/p' "$RESULTS/bench/table.md"
   fi
+  if [[ -f "$RESULTS/min_rnn/table.md" ]]; then
+    echo "min RNNs (ms per forward + backward; LSTM time / this one): $RESULTS/min_rnn"
+    sed -n '/^| T /,/^$/p' "$RESULTS/min_rnn/table.md" | head -n 7
+  fi
   if [[ -f "$RESULTS/ptb_tokens_per_s.json" ]]; then
     echo "ptb medium: $(tail -1 "$RESULTS/ptb.log")"
   fi
 } 2>&1 | tee "$RESULTS/summary.txt" | tee -a "$LOG"
 
-for name in tests bench ptb; do
+for name in tests bench minrnn ptb; do
   if wants $name && [[ "${STATUS[$name]:-}" != ok* && "${STATUS[$name]:-}" != skipped* ]]; then
     exit 1
   fi

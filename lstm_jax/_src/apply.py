@@ -213,10 +213,60 @@ def apply_recurrent(
     elif option_values:
         options = options.replace(**option_values)
     deterministic = validation.check_bool("deterministic", deterministic)
-    num_layers, directions = _check_stack_params(cell, params)
+    x, batched, seq_lengths = time_major_input(cell, params, x, seq_lengths, options)
+    random = options.random_rates
+    if random and not deterministic and key is None:
+        raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
+    params, x, states = cast_and_initial_states(cell, params, x, hx, batched, options)
+
+    key = None if deterministic else key
+    if options.weight_dropout > 0.0 and key is not None:
+        key, weight_key = jax.random.split(key)
+        params = weight_drop(weight_key, params, options.weight_dropout)
+    output, final = run_stack(
+        cell, params, x, states, seq_lengths=seq_lengths, key=key, options=options
+    )
+    output = user_layout(output.astype(x.dtype), batched, options.batch_first)
+    if not batched:
+        final = jax.tree.map(lambda s: s[:, 0], final)
+    return output, _structured_like(hx, final)
+
+
+def time_major_input(
+    cell: CellDef,
+    params: Sequence[Sequence[Any]],
+    x: jax.Array,
+    seq_lengths: jax.Array | None,
+    options: RecurrentOptions,
+) -> tuple[jax.Array, bool, jax.Array | None]:
+    """Checks a stack's parameters, input and lengths; lays the input out time-major.
+
+    Args:
+      cell: the cell kind.
+      params: ``params[layer][direction]``.
+      x: ``[time, batch, input_size]``, ``[batch, time, input_size]`` with
+        ``options.batch_first``, or unbatched ``[time, input_size]``.
+      seq_lengths: optional int ``[batch]``.
+      options: the stack's options (``batch_first``, ``zoneout`` are read).
+
+    Returns:
+      ``(x, batched, seq_lengths)``: ``x`` ``[time, batch, input_size]`` (batch 1 when
+      unbatched), whether it came batched, and the checked lengths.
+
+    Raises:
+      TypeError, ValueError: naming the argument, for parameters, input, lengths or
+        zoneout rates that do not fit.
+
+    Example:
+      >>> p = init_params("gru", jax.random.key(0), 3, 4)
+      >>> x, batched, _ = time_major_input(GRU_CELL, p, jnp.ones((5, 3)), None,
+      ...                                  RecurrentOptions())
+      >>> x.shape, batched
+      ((5, 1, 3), False)
+    """
+    _check_stack_params(cell, params)
     first = params[0][0]
-    input_size = first.weight_ih.shape[1]
-    x, batched = validation.check_input(x, input_size)
+    x, batched = validation.check_input(x, first.weight_ih.shape[1])
     if batched and options.batch_first:
         x = jnp.swapaxes(x, 0, 1)
     if not batched:
@@ -226,51 +276,75 @@ def apply_recurrent(
         if not batched:
             raise ValueError("seq_lengths needs a batched input of rank 3")
         seq_lengths = validation.check_seq_lengths(seq_lengths, batch, time)
-    sizes = cell.state_sizes(first)
-    options.zoneout_rates(sizes._fields)  # a tuple of rates must match the state's fields
-    random = options.random_rates
-    if random and not deterministic and key is None:
-        raise ValueError(f"{', '.join(random)} > 0 needs a PRNG `key` (or deterministic=True)")
+    options.zoneout_rates(cell.state_sizes(first)._fields)  # one rate per field, if a tuple
+    return x, batched, seq_lengths
 
+
+def cast_and_initial_states(
+    cell: CellDef,
+    params: Sequence[Sequence[Any]],
+    x: jax.Array,
+    hx: Sequence[jax.Array] | None,
+    batched: bool,
+    options: RecurrentOptions,
+) -> tuple[Any, jax.Array, Any]:
+    """Parameters and input in the computation dtype, and the checked initial states.
+
+    Args:
+      cell: the cell kind.
+      params: ``params[layer][direction]``.
+      x: ``[time, batch, input_size]`` from :func:`time_major_input`.
+      hx: ``None`` (zeros) or one array per state field, ``[layers * directions, batch,
+        size]`` (``[layers * directions, size]`` when not ``batched``).
+      batched: whether the user's input had a batch axis.
+      options: the stack's options (``dtype`` is read).
+
+    Returns:
+      ``(params, x, states)``: ``states`` the cell's state named tuple with fields
+      ``[layers * directions, batch, size]`` in the state dtype.
+
+    Example:
+      >>> p = init_params("lstm", jax.random.key(0), 3, 4, num_layers=2)
+      >>> _, x, (h0, c0) = cast_and_initial_states(LSTM_CELL, p, jnp.ones((5, 2, 3)), None,
+      ...                                          True, RecurrentOptions(dtype="bfloat16"))
+      >>> x.dtype, h0.shape, h0.dtype
+      (dtype(bfloat16), (2, 2, 4), dtype('float32'))
+    """
+    first = params[0][0]
+    sizes = cell.state_sizes(first)
+    rows = len(params) * len(params[0])
+    batch = x.shape[1]
     compute_dtype = jnp.dtype(options.dtype or x.dtype)
     params = jax.tree.map(lambda p: p.astype(compute_dtype), params)
     # Shared by every row: replicated on the batch's mesh where it has explicit axes.
     params = custom_calls.replicate_like(params, x)
     state_dtype = accumulation_dtype(compute_dtype)
     if hx is None:
-        states = type(sizes)(
-            *(jnp.zeros((num_layers * directions, batch, n), state_dtype) for n in sizes)
-        )
+        states = type(sizes)(*(jnp.zeros((rows, batch, n), state_dtype) for n in sizes))
     else:
         _check_hx_fields(cell, hx, sizes._fields, "_0")
         states = type(sizes)(
             *(
-                _check_initial_state(
-                    f"hx[{i}] ({name}_0)", h, num_layers * directions, batch, size, batched
-                ).astype(state_dtype)
+                _check_initial_state(f"hx[{i}] ({name}_0)", h, rows, batch, size, batched).astype(
+                    state_dtype
+                )
                 for i, (name, h, size) in enumerate(zip(sizes._fields, hx, sizes, strict=True))
             )
         )
+    return params, x.astype(compute_dtype), states
 
-    key = None if deterministic else key
-    if options.weight_dropout > 0.0 and key is not None:
-        key, weight_key = jax.random.split(key)
-        params = weight_drop(weight_key, params, options.weight_dropout)
-    output, final = run_stack(
-        cell,
-        params,
-        x.astype(compute_dtype),
-        states,
-        seq_lengths=seq_lengths,
-        key=key,
-        options=options,
-    )
-    output = output.astype(compute_dtype)
+
+def user_layout(y: jax.Array, batched: bool, batch_first: bool) -> jax.Array:
+    """``[time, batch, ...]`` back in the layout the input came in: ``[batch, time, ...]``
+    with ``batch_first``, ``[time, ...]`` unbatched (batch 1 dropped).
+
+    Example:
+      >>> user_layout(jnp.zeros((5, 2, 4)), True, True).shape
+      (2, 5, 4)
+    """
     if not batched:
-        output, final = output[:, 0], jax.tree.map(lambda s: s[:, 0], final)
-    elif options.batch_first:
-        output = jnp.swapaxes(output, 0, 1)
-    return output, _structured_like(hx, final)
+        return y[:, 0]
+    return jnp.swapaxes(y, 0, 1) if batch_first else y
 
 
 def _check_initial_state(name, value, layers_directions, batch, size, batched) -> jax.Array:

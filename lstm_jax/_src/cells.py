@@ -48,6 +48,13 @@ Each step is split in two so the loop can hoist the input part: the input projec
 steps at once outside the loop; the recurrent step adds ``W_h* h_{t-1}`` and applies
 the gate math.
 
+The gate math of each cell is written once, as its ``quantities``: every quantity of the
+step by the names of the equations above (:func:`lstm_quantities`: ``i, f, g, o, c`` and
+``h``, with ``ln_c`` under layer normalisation and ``m``, the output before the
+projection, with one; :func:`gru_quantities`: ``r, z, n, h``; the Elman cell: ``h``). The
+step's ``update`` keeps the new state of them, and :func:`lstm_jax.internals` records them
+over a sequence.
+
 Precision: matrix products run in the parameters' dtype and accumulate in at least
 float32 (:func:`accumulation_dtype`); gate math and the state stay in that dtype, so a
 bfloat16 model keeps a float32 cell state.
@@ -260,10 +267,12 @@ def recurrent_product_in_loop(params: Any) -> Callable[..., jax.Array]:
     return product
 
 
-def lstm_update(
+def lstm_quantities(
     params: LSTMParams, gates_x: jax.Array, gates_h: jax.Array, state: LSTMState
-) -> LSTMState:
-    """The LSTM's gate math (any variant, see above) given both products.
+) -> dict[str, jax.Array]:
+    r"""Every quantity of one LSTM step (any variant), by the names of the equations above.
+
+    The gate math lives here; :func:`lstm_update` keeps the new state of it.
 
     Args:
       params: one layer's :class:`LSTMParams`.
@@ -272,15 +281,21 @@ def lstm_update(
       state: previous :class:`LSTMState`.
 
     Returns:
-      The next :class:`LSTMState`, in the accumulation dtype.
+      In the accumulation dtype, in this order: the gates ``i``, ``f``, ``g``, ``o``
+      ``[batch, hidden_size]`` as applied (``i = 1 - f`` with CIFG; the peepholes and the
+      layer normalisation of the pre-activations included), the new cell state ``c``;
+      with layer normalisation ``ln_c = LN(c_t)``, the argument of the output tanh; with
+      a projection ``m``, the output before it (``o * tanh(c_t)``, of ``ln_c`` with
+      layer normalisation; Sak et al. 2014's :math:`m_t`); and ``h`` ``[batch, H_out]``.
 
     Example:
       >>> from lstm_jax.functional import init_lstm_layer
-      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
-      >>> state = LSTMState(jnp.zeros((2, 5), jnp.float32), jnp.zeros((2, 5), jnp.float32))
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2)
+      >>> state = LSTMState(jnp.zeros((2, 2), jnp.float32), jnp.zeros((2, 5), jnp.float32))
       >>> gates_x = lstm_input_projection(p, jnp.ones((2, 3), jnp.float32))
-      >>> lstm_update(p, gates_x, recurrent_product(p, state.h), state).c.shape
-      (2, 5)
+      >>> q = lstm_quantities(p, gates_x, recurrent_product(p, state.h), state)
+      >>> {name: value.shape[-1] for name, value in q.items()}
+      {'i': 5, 'f': 5, 'g': 5, 'o': 5, 'c': 5, 'm': 5, 'h': 2}
     """
     recurrent = gates_h
     if params.ln_hh_weight is not None:
@@ -297,14 +312,48 @@ def lstm_update(
         f = f + scale(state.c, params.weight_cf)
     forget = jax.nn.sigmoid(f)
     input_gate = 1.0 - forget if i is None else jax.nn.sigmoid(i)
-    c = forget * state.c + input_gate * jnp.tanh(g)
+    candidate = jnp.tanh(g)
+    c = forget * state.c + input_gate * candidate
     if params.weight_co is not None:
         o = o + scale(c, params.weight_co)
-    c_out = c if params.ln_c_weight is None else layer_norm(c, params.ln_c_weight, params.ln_c_bias)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c_out)
+    output_gate = jax.nn.sigmoid(o)
+    quantities = {"i": input_gate, "f": forget, "g": candidate, "o": output_gate, "c": c}
+    c_out = c
+    if params.ln_c_weight is not None:
+        c_out = quantities["ln_c"] = layer_norm(c, params.ln_c_weight, params.ln_c_bias)
+    h = output_gate * jnp.tanh(c_out)
     if params.weight_hr is not None:
+        quantities["m"] = h
         h = dense(h, params.weight_hr)
-    return LSTMState(h, c)
+    quantities["h"] = h
+    return quantities
+
+
+def lstm_update(
+    params: LSTMParams, gates_x: jax.Array, gates_h: jax.Array, state: LSTMState
+) -> LSTMState:
+    """The LSTM's gate math (any variant, see above) given both products.
+
+    Args:
+      params: one layer's :class:`LSTMParams`.
+      gates_x: ``[batch, 4 * hidden_size]`` from :func:`lstm_input_projection`.
+      gates_h: ``[batch, 4 * hidden_size]``, ``W_hh h_{t-1}`` (:func:`recurrent_product`).
+      state: previous :class:`LSTMState`.
+
+    Returns:
+      The next :class:`LSTMState`, in the accumulation dtype: the state fields of
+      :func:`lstm_quantities`.
+
+    Example:
+      >>> from lstm_jax.functional import init_lstm_layer
+      >>> p = init_lstm_layer(jax.random.key(0), 3, 5)
+      >>> state = LSTMState(jnp.zeros((2, 5), jnp.float32), jnp.zeros((2, 5), jnp.float32))
+      >>> gates_x = lstm_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> lstm_update(p, gates_x, recurrent_product(p, state.h), state).c.shape
+      (2, 5)
+    """
+    quantities = lstm_quantities(params, gates_x, gates_h, state)
+    return LSTMState(quantities["h"], quantities["c"])
 
 
 def lstm_step(
@@ -421,16 +470,30 @@ def gru_step(
     return GRU_CELL.step(params, gates_x, state, recurrent_mask=recurrent_mask)
 
 
-def gru_update(params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state: GRUState):
-    """The GRU's gate math given ``gates_x`` and ``gates_h = W_hh h_{t-1}``, ``[batch, 3H]``.
+def gru_quantities(
+    params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state: GRUState
+) -> dict[str, jax.Array]:
+    """Every quantity of one GRU step (torch's equations, module docstring), by name.
+
+    The gate math lives here; :func:`gru_update` keeps the new state of it.
+
+    Args:
+      params: one layer's :class:`GRUParams`.
+      gates_x: ``[batch, 3 * hidden_size]`` from :func:`gru_input_projection`.
+      gates_h: ``[batch, 3 * hidden_size]``, ``W_hh h_{t-1}`` (:func:`recurrent_product`).
+      state: previous :class:`GRUState`.
+
+    Returns:
+      ``r``, ``z``, ``n`` and ``h``, each ``[batch, hidden_size]``.
 
     Example:
       >>> from lstm_jax.functional import init_gru_layer
       >>> p = init_gru_layer(jax.random.key(0), 3, 5)
       >>> state = GRUState(jnp.zeros((2, 5), jnp.float32))
       >>> gates_x = gru_input_projection(p, jnp.ones((2, 3), jnp.float32))
-      >>> gru_update(p, gates_x, recurrent_product(p, state.h), state).h.shape
-      (2, 5)
+      >>> q = gru_quantities(p, gates_x, recurrent_product(p, state.h), state)
+      >>> {name: value.shape for name, value in q.items()}
+      {'r': (2, 5), 'z': (2, 5), 'n': (2, 5), 'h': (2, 5)}
     """
     hidden = params.weight_hh.shape[1]
     x_r, x_z, x_n = jnp.split(gates_x, 3, axis=-1)
@@ -440,7 +503,23 @@ def gru_update(params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state:
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return GRUState((1.0 - z) * n + z * state.h)
+    return {"r": r, "z": z, "n": n, "h": (1.0 - z) * n + z * state.h}
+
+
+def gru_update(params: GRUParams, gates_x: jax.Array, gates_h: jax.Array, state: GRUState):
+    """The GRU's gate math given ``gates_x`` and ``gates_h = W_hh h_{t-1}``, ``[batch, 3H]``.
+
+    Returns the state field of :func:`gru_quantities`.
+
+    Example:
+      >>> from lstm_jax.functional import init_gru_layer
+      >>> p = init_gru_layer(jax.random.key(0), 3, 5)
+      >>> state = GRUState(jnp.zeros((2, 5), jnp.float32))
+      >>> gates_x = gru_input_projection(p, jnp.ones((2, 3), jnp.float32))
+      >>> gru_update(p, gates_x, recurrent_product(p, state.h), state).h.shape
+      (2, 5)
+    """
+    return GRUState(gru_quantities(params, gates_x, gates_h, state)["h"])
 
 
 def gru_cell(params: GRUParams, x: jax.Array, state: GRUState) -> GRUState:
@@ -492,6 +571,28 @@ def rnn_input_projection(params: RNNParams, x: jax.Array) -> jax.Array:
     return pre
 
 
+def rnn_tanh_quantities(params: RNNParams, gates_x, gates_h, state) -> dict[str, jax.Array]:
+    """``{"h": tanh(gates_x + gates_h)}``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``.
+
+    Example:
+      >>> rnn_tanh_quantities(None, jnp.array([[0.0]]), jnp.array([[0.0]]), None)["h"].tolist()
+      [[0.0]]
+    """
+    del params, state
+    return {"h": jnp.tanh(gates_x + gates_h)}
+
+
+def rnn_relu_quantities(params: RNNParams, gates_x, gates_h, state) -> dict[str, jax.Array]:
+    """``{"h": relu(gates_x + gates_h)}``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``.
+
+    Example:
+      >>> rnn_relu_quantities(None, jnp.array([[-1.0]]), jnp.array([[0.5]]), None)["h"].tolist()
+      [[0.0]]
+    """
+    del params, state
+    return {"h": jax.nn.relu(gates_x + gates_h)}
+
+
 def rnn_tanh_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
     """``h_t = tanh(gates_x + gates_h)``, ``gates_h = W_hh h_{t-1}``, all ``[batch, H]``.
 
@@ -504,8 +605,7 @@ def rnn_tanh_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNN
       >>> h.shape, bool(jnp.all(jnp.abs(h) < 1))
       ((2, 5), True)
     """
-    del params, state
-    return RNNState(jnp.tanh(gates_x + gates_h))
+    return RNNState(rnn_tanh_quantities(params, gates_x, gates_h, state)["h"])
 
 
 def rnn_relu_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNNState:
@@ -517,8 +617,7 @@ def rnn_relu_update(params: RNNParams, gates_x, gates_h, state: RNNState) -> RNN
       >>> rnn_relu_update(None, gates_x, gates_h, None).h.tolist()
       [[1.0, 0.0]]
     """
-    del params, state
-    return RNNState(jax.nn.relu(gates_x + gates_h))
+    return RNNState(rnn_relu_quantities(params, gates_x, gates_h, state)["h"])
 
 
 def rnn_tanh_step(
@@ -634,8 +733,9 @@ class CellDef:
       quantities: ``(params, gates_x [batch, G], gates_h [batch, G], state) -> {name:
         [batch, size]}``, every quantity of one step as the cell's equations name them
         and in their order: the gate activations as applied, then the new state's fields,
-        ending with ``h``. :func:`lstm_jax.internals` reads it; ``None`` exposes the
-        state's fields only.
+        ending with ``h``, the state's fields equal to those ``update`` returns (write
+        the gate math once, in ``quantities``, and let ``update`` keep the state of it).
+        :func:`lstm_jax.internals` reads it; ``None`` exposes the state's fields only.
 
     Example:
       >>> from lstm_jax import functional as F
@@ -665,6 +765,26 @@ class CellDef:
         gates_h = recurrent_product(params, state.h, recurrent_mask)
         return self.update(params, gates_x, gates_h, state)
 
+    def named_quantities(
+        self, params: Any, gates_x: jax.Array, gates_h: jax.Array, state: Any
+    ) -> dict[str, jax.Array]:
+        """``quantities(params, gates_x, gates_h, state)``, or the new state's fields by name
+        for a cell that declares none.
+
+        Example:
+          >>> from lstm_jax import functional as F
+          >>> cell = F.CellDef("plain_tanh_doc", F.rnn_input_projection, F.rnn_tanh_update,
+          ...                  F.rnn_state_sizes)
+          >>> p = F.init_rnn_layer(jax.random.key(0), 3, 5)
+          >>> state = cell.zero_state(p, 2)
+          >>> q = cell.named_quantities(p, jnp.ones((2, 5)), jnp.zeros((2, 5)), state)
+          >>> list(q), q["h"].shape
+          (['h'], (2, 5))
+        """
+        if self.quantities is not None:
+            return dict(self.quantities(params, gates_x, gates_h, state))
+        return self.update(params, gates_x, gates_h, state)._asdict()
+
     def describe(self) -> str:
         """How messages name the cell: its ``description``, else ``"the 'name' cell"``."""
         return self.description or f"the {self.name!r} cell"
@@ -685,9 +805,17 @@ LSTM_CELL = CellDef(
     init_lstm_layer,
     LSTMParams,
     "an LSTM",
+    lstm_quantities,
 )
 GRU_CELL = CellDef(
-    "gru", gru_input_projection, gru_update, gru_state_sizes, init_gru_layer, GRUParams, "a GRU"
+    "gru",
+    gru_input_projection,
+    gru_update,
+    gru_state_sizes,
+    init_gru_layer,
+    GRUParams,
+    "a GRU",
+    gru_quantities,
 )
 RNN_TANH_CELL = CellDef(
     "rnn_tanh",
@@ -697,6 +825,7 @@ RNN_TANH_CELL = CellDef(
     init_rnn_layer,
     RNNParams,
     "an RNN",
+    rnn_tanh_quantities,
 )
 RNN_RELU_CELL = CellDef(
     "rnn_relu",
@@ -706,6 +835,7 @@ RNN_RELU_CELL = CellDef(
     init_rnn_layer,
     RNNParams,
     "an RNN",
+    rnn_relu_quantities,
 )
 
 _REGISTRY: dict[str, CellDef] = {}

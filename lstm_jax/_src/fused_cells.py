@@ -38,9 +38,26 @@ _PRODUCT_WEIGHTS = ("weight_ih", "weight_hh")
 
 
 def _split_params(params):
-    """``(small, big)``: the parameters with the product weights set to ``None``, and those."""
-    big = {f: getattr(params, f) for f in _PRODUCT_WEIGHTS}
-    return params._replace(**dict.fromkeys(_PRODUCT_WEIGHTS)), big
+    """``(small, stored)``: the parameters with the product weights' fields set to ``None``,
+    and those fields.
+
+    ``weight_hh`` may be a property built from other fields (the sLSTM's block-diagonal
+    matrix from one block per head): those fields stay in ``small``, where ``update`` does
+    not read them, and receive ``dW_hh`` through the property's VJP
+    (:func:`_add_weight_hh_gradient`).
+    """
+    stored = {f: getattr(params, f) for f in _PRODUCT_WEIGHTS if f in params._fields}
+    return params._replace(**dict.fromkeys(stored)), stored
+
+
+def _add_weight_hh_gradient(params, d_params, dw_hh):
+    """``d_params`` with ``dW_hh`` ``[G, H_out]``: in the ``weight_hh`` field, or, for a
+    ``weight_hh`` built from other fields, added to theirs through the property's VJP."""
+    if "weight_hh" in params._fields:
+        return d_params._replace(weight_hh=dw_hh)
+    weight_hh, weight_hh_vjp = jax.vjp(lambda p: p.weight_hh, params)
+    (d_fields,) = weight_hh_vjp(dw_hh.astype(weight_hh.dtype))
+    return jax.tree.map(jnp.add, d_params, d_fields)
 
 
 def _masked(h, recurrent_mask):
@@ -118,13 +135,13 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     # Inside shard_map the parameters' gradients are this shard's sums, summed over the
     # shards once at the end: differentiated as varying, so no VJP below sums them early.
     varying = custom_calls.match_vma(params, x, dy)
-    small, big = _split_params(varying)
-    w_hh = big["weight_hh"]
+    small, stored = _split_params(varying)
+    w_hh = varying.weight_hh
     acc = accumulation_dtype(w_hh.dtype)
 
     def update(small_params, gx_blocks, gh_t, s):
         gx_t = jnp.concatenate(gx_blocks, axis=-1)
-        return cell.update(small_params._replace(**big), gx_t, gh_t, s)
+        return cell.update(small_params._replace(**stored), gx_t, gh_t, s)
 
     def body(carry, inputs):
         ds, d_small = carry
@@ -158,13 +175,13 @@ def _fused_bwd(cell, unroll, reverse, residuals, cotangents):
     dgates_x = jnp.concatenate(dgates_x, axis=-1).astype(gates_x.dtype)
     d_params, dx = projection_vjp(dgates_x)
     d_params = d_params._replace(
-        weight_hh=dw_hh,
         **{
             f: getattr(d_params, f) + g
             for f, g in d_small._asdict().items()
             if g is not None and f not in _PRODUCT_WEIGHTS
         },
     )
+    d_params = _add_weight_hh_gradient(varying, d_params, dw_hh)
 
     def cotangent(g, p):  # the primal's dtype, and its variance inside shard_map
         return custom_calls.sum_to_vma(g.astype(p.dtype), p)
@@ -192,8 +209,11 @@ def unsupported_reason(cell: CellDef, params: Any) -> str | None:
       True
     """
     fields = getattr(params, "_fields", ())
-    if not all(f in fields for f in _PRODUCT_WEIGHTS + ("bias_ih",)):
-        return f"the fused kernel needs torch's weight_ih and weight_hh fields, got {fields}"
+    if not ("weight_ih" in fields and "bias_ih" in fields and hasattr(type(params), "weight_hh")):
+        return (
+            f"the fused kernel needs torch's weight_ih and bias_ih fields and a weight_hh "
+            f"(a field or a property), got {fields}"
+        )
     return None
 
 

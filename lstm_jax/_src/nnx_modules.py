@@ -942,8 +942,9 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
 
     Traces the call abstractly (nothing is computed, the model's state is not touched)
     and reports, in call order, what ``backend`` resolved to for every LSTM, GRU or RNN
-    stack: the kernel (``"scan"``, ``"fused"``, ``"cudnn"``, ``"pallas"``), whether the
-    fused layer's loops run as native CPU code, and why each other kernel does not run.
+    stack: the kernel (``"scan"``, ``"fused"``, ``"cudnn"``, ``"pallas"``, ``"parallel"``),
+    whether the fused layer's loops run as native CPU code, and why each other kernel does
+    not run.
 
     Args:
       fn: an NNX model (in train or eval mode), a pure function of

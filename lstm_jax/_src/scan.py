@@ -25,6 +25,7 @@ from jax import lax
 
 from lstm_jax._src.cells import CellDef, recurrent_product_in_loop
 from lstm_jax._src.custom_calls import match_batch_sharding, match_vma
+from lstm_jax._src.types import Quantities
 
 
 def run_layer(
@@ -39,6 +40,7 @@ def run_layer(
     recurrent_mask: jax.Array | None = None,
     zoneout: Any | None = None,
     checkpoint: int | None = None,
+    quantities: bool = False,
 ) -> tuple[jax.Array, Any]:
     """Runs one layer in one direction over a time-major sequence.
 
@@ -58,10 +60,15 @@ def run_layer(
         keeps only the state every ``K`` steps and recomputes each chunk of ``K`` steps in
         the backward pass (``jax.checkpoint`` over chunks of time): activation memory
         ``~T/K + K`` steps instead of ``T``, for about one more forward pass.
+      quantities: output every named quantity of each step
+        (:meth:`~lstm_jax._src.cells.CellDef.named_quantities`) instead of ``h`` alone;
+        the state fields among them are the state as carried (after zoneout).
 
     Returns:
-      ``(outputs, final_state)``: ``outputs`` ``[time, batch, H_out]`` (zero at padded
-      steps) and the state after each row's last valid step.
+      ``(outputs, final_state)``: ``outputs`` ``[time, batch, H_out]`` (with
+      ``quantities``, a :class:`~lstm_jax.Quantities` of ``[time, batch, size]`` by
+      name), zero at padded steps,
+      and the state after each row's last valid step.
 
     Example:
       >>> from lstm_jax._src.cells import LSTM_CELL
@@ -70,6 +77,10 @@ def run_layer(
       >>> out, (h, c) = run_layer(LSTM_CELL, p, jnp.ones((7, 2, 3)), LSTM_CELL.zero_state(p, 2))
       >>> out.shape, bool(jnp.allclose(out[-1], h))
       ((7, 2, 5), True)
+      >>> q, _ = run_layer(LSTM_CELL, p, jnp.ones((7, 2, 3)), LSTM_CELL.zero_state(p, 2),
+      ...                  quantities=True)
+      >>> list(q), bool(jnp.all(q["h"] == out))
+      (['i', 'f', 'g', 'o', 'c', 'h'], True)
     """
     time = x.shape[0]
     # A zero state must vary over the shard_map axes the inputs vary over, and be split
@@ -84,16 +95,21 @@ def run_layer(
 
     def body(state, inputs):
         gates_t, t, zoneout_t = inputs
-        new_state = cell.update(params, gates_t, product(state.h, recurrent_mask), state)
+        gates_h = product(state.h, recurrent_mask)
+        new_state = cell.update(params, gates_t, gates_h, state)
         if zoneout_t is not None:
             new_state = jax.tree.map(
                 lambda z, old, new: z * old + (1.0 - z) * new, zoneout_t, state, new_state
             )
+        output = new_state.h
+        if quantities:
+            named = cell.named_quantities(params, gates_t, gates_h, state)
+            output = Quantities({**named, **new_state._asdict()})
         if seq_lengths is None:
-            return new_state, new_state.h
+            return new_state, output
         valid = (t < seq_lengths)[:, None]
         new_state = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_state, state)
-        return new_state, jnp.where(valid, new_state.h, jnp.zeros_like(new_state.h))
+        return new_state, jax.tree.map(lambda y: jnp.where(valid, y, jnp.zeros_like(y)), output)
 
     def run_steps(state, inputs):
         x_steps, steps, zoneout_steps = inputs
@@ -125,4 +141,5 @@ def run_layer(
     final_state, outputs = lax.scan(
         jax.checkpoint(run_steps), initial_state, inputs, reverse=reverse
     )
-    return outputs.reshape(chunks * checkpoint, *outputs.shape[2:])[:time], final_state
+    outputs = jax.tree.map(lambda y: y.reshape(chunks * checkpoint, *y.shape[2:])[:time], outputs)
+    return outputs, final_state

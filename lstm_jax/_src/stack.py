@@ -31,6 +31,8 @@ import jax.numpy as jnp
 from lstm_jax._src.backends import LayerPlan, resolve_backend
 from lstm_jax._src.cells import CellDef
 from lstm_jax._src.options import RecurrentOptions
+from lstm_jax._src.scan import run_layer
+from lstm_jax._src.types import Quantities
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
@@ -73,6 +75,10 @@ def weight_drop(key: jax.Array, params: Sequence[Sequence[Any]], rate: float):
     Returns:
       The parameters with ``weight_hh`` masked.
 
+    Raises:
+      ValueError: a cell's parameters have no ``weight_hh`` field (minLSTM, minGRU: their
+        gates do not read ``h_{t-1}``; sLSTM: ``weight_hh`` is built from the heads' blocks).
+
     Example:
       >>> from lstm_jax._src.init import init_gru_params
       >>> p = init_gru_params(jax.random.key(0), 3, 4)
@@ -80,6 +86,13 @@ def weight_drop(key: jax.Array, params: Sequence[Sequence[Any]], rate: float):
       >>> w.shape, bool(jnp.any(w == 0.0)), bool(jnp.all(p[0][0].weight_ih == p[0][0].weight_ih))
       ((12, 4), True, True)
     """
+    kind = type(params[0][0])
+    if "weight_hh" not in kind._fields:
+        raise ValueError(
+            f"weight_dropout drops entries of weight_hh, and {kind.__name__} has no such "
+            f"field (its weight_hh is a property built from other fields, or the cell's gates "
+            f"do not read h_(t-1)): use weight_dropout=0"
+        )
     keys = jax.random.split(key, len(params) * len(params[0]))
     directions = len(params[0])
     return tuple(
@@ -104,6 +117,22 @@ def zoneout_weights(key: jax.Array | None, rate: float, shape: tuple[int, ...], 
     if key is None:
         return jnp.full(shape, rate, dtype)
     return jax.random.bernoulli(key, rate, shape).astype(dtype)
+
+
+def _zoneout_masks(key: jax.Array | None, rates: tuple[float, ...] | None, state: Any, time: int):
+    """Zoneout's weights of the old state, ``[time, batch, size]`` per state field, drawn
+    from ``key`` (or the rates themselves without one); ``None`` without zoneout."""
+    if rates is None:
+        return None
+    fields = jax.random.split(key, len(state)) if key is not None else None
+    return type(state)(
+        *(
+            zoneout_weights(
+                None if fields is None else fields[i], rate, (time, *leaf.shape), leaf.dtype
+            )
+            for i, (rate, leaf) in enumerate(zip(rates, state, strict=True))
+        )
+    )
 
 
 def run_stack(
@@ -140,7 +169,9 @@ def run_stack(
       final states stacked like ``initial_states``.
 
     Raises:
-      ValueError: ``backend`` names a kernel that cannot run this configuration.
+      ValueError: ``backend`` names a kernel that cannot run this configuration, or
+        ``recurrent_dropout > 0`` for a cell whose gates do not read ``h_{t-1}`` (an empty
+        ``weight_hh``, as minLSTM's and minGRU's).
 
     Example:
       >>> from lstm_jax import functional as F
@@ -155,6 +186,11 @@ def run_stack(
         options = RecurrentOptions.build("run_stack", option_values)
     elif option_values:
         options = options.replace(**option_values)
+    if options.recurrent_dropout > 0.0 and params[0][0].weight_hh.shape[0] == 0:
+        raise ValueError(
+            f"recurrent_dropout drops h_(t-1) where it enters W_hh h_(t-1), and the gates of "
+            f"{cell.describe()} do not read h_(t-1): use recurrent_dropout=0"
+        )
     directions = len(params[0])
     time, batch = x.shape[:2]
     zoneout = options.zoneout_rates(initial_states._fields)
@@ -198,20 +234,7 @@ def run_stack(
                 recurrent_mask = dropout_mask(
                     k_rec, state.h.shape, recurrent_dropout, state.h.dtype
                 )
-            zoneout_masks = None
-            if zoneout is not None:
-                fields = jax.random.split(k_zone, len(state)) if k_zone is not None else None
-                zoneout_masks = type(state)(
-                    *(
-                        zoneout_weights(
-                            None if fields is None else fields[i],
-                            rate,
-                            (time, *leaf.shape),
-                            leaf.dtype,
-                        )
-                        for i, (rate, leaf) in enumerate(zip(zoneout, state, strict=True))
-                    )
-                )
+            zoneout_masks = _zoneout_masks(k_zone, zoneout, state, time)
             direction_plan = plan.for_direction(
                 reverse=direction == 1, recurrent_mask=recurrent_mask, zoneout_weights=zoneout_masks
             )
@@ -225,3 +248,70 @@ def run_stack(
             key, layer_key = jax.random.split(key)
             layer_input = dropout(layer_key, layer_input, options.dropout)
     return layer_input, jax.tree.map(lambda *leaves: jnp.stack(leaves), *final_states)
+
+
+def stack_quantities(
+    cell: CellDef,
+    params: Sequence[Sequence[Any]],
+    x: jax.Array,
+    initial_states: Any,
+    *,
+    seq_lengths: jax.Array | None = None,
+    options: RecurrentOptions | None = None,
+) -> tuple[tuple[Quantities, ...], ...]:
+    """Every named quantity of every layer and direction, in inference mode, on the scan.
+
+    The layers and directions of :func:`run_stack` without a key: no dropout of any kind,
+    zoneout at its expectation. Each direction runs :func:`~lstm_jax._src.scan.run_layer`
+    with ``quantities=True``, so the numbers are the scan's.
+
+    Args:
+      cell: the cell kind.
+      params: ``params[layer][direction]``.
+      x: ``[time, batch, input_size]``.
+      initial_states: as :func:`run_stack`'s, fields ``[layers * directions, batch, size]``.
+      seq_lengths: optional int32 ``[batch]``.
+      options: a :class:`RecurrentOptions`; ``unroll`` and ``zoneout`` are read.
+
+    Returns:
+      ``result[layer][direction]``, a :class:`~lstm_jax.Quantities` from each quantity's
+      name to ``[time, batch, size]`` (zero at padded steps; reverse directions aligned
+      with the input's steps).
+
+    Example:
+      >>> from lstm_jax import functional as F
+      >>> params = F.init_gru_params(jax.random.key(0), 3, 5, num_layers=2, bidirectional=True)
+      >>> zeros = jnp.zeros((4, 2, 5), jnp.float32)  # [layers * directions, batch, hidden]
+      >>> x = jnp.ones((7, 2, 3), jnp.float32)
+      >>> result = stack_quantities(F.GRU_CELL, params, x, F.GRUState(zeros))
+      >>> out, _ = run_stack(F.GRU_CELL, params, x, F.GRUState(zeros))
+      >>> list(result[1][0]), bool(jnp.all(result[1][1]["h"] == out[..., 5:]))
+      (['r', 'z', 'n', 'h'], True)
+    """
+    options = options or RecurrentOptions()
+    directions = len(params[0])
+    zoneout = options.zoneout_rates(initial_states._fields)
+    zoneout = zoneout if any(zoneout) else None
+    layer_input = x
+    result = []
+    for layer, layer_params in enumerate(params):
+        layer_result = []
+        for direction, direction_params in enumerate(layer_params):
+            index = layer * directions + direction
+            state = jax.tree.map(lambda leaf, i=index: leaf[i], initial_states)
+            quantities, _ = run_layer(
+                cell,
+                direction_params,
+                layer_input,
+                state,
+                seq_lengths=seq_lengths,
+                reverse=direction == 1,
+                unroll=options.unroll,
+                zoneout=_zoneout_masks(None, zoneout, state, x.shape[0]),
+                quantities=True,
+            )
+            layer_result.append(quantities)
+        outputs = [q["h"] for q in layer_result]
+        layer_input = jnp.concatenate(outputs, axis=-1) if directions > 1 else outputs[0]
+        result.append(tuple(layer_result))
+    return tuple(result)

@@ -18,7 +18,8 @@ variants' peephole and layer-norm parameters) are ``None`` unless the variant is
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 from jax import export
@@ -166,6 +167,48 @@ class RNNParams(NamedTuple):
     weight_hh: jax.Array
     bias_ih: jax.Array | None = None
     bias_hh: jax.Array | None = None
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Quantities(Mapping):
+    """A read-only mapping from names to values that keeps its order through ``jax.jit``
+    and ``jax.tree.map`` (which sort a ``dict``'s keys): the order of a cell's equations.
+
+    :func:`lstm_jax.internals` returns one per layer and direction.
+
+    Args:
+      items: a mapping, or ``(name, value)`` pairs, in order.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from lstm_jax import Quantities
+      >>> q = Quantities({"f": jnp.zeros(2), "c": jnp.ones(2)})
+      >>> list(jax.jit(lambda q: q)(q)), q["c"].tolist()
+      (['f', 'c'], [1.0, 1.0])
+    """
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]]):
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items[name]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Quantities({self._items!r})"
+
+    def tree_flatten_with_keys(self):
+        children = [(jax.tree_util.DictKey(name), value) for name, value in self._items.items()]
+        return children, tuple(self._items)
+
+    @classmethod
+    def tree_unflatten(cls, names, values):
+        return cls(zip(names, values, strict=True))
 
 
 # Parameters of a stack: ``params[layer][direction]``, direction 0 forward, 1 reverse.

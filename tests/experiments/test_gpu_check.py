@@ -26,9 +26,10 @@ def test_script_parses_and_its_dry_run_lists_the_stages(tmp_path):
         check=True,
     ).stdout
     lines = {line.split("]")[0] + "]": line for line in dry.splitlines() if line.startswith("[")}
-    assert list(lines) == ["[setup]", "[tests]", "[bench]", "[ptb]"]
+    assert list(lines) == ["[setup]", "[tests]", "[bench]", "[minrnn]", "[ptb]"]
     assert "pytest tests -m gpu" in lines["[tests]"]
     assert "experiments.benchmarks.run" in lines["[bench]"] and str(out) in lines["[bench]"]
+    assert "experiments.benchmarks.min_rnn_speed --out" in lines["[minrnn]"]
     assert "ptb.py:medium" in lines["[ptb]"] and "--config.steps=300" in lines["[ptb]"]
     assert not out.exists()  # a dry run writes nothing
     only = subprocess.run(

@@ -15,6 +15,8 @@ order of preference):
   (TPU: VMEM; GPU: through Triton), for the plain LSTM, the GRU and the RNN, float32 or
   bfloat16; interpret mode (exact, slow) elsewhere. ``"auto"`` does not pick it until it
   has been timed on a device.
+- ``"parallel"``: cells whose step is a linear recurrence (minLSTM, minGRU), all steps
+  at once by an associative scan in log space.
 - ``"auto"``: the first of these that supports the configuration and was measured
   faster than the scan on the platform.
 """

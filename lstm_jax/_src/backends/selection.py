@@ -19,12 +19,13 @@ from lstm_jax._src.backends.cudnn import CUDNN
 from lstm_jax._src.backends.fused_kernel import FUSED, NATIVE_CPU
 from lstm_jax._src.backends.kernel import Kernel, LayerPlan
 from lstm_jax._src.backends.pallas import PALLAS
+from lstm_jax._src.backends.parallel_kernel import PARALLEL
 from lstm_jax._src.backends.scan_kernel import SCAN
 from lstm_jax._src.cells import CellDef
 
 # The kernels, in "auto"'s order of preference: the first that supports a configuration
 # and may be picked on the platform runs it. The scan runs everything and comes last.
-KERNELS: tuple[Kernel, ...] = (CUDNN, FUSED, PALLAS, SCAN)
+KERNELS: tuple[Kernel, ...] = (CUDNN, PARALLEL, FUSED, PALLAS, SCAN)
 
 
 def backend_names() -> tuple[str, ...]:

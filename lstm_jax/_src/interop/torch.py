@@ -98,7 +98,8 @@ def stack_from_named(
     Fields absent from ``named`` become ``None`` (no bias, no projection).
 
     Raises:
-      KeyError: a name that ``param_type`` needs is missing, or ``named`` has extra names.
+      KeyError: a name that ``param_type`` needs (a field without a default) is missing, or
+        ``named`` has extra names.
     """
     used = set()
 
@@ -122,7 +123,8 @@ def stack_from_named(
         torch_name(f, layer, d)
         for layer in range(num_layers)
         for d in range(directions)
-        for f in ("weight_ih", "weight_hh")
+        for f in param_type._fields
+        if f not in param_type._field_defaults
     ]
     missing = [n for n in required if n not in named]
     extra = sorted(set(named) - used)
