@@ -67,7 +67,7 @@ class _Examples:
                     "random-access source with len() and [i] (e.g. a Grain MapDataset); got "
                     f"{type(inputs).__name__}"
                 )
-            self.source, self.targets = inputs, None
+            self.source, self.inputs, self.targets = inputs, None, None
         if len(self) == 0:
             raise ValueError("the dataset is empty: inputs has no examples")
         if self.source is None:
@@ -79,7 +79,7 @@ class _Examples:
             self.lengths = np.asarray(lengths, np.int64)
             if self.lengths.shape != (len(self),):
                 raise ValueError(f"lengths must have one entry per example ({len(self)})")
-        elif isinstance(self.inputs if self.source is None else None, np.ndarray):
+        elif isinstance(self.inputs, np.ndarray):
             self.lengths = np.full(len(self), self.inputs.shape[1], np.int64)
         else:
             self.lengths = np.array([len(self.get(i)[0]) for i in range(len(self))], np.int64)
@@ -250,7 +250,8 @@ class ArrayBatches:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.batch_first = drop_last, batch_first
         lengths = self.examples.lengths
-        self.variable_length = bool(lengths.min() != lengths.max()) or self._is_sequence_list
+        # sequences (a list, a source) get seq_lengths; an array's rows share its length
+        self.variable_length = not isinstance(self.examples.inputs, np.ndarray)
         self.bounds = _bucket_bounds(lengths, buckets)
         self.bucket_of = np.searchsorted(self.bounds, lengths)
         sizes = np.bincount(self.bucket_of, minlength=len(self.bounds))
@@ -262,10 +263,6 @@ class ArrayBatches:
                 f"with drop_last, no bucket holds a full batch of {batch_size}: use fewer "
                 "buckets or a smaller batch_size"
             )
-
-    @property
-    def _is_sequence_list(self) -> bool:
-        return self.examples.source is not None or isinstance(self.examples.inputs, list)
 
     def __len__(self) -> int:
         """The number of examples."""

@@ -209,6 +209,12 @@ def _locked_run_dir(run_dir: str):
         handle.close()  # releases the lock
 
 
+def _logged(records: list[dict[str, Any]], name: str) -> tuple[list[int], list[float]]:
+    """The steps at which metric ``name`` was logged, and its values there."""
+    pairs = [(r["step"], r[name]) for r in records if name in r]
+    return [step for step, _ in pairs], [value for _, value in pairs]
+
+
 @contextlib.contextmanager
 def _run_directory(run_dir: str | os.PathLike | None):
     """``run_dir`` locked while the block runs; a temporary one, removed after, for ``None``."""
@@ -459,7 +465,7 @@ def fit(
             records.append({"step": step, **values})
             if monitor.monitor not in values:
                 return
-            monitored = [r[monitor.monitor] for r in records if monitor.monitor in r]
+            _, monitored = _logged(records, monitor.monitor)
             if best is not None and monitor.best_index(monitored) == len(monitored) - 1:
                 best.save(state, step=step)
             if early_stopping is not None and early_stopping.should_stop(monitored):
@@ -626,13 +632,9 @@ def fit(
             checkpointer.close()
             clock.save()
             final_digest = params_digest(state.params) if status == "completed" else None
-            monitored = [r[monitor.monitor] for r in records if monitor.monitor in r]
+            logged_at, monitored = _logged(records, monitor.monitor)
             best_index = monitor.best_index(monitored)
-            best_step = (
-                [r["step"] for r in records if monitor.monitor in r][best_index]
-                if best_index is not None
-                else None
-            )
+            best_step = logged_at[best_index] if best_index is not None else None
             if best is not None:
                 if status == "completed" and best_step is not None:
                     state = best.restore(best_step, state, shardings)
