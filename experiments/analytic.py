@@ -46,10 +46,10 @@ def gates(cell: str) -> int:
     if cell not in train.cell_kinds():
         raise ValueError(f"cell must be one of {train.cell_kinds()}, got {cell!r}")
     layer = F.get_cell("rnn_tanh" if cell == "rnn" else cell).init_layer
-    shapes = jax.eval_shape(
-        lambda k: layer(k, 1, 1, bias=True, dtype=jnp.float32), jax.random.key(0)
+    weight_hh = jax.eval_shape(  # traced: weight_hh may be a property built from blocks
+        lambda k: layer(k, 1, 1, bias=True, dtype=jnp.float32).weight_hh, jax.random.key(0)
     )
-    return shapes.weight_hh.shape[0]
+    return weight_hh.shape[0]
 
 
 def recurrent_params(
@@ -120,15 +120,18 @@ def step_flops(
     batch_size: int = 1,
     seq_len: int = 1,
     train: bool = True,
-) -> int:
+) -> int | None:
     """FLOPs of the recurrent stack for ``seq_len`` steps of ``batch_size`` sequences.
 
-    Leaves out the embedding, the read-out and the loss (the same for every cell).
+    Leaves out the embedding, the read-out and the loss (the same for every cell). ``None``
+    for a cell whose elementwise work is not counted in :data:`ELEMENTWISE`.
 
     Example:
       >>> step_flops("lstm", 2, 3, train=False)  # 2*4*3*(2+3) + 17*3
       171
     """
+    if cell not in ELEMENTWISE:
+        return None
     g, h = gates(cell), hidden_size
     forward = 0
     for layer in range(num_layers):
