@@ -96,15 +96,16 @@ def run_layer(
     def body(state, inputs):
         gates_t, t, zoneout_t = inputs
         gates_h = product(state.h, recurrent_mask)
-        new_state = cell.update(params, gates_t, gates_h, state)
+        if quantities:  # the step's math once: the new state is among its quantities
+            named = cell.named_quantities(params, gates_t, gates_h, state)
+            new_state = type(state)(*(named[field] for field in state._fields))
+        else:
+            new_state = cell.update(params, gates_t, gates_h, state)
         if zoneout_t is not None:
             new_state = jax.tree.map(
                 lambda z, old, new: z * old + (1.0 - z) * new, zoneout_t, state, new_state
             )
-        output = new_state.h
-        if quantities:
-            named = cell.named_quantities(params, gates_t, gates_h, state)
-            output = Quantities({**named, **new_state._asdict()})
+        output = Quantities({**named, **new_state._asdict()}) if quantities else new_state.h
         if seq_lengths is None:
             return new_state, output
         valid = (t < seq_lengths)[:, None]
