@@ -55,8 +55,7 @@ def predict(
     """
     n = len(inputs)
     batches = ArrayBatches(inputs, batch_size=min(batch_size, n), shuffle=False, buckets=buckets)
-    graphdef, state = nnx.split(model)
-    copy = nnx.merge(graphdef, state)
+    copy = nnx.clone(model)  # evaluation mode without touching the caller's module
     copy.eval()
     graphdef, state = nnx.split(copy)
 
