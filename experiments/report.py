@@ -437,8 +437,9 @@ _MATCHED = " ({} units, matched)"  # a memory model label's width, when matched
 
 
 def _without_width(model: str) -> str:
-    """``"gru (148 units, matched)"`` -> ``"gru"``: the cell, whatever width a task gave it."""
-    return re.sub(re.escape(_MATCHED).replace(r"\{\}", r"\d+"), "", model)
+    """``"gru (148 units, matched)"`` -> ``"gru"``, ``"min_gru (3 x 129 units, matched)"``
+    -> ``"min_gru"``: the cell, whatever width and depth a task gave it."""
+    return re.sub(re.escape(_MATCHED).replace(r"\{\}", r"[0-9x ]+"), "", model)
 
 
 def memory_settings(workdir: str) -> dict[tuple, dict]:
@@ -453,7 +454,8 @@ def memory_settings(workdir: str) -> dict[tuple, dict]:
         init = next((p for p in parts if p in MEMORY_INITS), "fb1")
         model = f"lstm ({init})" if cell == "lstm" else cell
         if config["model"].get("match_params") not in (None, cell):
-            model += _MATCHED.format(summary.get("hidden_size", "?"))
+            width, layers = summary.get("hidden_size", "?"), summary.get("num_layers", 1)
+            model += _MATCHED.format(f"{layers} x {width}" if layers > 1 else width)
         key = (summary["task"], summary["seq_len"], model, config["optimizer"]["learning_rate"])
         out.setdefault(key, []).extend(r[0] for r in runs)
     order = {"rnn": 0, "gru": 1, "lstm": 2}

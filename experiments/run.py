@@ -273,7 +273,7 @@ class Task:
                 cell,
                 self.input_size,
                 hidden,
-                m.num_layers,
+                self.num_layers(cell),
                 self.out_size,
                 rngs=rngs,
                 dropout=m.dropout,
@@ -285,7 +285,7 @@ class Task:
                 self.vocab_size,
                 m.embed_size,
                 hidden,
-                m.num_layers,
+                self.num_layers(cell),
                 dropout=m.dropout,
                 io_dropout=m.io_dropout,
                 rngs=rngs,
@@ -295,18 +295,26 @@ class Task:
             train.init_uniform(model, m.init_scale, key=jax.random.key(self.config.seed + 2))
         return model
 
+    def num_layers(self, cell: str) -> int:
+        """``model.layers_by_cell[cell]`` where given, else ``model.num_layers``."""
+        m = self.config.model
+        return (m.get("layers_by_cell") or {}).get(cell, m.num_layers)
+
     def hidden_size(self, cell: str) -> int:
         """``model.hidden_size``, or with ``model.match_params`` naming a cell kind, the
-        hidden size at which ``cell``'s recurrent layers have as many parameters as that
-        cell's at ``model.hidden_size`` (:func:`experiments.analytic.matched_hidden`)."""
+        hidden size at which ``cell``'s recurrent layers (:meth:`num_layers` of them) have
+        as many parameters as that cell's at ``model.hidden_size``
+        (:func:`experiments.analytic.matched_hidden`)."""
         m = self.config.model
         ref = m.get("match_params")
         if not ref or ref == cell or cell not in train.cell_kinds():
             return m.hidden_size
         features = self.input_size if self.vocab_size is None else m.embed_size
         directions = 2 if m.bidirectional else 1
-        target = analytic.recurrent_params(ref, features, m.hidden_size, m.num_layers, directions)
-        return analytic.matched_hidden(cell, target, features, m.num_layers, directions)
+        target = analytic.recurrent_params(
+            ref, features, m.hidden_size, self.num_layers(ref), directions
+        )
+        return analytic.matched_hidden(cell, target, features, self.num_layers(cell), directions)
 
 
 class ConfigError(ValueError):
@@ -407,6 +415,14 @@ def validate_config(c) -> None:
         check(field, boolean, "True or False (a bool, not a string)")
     check("model.hidden_size", count(1), "an integer >= 1")
     check("model.num_layers", count(1), "an integer >= 1")
+    check(
+        "model.layers_by_cell",
+        lambda v: (
+            hasattr(v, "items")
+            and all(k in train.cell_kinds() and count(1)(n) for k, n in v.items())
+        ),
+        "a mapping from cell kinds to integers >= 1, e.g. {'min_lstm': 3}",
+    )
     check("model.embed_size", count(0), "an integer >= 0")
     check("model.dropout", fraction, "a number in [0, 1)")
     check("model.io_dropout", fraction, "a number in [0, 1)")
@@ -580,6 +596,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
                 "seq_len": c.seq_len,
                 "seed": c.seed,
                 "hidden_size": task.hidden_size(cell),
+                "num_layers": task.num_layers(cell),
                 "recurrent_params": _recurrent_params(model),
                 "baseline": task.baseline,
                 "steps_per_epoch": plan["steps_per_epoch"],

@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.init_scale = 0.0  # > 0: every parameter uniform in [-s, s] (Zaremba et al. 2014)
     c.model.backend = "auto"  # auto | scan | fused | cudnn: the kernel of every cell
     c.model.match_params = None  # a cell kind: every cell's hidden size matches its parameters
+    c.model.layers_by_cell = {}  # cell kind -> its number of layers, where not num_layers
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"

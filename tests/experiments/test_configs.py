@@ -10,7 +10,7 @@ from flax import nnx
 import lstm_jax
 from experiments import report
 from experiments import run as run_module
-from experiments.configs import bidirectional, depth, memory, ptb, vanishing
+from experiments.configs import bidirectional, depth, descendants, memory, ptb, vanishing
 
 
 def smoke_run(config, workdir, cells):
@@ -161,3 +161,24 @@ def test_lookahead_smoke_bidirectional_beats_nothing_yet_but_runs(tmp_path):
     assert bidirectional.get_config().model.bidirectional and bidirectional.get_config().task == (
         "lookahead"
     )
+
+
+def test_descendants_match_the_lstm_with_stacked_min_cells(tmp_path):
+    c = descendants.get_config("copy-20")
+    assert c.name == "descendants/copy/T20/lr0.003" and c.cells == descendants.CELLS
+    assert c.steps == memory.BUDGET["copy"][20] and c.model.lstm_forget_bias == 1.0
+    task = run_module.Task(run_module.seed_config(c, 0), None)
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m.core, nnx.Param)))  # noqa: E731
+    lstm = count(task.model("lstm"))
+    for cell in descendants.CELLS:
+        model = task.model(cell)
+        assert abs(count(model) - lstm) / lstm < 0.01, cell
+        assert model.core.num_layers == descendants.STACKED.get(cell, 1), cell
+    with pytest.raises(ValueError, match="<task>-<T>"):
+        descendants.get_config("copy")
+    smoke = descendants.get_config("smoke")
+    smoke.steps, smoke.checkpoint_every, smoke.eval_every = 4, 4, 2
+    smoke_run(smoke, tmp_path / "adding" / "T20", ("min_gru",))
+    table = report.memory(str(tmp_path))
+    hidden = run_module.Task(run_module.seed_config(smoke, 0), None).hidden_size("min_gru")
+    assert f"| adding | 20 | min_gru (3 x {hidden} units, matched) | 0.001 | 1 |" in table
