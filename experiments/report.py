@@ -876,6 +876,18 @@ EXPERIMENTS = (
         "not run at this commit",
     ),
     (
+        "4b. the LSTM's descendants: LSTM, GRU, sLSTM, minLSTM, minGRU at matched "
+        "parameters, adding T = 50 and copy T = 20",
+        "`descendants.py:<task>-<T>`",
+        "see `descendants.py`'s docstring",
+        "descendants",
+        "no number on these tasks; the claims: sLSTM's exponential gating lets it revise "
+        "what it stored (Beck et al. 2024, arXiv:2405.04517, sec. 1); stacked minLSTM and "
+        "minGRU solve selective copying, one layer does not (Feng et al. 2024, "
+        "arXiv:2410.01201, sec. 4)",
+        "not run at this commit",
+    ),
+    (
         "5. vanishing gradients: ‖dL/dh_t‖ vs T − t, adding T = 100",
         "`vanishing.py:fb1`, `:torch`",
         "loop in `vanishing.py`'s docstring",
@@ -932,7 +944,14 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
     hardware = f"{device.get('kind', '?')} ({device.get('cpu_count', '?')} cores)"
     wall = f"{sum(r[2].get('wall_time_s', 0.0) for r in runs):,.0f} s"
     parts = []
-    if kind == "memory":
+    if kind == "descendants":
+        for (task, length, model, _), st in memory_settings(src).items():
+            median = "-" if st["median_steps"] is None else f"{st['median_steps']:,.0f}"
+            parts.append(
+                f"{task} T {length} {_without_width(model)}: solved "
+                f"{fmt_fraction(st['solved'], st['n'])}, median steps {median}"
+            )
+    elif kind == "memory":
         horizon = memory_horizon(memory_settings(src))
         for (task, model), h in sorted(horizon.items()):
             lengths = ", ".join(str(t) for t in h["best"])

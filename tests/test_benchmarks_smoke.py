@@ -122,3 +122,19 @@ def test_min_rnn_speed_worker_builds_and_times_and_its_table_reads_the_rows():
     table = min_rnn_speed.table(summary)
     assert "| min_gru[parallel] | min_gru | 6 | 60 | parallel |" in table
     assert f"| 8 | {1e3 * row['median_s']:.3g} |" in table
+
+
+def test_word_lm_port_and_torch_example_train_in_paired_rounds(tmp_path):
+    pytest.importorskip("torch")
+    from experiments.benchmarks import word_lm
+
+    args = ["--quick", "--rounds", "2", "--steps", "2", "--warmup", "1", "--out", str(tmp_path)]
+    result = word_lm.main(args)
+    assert json.loads((tmp_path / "results.json").read_text()) == result
+    assert {len(s) for s in result["seconds"].values()} == {2}
+    assert all(t > 0 for s in result["seconds"].values() for t in s)
+    ratio = result["ratio_torch_over_ours"]
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert result["workers"]["lstm_jax"]["threads"] >= 1 and result["workers"]["torch"]["torch"]
+    columns = word_lm.data_columns(np.arange(45))  # 20 columns of 2, the example's batchify
+    assert columns.shape == (2, 20) and list(columns[:, 1]) == [2, 3]

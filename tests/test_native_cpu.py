@@ -227,3 +227,25 @@ def test_avx2_build_passes_the_same_checks(tmp_path):
     ``LSTM_JAX_NATIVE_ISA=avx2`` and run through this file's checks in a subprocess."""
     checks = "equals_float64_scan or several_chunks or gate_functions"
     pytest_on_avx2_build(__file__, checks, tmp_path)
+
+
+def test_native_calls_leave_every_other_threads_cpus_as_they_were():
+    """The native team holds its caller on one CPU for a call only, and pins only its own
+    workers (named ``lstm_jax_native``), one per CPU."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the native loops run on the caller alone")
+    allowed = os.sched_getaffinity(0)
+    args = _problem(jax.random.key(3), hidden=256, batch=32)
+    jax.block_until_ready(jax.jit(jax.grad(_loss(_fused()), argnums=(0, 1)))(*args))
+
+    def threads():
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/comm") as f:
+                yield int(task), f.read().strip()
+
+    workers = [tid for tid, name in threads() if name == "lstm_jax_native"]
+    assert workers, "a call of 256 units on 2 CPUs runs on a worker beside its caller"
+    assert all(len(os.sched_getaffinity(tid)) == 1 for tid in workers)
+    for tid, name in threads():
+        if name != "lstm_jax_native":
+            assert os.sched_getaffinity(tid) == allowed, (tid, name)

@@ -18,7 +18,9 @@ rounds, so slow drift of a shared machine hits both sides of every ratio alike.
 
 Cases (``--cases``): ``lstm``, ``gru``, ``rnn`` (tanh) on a grid of shapes; ``zaremba``
 (Zaremba et al. 2014's PTB LSTMs: T35 B20, 2 layers, hidden = input = 200 / 650 / 1500);
-``packed`` (``seq_lengths`` uniform in [T/2, T]; torch through ``pack_padded_sequence``);
+``small`` (the tutorials' language model: 2 x 200 at T20 B20, one layer at T35 B20, where
+per-call costs weigh most); ``packed`` (``seq_lengths`` uniform in [T/2, T]; torch
+through ``pack_padded_sequence``);
 ``bf16`` (bfloat16 products; torch's module in bfloat16); ``variants`` (peephole,
 layer_norm, cifg, proj against plain ``lax.scan`` implementations of the same equations,
 per-step and hoisted input product); ``inference`` (a forward pass, and single steps of a
@@ -67,6 +69,7 @@ GRID = {
     "gru": [dataclasses.replace(s, cell="gru") for s in (SMALL, LONG, STACK)],
     "rnn": [dataclasses.replace(s, cell="rnn") for s in (SMALL, LONG, STACK)],
     "zaremba": [S(35, 20, h, h, 2) for h in (200, 650, 1500)],
+    "small": [S(20, 20, 200, 200, 2), S(35, 20, 200, 200, 1)],
     "packed": [dataclasses.replace(s, packed=True) for s in (SMALL, STACK)],
     "bf16": [dataclasses.replace(s, dtype="bfloat16") for s in (SMALL, LSTM_GRID[2])],
     "variants": [dataclasses.replace(SMALL, variant=v) for v in VARIANTS],
@@ -79,6 +82,7 @@ QUICK_GRID = {  # one tiny shape per case: compiling, not timing, is what takes 
     "gru": [dataclasses.replace(TINY, cell="gru")],
     "rnn": [dataclasses.replace(TINY, cell="rnn")],
     "zaremba": [S(35, 2, 24, 24, 2)],
+    "small": [S(20, 2, 24, 24)],
     "packed": [dataclasses.replace(TINY, cell="rnn", packed=True)],
     "bf16": [dataclasses.replace(TINY, cell="gru", dtype="bfloat16")],
     "variants": [dataclasses.replace(TINY, variant="proj")],

@@ -25,10 +25,12 @@
 // new h (forward) or dz (backward) that every block's product reads; the backward call
 // also splits the input-gradient columns between threads, and each thread takes the
 // input and weight gradients of a chunk of steps at its end.
-// Threads are started per call (the max_threads attribute bounds them) and joined before
-// it returns, so none is left spinning beside XLA's or torch's own threads.
+// The threads of a call (the max_threads attribute bounds them) are the caller and workers
+// kept from call to call, one per CPU, that sleep when idle (see Worker).
 
 #include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -36,9 +38,13 @@
 #include <cstring>
 #include <exception>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -280,30 +286,139 @@ class SpinBarrier {
   std::atomic<int> arrived_{0}, generation_{0};
 };
 
+// The team of a call: the caller and workers kept from call to call, each worker pinned
+// to one CPU and the caller held on the CPU it is on for the call, so that no two of
+// them share a core. Threads started per call began on their parent's CPU and were moved
+// away late: half the calls ran at one core's speed, and a start cost 0.5-1 ms (measured
+// at T 35, B 20, H 200 on 2 cores). Idle workers spin for 50 us (the next layer's call
+// may follow within microseconds), then sleep on a condition variable, so none spins beside
+// XLA's or torch's threads between steps.
+class Worker {
+ public:
+  // A worker pinned to `cpu`, or nullptr where the thread cannot start (address-space,
+  // process or container limits) or cannot be pinned.
+  static Worker* Start(int cpu) {
+    auto* worker = new Worker;
+    try {
+      worker->thread_ = std::thread([worker] { worker->Loop(); });
+    } catch (const std::exception&) {  // std::system_error (EAGAIN) or std::bad_alloc
+      delete worker;
+      return nullptr;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    const pthread_t handle = worker->thread_.native_handle();
+    worker->thread_.detach();  // kept for the process's life
+    pthread_setname_np(handle, "lstm_jax_native");  // as tools such as top -H show it
+    if (pthread_setaffinity_np(handle, sizeof(one), &one) != 0) {
+      worker->Post(nullptr);  // it ends; the object is left to it
+      return nullptr;
+    }
+    return worker;
+  }
+  // Runs job() on the worker; Wait() returns once it has.
+  void Post(const std::function<void()>* job) {
+    {
+      std::lock_guard<std::mutex> hold(mutex_);
+      job_ = job;
+      posted_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_one();
+  }
+  void Wait() const {
+    for (int spins = 0; done_.load(std::memory_order_acquire) != posted_.load(); ++spins)
+      if (spins < 4096) _mm_pause();
+      else std::this_thread::yield();
+  }
+
+ private:
+  void Loop() {
+    for (uint64_t seen = 0;; ++seen) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      for (int spins = 1; posted_.load(std::memory_order_acquire) == seen; ++spins) {
+        _mm_pause();
+        if (spins % 64 == 0 && std::chrono::steady_clock::now() > until) break;
+      }
+      std::unique_lock<std::mutex> hold(mutex_);
+      wake_.wait(hold, [&] { return posted_.load(std::memory_order_acquire) != seen; });
+      const std::function<void()>* job = job_;
+      hold.unlock();
+      if (!job) return;
+      (*job)();
+      done_.store(seen + 1, std::memory_order_release);
+    }
+  }
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  const std::function<void()>* job_ = nullptr;
+  std::atomic<uint64_t> posted_{0}, done_{0};
+};
+
+// The worker of each CPU, started at first use; a forked child starts its own.
+Worker* WorkerOn(int cpu) {
+  static pid_t owner = 0;
+  static std::vector<Worker*> workers;
+  if (owner != getpid()) {  // the parent's workers did not survive the fork
+    workers.assign(CPU_SETSIZE, nullptr);
+    owner = getpid();
+  }
+  if (!workers[cpu]) workers[cpu] = Worker::Start(cpu);
+  return workers[cpu];
+}
+
+// Holds the calling thread on the CPU it is on, and gives its affinity back at the end.
+class CallerPlacement {
+ public:
+  CallerPlacement() {
+    if (pthread_getaffinity_np(pthread_self(), sizeof(allowed_), &allowed_) != 0) return;
+    here_ = sched_getcpu();
+    if (here_ < 0 || !CPU_ISSET(here_, &allowed_)) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(here_, &one);
+    held_ = pthread_setaffinity_np(pthread_self(), sizeof(one), &one) == 0;
+  }
+  ~CallerPlacement() {
+    if (held_) pthread_setaffinity_np(pthread_self(), sizeof(allowed_), &allowed_);
+  }
+  // The other CPUs the caller may run on, at most `n` of them; none unless it is held.
+  std::vector<int> OtherCpus(int n) const {
+    std::vector<int> cpus;
+    for (int cpu = 0; held_ && cpu < CPU_SETSIZE && static_cast<int>(cpus.size()) < n; ++cpu)
+      if (CPU_ISSET(cpu, &allowed_) && cpu != here_) cpus.push_back(cpu);
+    return cpus;
+  }
+
+ private:
+  cpu_set_t allowed_;
+  int here_ = -1;
+  bool held_ = false;
+};
+
 // Runs body(thread, team, barrier) on up to `threads` threads, the caller's included.
-// A thread that cannot start (address-space, process or container limits) shrinks the
-// team instead of aborting the process: the workers wait until the team's size is known,
-// and every body splits its work by the team it is given.
+// Where a worker cannot start, or the caller may run on fewer CPUs, the team shrinks:
+// every body splits its work by the team it is given. Callers hold CallMutex.
 template <class Body>
 void RunParallel(int threads, Body&& body) {
-  std::atomic<int> team{0};
-  std::unique_ptr<SpinBarrier> barrier;
-  std::vector<std::thread> workers;
-  try {
-    workers.reserve(threads - 1);
-    for (int i = 1; i < threads; ++i)
-      workers.emplace_back([&, i] {
-        int n;
-        while ((n = team.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
-        if (i < n) body(i, n, *barrier);
-      });
-  } catch (const std::exception&) {  // std::system_error (EAGAIN) or std::bad_alloc
+  if (threads <= 1) {
+    SpinBarrier alone(1);
+    body(0, 1, alone);
+    return;
   }
-  const int n = static_cast<int>(workers.size()) + 1;
-  barrier = std::make_unique<SpinBarrier>(n);
-  team.store(n, std::memory_order_release);
-  body(0, n, *barrier);
-  for (auto& worker : workers) worker.join();
+  const CallerPlacement placement;
+  std::vector<Worker*> team;
+  for (int cpu : placement.OtherCpus(threads - 1))
+    if (Worker* worker = WorkerOn(cpu)) team.push_back(worker);
+  const int n = static_cast<int>(team.size()) + 1;
+  SpinBarrier barrier(n);
+  std::vector<std::function<void()>> jobs;
+  jobs.reserve(team.size());
+  for (int i = 1; i < n; ++i) jobs.emplace_back([&, i] { body(i, n, barrier); });
+  for (int i = 1; i < n; ++i) team[i - 1]->Post(&jobs[i - 1]);
+  body(0, n, barrier);
+  for (Worker* worker : team) worker->Wait();
 }
 
 // One call at a time: XLA may run independent calls (the two directions of a
@@ -405,13 +520,20 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
       for (int q = 0; q < 2; ++q)
         for (int half = 0; half < 2; ++half) {
           float* panel = packed + ((blk * 2 + q) * 2 + half) * K * kBlock;
+          // Column j of the panel is row `rows[j]` of W_ih and W_hh (nullptr: a unit past
+          // H, zero). Rows outer to columns: the 32 source rows stay in L1 while each
+          // panel row is written whole.
+          const float *ih[kBlock], *hh[kBlock];
           for (int j = 0; j < kBlock; ++j) {
             const int64_t unit = u0 + q * 16 + j % 16, row = d * G + (2 * half + j / 16) * H + unit;
-            for (int64_t k = 0; k < I; ++k)
-              panel[k * kBlock + j] = unit < H ? w_ih.typed_data()[row * I + k] : 0.0f;
-            for (int64_t k = 0; k < H; ++k)
-              panel[(I + k) * kBlock + j] = unit < H ? w_hh.typed_data()[row * H + k] : 0.0f;
+            ih[j] = unit < H ? w_ih.typed_data() + row * I : nullptr;
+            hh[j] = unit < H ? w_hh.typed_data() + row * H : nullptr;
           }
+          for (int64_t k = 0; k < I; ++k)
+            for (int j = 0; j < kBlock; ++j) panel[k * kBlock + j] = ih[j] ? ih[j][k] : 0.0f;
+          for (int64_t k = 0; k < H; ++k)
+            for (int j = 0; j < kBlock; ++j)
+              panel[(I + k) * kBlock + j] = hh[j] ? hh[j][k] : 0.0f;
         }
     }
     for (int64_t t = 0; t < T; ++t) {
@@ -571,11 +693,13 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
     }
     for (int64_t item = in_first; item < in_last; ++item) {
       const int64_t d = item / in_panels, c0_ = (item % in_panels) * kBlock;
+      const int64_t cols = std::min<int64_t>(kBlock, I - c0_);
       float* panel = ih_packed + item * G * kBlock;
-      for (int64_t k = 0; k < G; ++k)
-        for (int j = 0; j < kBlock; ++j)
-          panel[k * kBlock + j] =
-              c0_ + j < I ? w_ih.typed_data()[(d * G + k) * I + c0_ + j] : 0.0f;
+      for (int64_t k = 0; k < G; ++k) {
+        std::memcpy(panel + k * kBlock, w_ih.typed_data() + (d * G + k) * I + c0_,
+                    cols * sizeof(float));
+        std::fill(panel + k * kBlock + cols, panel + (k + 1) * kBlock, 0.0f);
+      }
     }
     barrier.Wait();  // every thread's products read every W_ih panel's rows of dz
     const Vec one = Set1(1.0f);
@@ -648,83 +772,80 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                          end - u);
         }
       }
-      // The chunk's columns of dx_t = dz_t @ W_ih of this thread: each W_ih panel is read
-      // once per chunk, not once per step (from memory where the weights outgrow the cache).
-      for (int64_t item = in_first; item < in_last; ++item) {
-        const int64_t d = item / in_panels, col = (item % in_panels) * kBlock;
-        const int64_t cols = std::min<int64_t>(kBlock, I - col);
-        for (int64_t t = hi; t >= lo; --t) {
-          const float* dz_t = half + (d * C + t - lo) * B * G;
-          float* dx_t = dx_out + (d * T + t) * B * I;
-          for (int64_t m = 0; m < B; m += kRows) {
-            const int rows = static_cast<int>(std::min<int64_t>(kRows, B - m));
+      // The chunk's dx = dz @ W_ih and weight gradients, its rows split evenly between
+      // the threads (a split by units left a 32-unit block's worth of imbalance at
+      // H = 200 on 2 threads); each W_ih panel is read once per chunk, not once per step.
+      const int64_t rows_k = (hi - lo + 1) * B;
+      for (int64_t d = 0; d < D; ++d) {
+        // dx rows of the chunk, [rows_k, I], in row tiles of kRows.
+        const float* dz = half + d * C * B * G;
+        float* dx_chunk = dx_out + (d * T + lo) * B * I;
+        const int64_t tiles = (rows_k + kRows - 1) / kRows;
+        for (int64_t tl = tiles * tid / nt; tl < tiles * (tid + 1) / nt; ++tl) {
+          const int64_t m = tl * kRows;
+          const int rows = static_cast<int>(std::min<int64_t>(kRows, rows_k - m));
+          for (int64_t p = 0; p < in_panels; ++p) {
+            const int64_t col = p * kBlock, cols = std::min<int64_t>(kBlock, I - col);
+            const float* panel = ih_packed + (d * in_panels + p) * G * kBlock;
             if (cols == kBlock) {
-              TileRows(rows, dz_t + m * G, G, 1, ih_packed + item * G * kBlock, kBlock, G,
-                       dx_t + m * I + col, I);
+              TileRows(rows, dz + m * G, G, 1, panel, kBlock, G, dx_chunk + m * I + col, I);
               continue;
             }
-            TileRows(rows, dz_t + m * G, G, 1, ih_packed + item * G * kBlock, kBlock, G, tile,
-                     kBlock);  // the zero-padded last panel
+            TileRows(rows, dz + m * G, G, 1, panel, kBlock, G, tile, kBlock);  // zero-padded
             for (int r = 0; r < rows; ++r)
-              std::memcpy(dx_t + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
+              std::memcpy(dx_chunk + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
           }
         }
-      }
-      // The chunk's weight gradients for this thread's units, accumulated over chunks:
-      // dw_t[d][:, gate * H + units] += [x, h_prev]^T @ dz, dbias likewise.
-      const int64_t rows_k = (hi - lo + 1) * B;
-      int64_t packed_d = -1;
-      for (int64_t blk = first; blk < last; ++blk) {
-        const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-        const int64_t units = std::min<int64_t>(kBlock, H - u0);
-        if (d != packed_d) {  // [x, h_prev]^T of the chunk in tiles of kRows rows
-          for (int64_t tl = 0; tl < row_tiles; ++tl)
-            for (int64_t k = 0; k < rows_k; ++k) {
-              const int64_t row = (d * T + lo) * B + k, m0 = tl * kRows;
-              float* a = a_packed + (tl * rows_k + k) * kRows;
-              if (m0 + kRows <= I) {
-                std::memcpy(a, x + row * I + m0, kRows * sizeof(float));
-              } else if (m0 >= I && m0 + kRows <= M) {
-                std::memcpy(a, h_prev + row * H + m0 - I, kRows * sizeof(float));
-              } else {
-                for (int r = 0; r < kRows; ++r) {
-                  const int64_t m = m0 + r;
-                  a[r] = m < I ? x[row * I + m] : m < M ? h_prev[row * H + m - I] : 0.0f;
-                }
+        // dw_t[d][rows of this thread] += [x, h_prev]^T @ dz over the chunk, dbias (thread
+        // 0) likewise. [x, h_prev]^T of the chunk is packed in tiles of kRows rows.
+        const int64_t first_tile = row_tiles * tid / nt, last_tile = row_tiles * (tid + 1) / nt;
+        for (int64_t tl = first_tile; tl < last_tile; ++tl)
+          for (int64_t k = 0; k < rows_k; ++k) {
+            const int64_t row = (d * T + lo) * B + k, m0 = tl * kRows;
+            float* a = a_packed + ((tl - first_tile) * rows_k + k) * kRows;
+            if (m0 + kRows <= I) {
+              std::memcpy(a, x + row * I + m0, kRows * sizeof(float));
+            } else if (m0 >= I && m0 + kRows <= M) {
+              std::memcpy(a, h_prev + row * H + m0 - I, kRows * sizeof(float));
+            } else {
+              for (int r = 0; r < kRows; ++r) {
+                const int64_t m = m0 + r;
+                a[r] = m < I ? x[row * I + m] : m < M ? h_prev[row * H + m - I] : 0.0f;
               }
             }
-          packed_d = d;
-        }
-        for (int gate = 0; gate < 4; ++gate) {
-          const int64_t col = gate * H + u0;
-          const float* src = half + d * C * B * G + col;
-          float* db = db_out + d * G + col;
-          const bool accumulate = chunk > 0;
-          Vec sums[kVecs];
-          for (int v = 0; v < kVecs; ++v)
-            sums[v] = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
-          for (int64_t k = 0; k < rows_k; ++k)
-            for (int v = 0; v < kVecs; ++v) {  // the padding columns of b_packed are zero
-              Vec z = LoadN(src + k * G + v * kLanes, units - v * kLanes);
-              Store(b_packed + k * kBlock + v * kLanes, z);
-              sums[v] = Add(sums[v], z);
+          }
+        const bool accumulate = chunk > 0;
+        for (int64_t u0 = 0; u0 < H; u0 += kBlock) {
+          const int64_t units = std::min<int64_t>(kBlock, H - u0);
+          for (int gate = 0; gate < 4; ++gate) {
+            const int64_t col = gate * H + u0;
+            const float* src = dz + col;
+            float* db = db_out + d * G + col;
+            for (int64_t k = 0; k < rows_k; ++k)
+              for (int v = 0; v < kVecs; ++v)  // the padding columns of b_packed are zero
+                Store(b_packed + k * kBlock + v * kLanes,
+                      LoadN(src + k * G + v * kLanes, units - v * kLanes));
+            for (int v = 0; tid == 0 && v < kVecs; ++v) {
+              Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
+              for (int64_t k = 0; k < rows_k; ++k) sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
+              StoreN(db + v * kLanes, sum, units - v * kLanes);
             }
-          for (int v = 0; v < kVecs; ++v) StoreN(db + v * kLanes, sums[v], units - v * kLanes);
-          for (int64_t tl = 0; tl < row_tiles; ++tl) {
-            const int rows = static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows));
-            const float* a = a_packed + tl * rows_k * kRows;
-            float* dw = dw_out + (d * M + tl * kRows) * G + col;
-            if (units == kBlock) {
-              TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, G, accumulate);
-              continue;
+            for (int64_t tl = first_tile; tl < last_tile; ++tl) {
+              const int rows = static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows));
+              const float* a = a_packed + (tl - first_tile) * rows_k * kRows;
+              float* dw = dw_out + (d * M + tl * kRows) * G + col;
+              if (units == kBlock) {
+                TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, G, accumulate);
+                continue;
+              }
+              // A partial block goes through the tile: its 32 columns would reach into the
+              // next gate's.
+              for (int r = 0; accumulate && r < rows; ++r)
+                std::memcpy(tile + r * kBlock, dw + r * G, units * sizeof(float));
+              TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
+              for (int r = 0; r < rows; ++r)
+                std::memcpy(dw + r * G, tile + r * kBlock, units * sizeof(float));
             }
-            // A partial block goes through the tile: its 32 columns would reach into the
-            // next gate's, which another thread may be writing.
-            for (int r = 0; accumulate && r < rows; ++r)
-              std::memcpy(tile + r * kBlock, dw + r * G, units * sizeof(float));
-            TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
-            for (int r = 0; r < rows; ++r)
-              std::memcpy(dw + r * G, tile + r * kBlock, units * sizeof(float));
           }
         }
       }
