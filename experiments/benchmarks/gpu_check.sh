@@ -28,6 +28,11 @@
 #   --only LIST    comma-separated stages among: tests,bench,minrnn,ptb (default: all)
 #   --ptb-steps N  PTB-medium training steps (default 300)
 #   --bench-quick  the benchmark's tiny grid (to check the command, e.g. on CPU)
+#   --ptb-full V   adds the stage ptbfull: PTB V (medium, large; smoke to check it on CPU), the
+#                  whole run of Zaremba et al., in $PTB_RUNS/ptb_V (default runs/gpu: kept
+#                  between commands while the machine is), stopped with SIGTERM before
+#                  PTBFULL_TIMEOUT (540 s) and resumed by the same command; the summary
+#                  says whether it completed (medium: 51,753 steps; large: 72,985)
 #   --allow-cpu    go on when jax sees no GPU (to check the commands on CPU)
 #
 # PTB data: $LSTM_JAX_DATA, else ../shared/data next to the repository; without it the
@@ -40,6 +45,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DRY_RUN=0
 INSTALL=1
 ONLY="tests,bench,minrnn,ptb"
+PTB_FULL=""
 PTB_STEPS=300
 BENCH_QUICK=0
 ALLOW_CPU=0
@@ -52,6 +58,7 @@ while (($#)); do
     --only) ONLY="$2"; shift ;;
     --ptb-steps) PTB_STEPS="$2"; shift ;;
     --bench-quick) BENCH_QUICK=1 ;;
+    --ptb-full) PTB_FULL="$2"; ONLY="${ONLY},ptbfull"; shift ;;
     --allow-cpu) ALLOW_CPU=1 ;;
     -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -66,6 +73,12 @@ TESTS_TIMEOUT="${TESTS_TIMEOUT:-120}"
 BENCH_TIMEOUT="${BENCH_TIMEOUT:-200}"
 MINRNN_TIMEOUT="${MINRNN_TIMEOUT:-150}"
 PTB_TIMEOUT="${PTB_TIMEOUT:-120}"
+PTBFULL_TIMEOUT="${PTBFULL_TIMEOUT:-540}"
+PTB_RUNS="${PTB_RUNS:-$ROOT/runs/gpu}"
+if [[ -n "$PTB_FULL" && ! " medium large smoke " == *" $PTB_FULL "* ]]; then
+  echo "gpu_check: --ptb-full takes medium, large or smoke (CPU check), got $PTB_FULL" >&2
+  exit 2
+fi
 INSTALL_TIMEOUT="${INSTALL_TIMEOUT:-300}"
 GPU_VENV="${GPU_VENV:-$HOME/.cache/lstm_jax/venv-gpu}"
 JAX_PIP_SPEC="${JAX_PIP_SPEC:-jax[cuda12]>=0.10.2}"
@@ -106,6 +119,12 @@ ptb_cmd() {
     "$PYTHON -m experiments.benchmarks.train_throughput $RESULTS/ptb_medium" \
     "--json $RESULTS/ptb_tokens_per_s.json"
 }
+ptbfull_cmd() {
+  # --resume: the first command starts the run, each later one continues where the last
+  # one's SIGTERM left it (a checkpoint at that step), with the same batches.
+  echo "$PYTHON -m experiments.run --config experiments/configs/ptb.py:$PTB_FULL" \
+    "--config.progress=False --data_dir $DATA --workdir $PTB_RUNS/ptb_$PTB_FULL --resume"
+}
 
 if ((DRY_RUN)); then
   echo "results: $RESULTS"
@@ -115,6 +134,7 @@ if ((DRY_RUN)); then
   wants bench && echo "[bench] (timeout ${BENCH_TIMEOUT}s) $(bench_cmd)"
   wants minrnn && echo "[minrnn] (timeout ${MINRNN_TIMEOUT}s) $(minrnn_cmd)"
   wants ptb && echo "[ptb] (timeout ${PTB_TIMEOUT}s) $(ptb_cmd)"
+  wants ptbfull && echo "[ptbfull] (SIGTERM at ${PTBFULL_TIMEOUT}s) $(ptbfull_cmd)"
   exit 0
 fi
 
@@ -188,13 +208,30 @@ if wants ptb; then
     STATUS[ptb]="skipped: no $DATA/ptb/ptb.train.txt (set LSTM_JAX_DATA)"
   fi
 fi
+if wants ptbfull; then
+  run_stage ptbfull "$PTBFULL_TIMEOUT" "$(ptbfull_cmd)"
+  STATUS[ptbfull]+="; $("$PYTHON" - "$PTB_RUNS/ptb_$PTB_FULL" <<'EOF'
+import glob, json, sys
+summaries = sorted(glob.glob(f"{sys.argv[1]}/*/seed*/summary.json"))
+if not summaries:
+    print("no summary yet: run the same command again")
+for path in summaries:
+    s = json.load(open(path))
+    ppl = ", ".join(
+        f"{k} {v:.1f}" for k, v in s.get("final", {}).items() if k.endswith("perplexity")
+    )
+    done = "completed" if s.get("status") == "completed" else "stopped: run it again"
+    print(f"{path}: {done} at step {s.get('stopped_at_step', '?')}; {ppl}")
+EOF
+)"
+fi
 
 # --- summary --------------------------------------------------------------------------
 {
   echo "=== gpu_check summary ($(date -Iseconds)) ==="
   echo "device: $(head -1 "$RESULTS/environment.txt")"
   echo "python: $PYTHON, jax backend ${BACKEND:-none}"
-  for name in tests bench minrnn ptb; do
+  for name in tests bench minrnn ptb ptbfull; do
     wants $name && echo "$name: ${STATUS[$name]:-not run}"
   done
   if [[ -f "$RESULTS/gpu_tests.xml" ]]; then

@@ -6,7 +6,9 @@ wall times.
 """
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,23 @@ def test_train_throughput_from_tensorboard_wall_times(tmp_path):
     result = train_throughput.main([str(tmp_path), "--json", str(tmp_path / "t.json")])
     assert result["tokens_per_s"] == pytest.approx(25 * 20 * 35)
     assert json.loads((tmp_path / "t.json").read_text())["measured"].startswith("steps 50..150")
+
+
+@pytest.mark.skipif(not os.environ.get("LSTM_JAX_DATA"), reason="$LSTM_JAX_DATA not set")
+def test_ptb_full_stage_runs_to_completion_and_says_so(tmp_path):
+    """The whole-run PTB stage on CPU at smoke size: the run goes to ``$PTB_RUNS`` and the
+    summary reports it completed; a second command finds it finished (``--resume``)."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PTB_RUNS": str(tmp_path / "runs"),
+        "JAX_PLATFORMS": "cpu",
+    }
+    command = ["bash", str(SCRIPT), "--no-install", "--allow-cpu", "--only", "ptbfull"]
+    command += ["--ptb-full", "smoke", "--out", str(tmp_path / "results")]
+    for _ in range(2):
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        summary = (tmp_path / "results" / "summary.txt").read_text()
+        assert "ptbfull: ok" in summary and ": completed at step" in summary, summary
+    assert len(list((tmp_path / "runs" / "ptb_smoke").glob("*/seed*/summary.json"))) == 1
