@@ -255,10 +255,23 @@ struct Dims {
 
 int64_t BlocksPerDirection(int64_t h) { return (h + kBlock - 1) / kBlock; }
 
+// One core's L2 cache in bytes (1 MiB where the system does not say).
+int64_t L2Bytes() {
+  static const int64_t bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return reported > 0 ? static_cast<int64_t>(reported) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
+
 // Threads for a call: one when a step's product is too small to repay a barrier per
-// step, otherwise up to `max_threads`, at most one per block.
-int ThreadCount(int64_t blocks, double flops_per_step, int64_t max_threads) {
-  if (flops_per_step < 2.0e6) return 1;
+// step and the weights a step reads stay in one core's L2, otherwise up to
+// `max_threads`, at most one per block. Weights beyond one L2 would stream from L3 at
+// every step; split between threads, each part can stay in its core's own L2 (batch 1,
+// I = H = 256: 2 MB of weights, LSTM_JAX_NATIVE_THREADS=1 vs 2 measured below).
+int ThreadCount(int64_t blocks, double flops_per_step, int64_t step_weight_bytes,
+                int64_t max_threads) {
+  if (flops_per_step < 2.0e6 && step_weight_bytes * 2 <= L2Bytes()) return 1;
   return static_cast<int>(std::max<int64_t>(1, std::min(max_threads, blocks)));
 }
 
@@ -497,7 +510,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   // Carried state, double-buffered by step parity: [2, D, B, H].
   float* h_carry = Scratch(kStateH, 2 * n.d * B * H);
   float* c_carry = Scratch(kStateC, 2 * n.d * B * H);
-  const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * K, max_threads);
+  const int threads = ThreadCount(blocks, 8.0 * n.d * n.b * n.h * K,
+                                  n.d * K * G * sizeof(float), max_threads);
   // Weights that outgrow the cache (13 MB at I = H = 650) would stream from memory at every
   // step. There each thread takes the input projections x_t @ W_ih of a chunk of C steps
   // (~256 rows) at the chunk's first step, into [its blocks][q][half][C * B][32], and a
@@ -666,7 +680,8 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   // Gate gradients of a chunk, [2 halves][D][C * B][4H]: chunks alternate halves, so a
   // thread may start the next chunk while another still reads this one.
   float* ring = Scratch(kRing, 2 * D * C * B * G);
-  const int threads = ThreadCount(blocks, 8.0 * D * B * H * (H + I), max_threads);
+  const int threads = ThreadCount(blocks, 8.0 * D * B * H * (H + I),
+                                  D * G * H * sizeof(float), max_threads);
   const int64_t per_thread = row_tiles * kRows * C * B + C * B * kBlock + kRows * kBlock;
   float* thread_scratch = Scratch(kPerThread, threads * per_thread);
   if (!packed || !dh_carry || !dc_carry || !ring || !thread_scratch) return OutOfMemory();
