@@ -1,22 +1,27 @@
-r"""The LSTM's descendants on the memory-horizon tasks: LSTM, GRU, sLSTM, minLSTM, minGRU.
+r"""The LSTM's descendants on the LSTM's own tests: LSTM, GRU, sLSTM, minLSTM, minGRU.
 
-One run per (task, T, learning rate), named by the config argument
+Memory tasks: one run per (task, T, learning rate), named by the config argument
 ``<task>-<T>[-lr<rate>]`` (default rate 3e-3, the memory study's best for every gated
 cell at every T), over the seeds ``config.seeds`` (three by default). The protocol is the
-memory study's (``memory.py``: same batches, evaluation set, budget per T, solved mark,
-stop at the first evaluation under it), with five cells at matched recurrent
-parameters, the 128-unit LSTM's (67,584 on adding): the LSTM with forget-gate bias 1,
-the GRU (148 units), sLSTM (Beck et al. 2024; sigmoid forget gate, one head, 128
-units) one layer each; minLSTM and minGRU (Feng et al. 2024) as stacks of three layers
-(105 and 129 units), the depth that paper's experiments use: their gates read the
-input only, so one layer at this budget would be 7,509 minLSTM units fed by two input
-features, and a layer above another is where they see the past through the input.
-The learned read-out is the same for all.
+memory study's (``memory.py``: the same batches, evaluation set, budget per T fixed
+before the runs, solved mark, a run stops at its first evaluation under the mark), with
+five cells at the recurrent parameters of the 128-unit LSTM (67,584 on adding): the
+LSTM with forget-gate bias 1, the GRU (148 units on adding) and sLSTM (Beck et al. 2024,
+sigmoid forget gate, one head, 128 units), one layer each; minLSTM and minGRU (Feng et
+al. 2024) as stacks of three layers (105 and 129 units on adding), the depth of that
+paper's selective-copying runs. Their gates read the input only: a single layer at this
+budget would be 7,509 minLSTM units reading two input features, and only a layer above
+another sees the past in its gates. The read-out is the same linear layer for all.
+
+``char``: the character language model (``char_lm.py``'s default recipe, 2 x 256 LSTM)
+with the five cells at its recurrent parameters, minLSTM and minGRU in three layers.
 
 Commands: one setting, then the table and figure:
 
-  python -m experiments.run --config experiments/configs/descendants.py:adding-100 \
-      --workdir runs/descendants/adding/T100/lr3e-3 --resume
+  python -m experiments.run --config experiments/configs/descendants.py:copy-20 \
+      --workdir runs/descendants/copy/T20/lr3e-3 --resume
+  python -m experiments.run --config experiments/configs/descendants.py:char \
+      --data_dir ../shared/data --workdir runs/descendants_char --resume
   python -m experiments.report memory runs/descendants experiments/figures/descendants.png
 
 Smoke variant (CI, seconds): ``--config experiments/configs/descendants.py:smoke``.
@@ -26,16 +31,23 @@ import re
 
 import ml_collections
 
-from experiments.configs import memory
+from experiments.configs import char_lm, memory
 
 CELLS = ("lstm", "gru", "slstm", "min_lstm", "min_gru")
 STACKED = {"min_lstm": 3, "min_gru": 3}  # layers of the cells whose gates read the input only
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``arg``: ``<task>-<T>[-lr<rate>]`` or ``smoke``."""
+    """``arg``: ``<task>-<T>[-lr<rate>]``, ``char`` or ``smoke``."""
     if arg == "smoke":
         c = memory.get_config("smoke")
+    elif arg == "char":
+        c = char_lm.get_config()
+        c.name = "descendants_char"
+        c.model.match_params = "lstm"  # the 2 x 256 LSTM's recurrent parameters
+        c.cells = CELLS
+        c.model.layers_by_cell = dict(STACKED)  # the other cells: the LSTM's 2 layers
+        return c
     else:
         match = re.fullmatch(r"(adding|copy)-(\d+)(?:-lr([0-9.]+(?:e-?[0-9]+)?))?", arg or "")
         if not match:

@@ -182,3 +182,6 @@ def test_descendants_match_the_lstm_with_stacked_min_cells(tmp_path):
     table = report.memory(str(tmp_path))
     hidden = run_module.Task(run_module.seed_config(smoke, 0), None).hidden_size("min_gru")
     assert f"| adding | 20 | min_gru (3 x {hidden} units, matched) | 0.001 | 1 |" in table
+    char = descendants.get_config("char")
+    assert (char.task, char.model.num_layers, char.cells) == ("char", 2, descendants.CELLS)
+    assert dict(char.model.layers_by_cell) == descendants.STACKED
