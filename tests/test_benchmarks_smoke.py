@@ -136,5 +136,6 @@ def test_word_lm_port_and_torch_example_train_in_paired_rounds(tmp_path):
     ratio = result["ratio_torch_over_ours"]
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
     assert result["workers"]["lstm_jax"]["threads"] >= 1 and result["workers"]["torch"]["torch"]
+    assert result["machine"]["git_commit"] and "git_dirty" in result["machine"]
     columns = word_lm.data_columns(np.arange(45))  # 20 columns of 2, the example's batchify
     assert columns.shape == (2, 20) and list(columns[:, 1]) == [2, 3]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from experiments.benchmarks import run
 
 EMBED, HIDDEN, LAYERS, DROPOUT, LR, CLIP, BPTT, BATCH = 200, 200, 2, 0.2, 20.0, 0.25, 35, 20
 
@@ -228,7 +229,7 @@ def main(argv=None) -> dict:
     ratios = [t / o for t, o in zip(seconds["torch"], seconds["lstm_jax"], strict=True)]
     tokens = args.steps * BPTT * BATCH
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": run.machine({name: dict(info) for name, info in infos.items()}),
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "workers": infos,
