@@ -22,9 +22,9 @@
 // units (a direction's last block partial where H is not a multiple of 32); each thread
 // owns a range of blocks for the whole call, so it reads only its own part of the packed
 // weights and keeps its own part of the cell state. One barrier per step publishes the
-// new h (forward) or dz (backward) that every block's product reads; the backward call
-// also splits the input-gradient columns between threads, and each thread takes the
-// input and weight gradients of a chunk of steps at its end.
+// new h (forward) or dz (backward) that every block's product reads. At the end of each
+// chunk of steps the backward call splits that chunk's input and weight gradients between
+// the threads by rows, evenly (the units' split leaves one block's worth of imbalance).
 // The threads of a call (the max_threads attribute bounds them) are the caller and workers
 // kept from call to call, one per CPU, that sleep when idle (see Worker).
 
@@ -268,7 +268,7 @@ int64_t L2Bytes() {
 // step and the weights a step reads stay in one core's L2, otherwise up to
 // `max_threads`, at most one per block. Weights beyond one L2 would stream from L3 at
 // every step; split between threads, each part can stay in its core's own L2 (batch 1,
-// I = H = 256: 2 MB of weights, LSTM_JAX_NATIVE_THREADS=1 vs 2 measured below).
+// I = H = 256, 2 MB of weights: 2x on two threads; experiments/benchmarks/RESULTS.md).
 int ThreadCount(int64_t blocks, double flops_per_step, int64_t step_weight_bytes,
                 int64_t max_threads) {
   if (flops_per_step < 2.0e6 && step_weight_bytes * 2 <= L2Bytes()) return 1;
