@@ -842,7 +842,8 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                       LoadN(src + k * G + v * kLanes, units - v * kLanes));
             for (int v = 0; tid == 0 && v < kVecs; ++v) {
               Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
-              for (int64_t k = 0; k < rows_k; ++k) sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
+              for (int64_t k = 0; k < rows_k; ++k)
+                sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
               StoreN(db + v * kLanes, sum, units - v * kLanes);
             }
             for (int64_t tl = first_tile; tl < last_tile; ++tl) {
