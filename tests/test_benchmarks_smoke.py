@@ -137,5 +137,7 @@ def test_word_lm_port_and_torch_example_train_in_paired_rounds(tmp_path):
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
     assert result["workers"]["lstm_jax"]["threads"] >= 1 and result["workers"]["torch"]["torch"]
     assert result["machine"]["git_commit"] and "git_dirty" in result["machine"]
-    columns = word_lm.data_columns(np.arange(45))  # 20 columns of 2, the example's batchify
-    assert columns.shape == (2, 20) and list(columns[:, 1]) == [2, 3]
+    window = word_lm.windows(None, quick=True)[0][0]  # BPTT + 1 rows of BATCH columns
+    assert window.shape == (word_lm.BPTT + 1, word_lm.BATCH) == (36, 20)
+    ids = np.random.default_rng(0).integers(0, 50, 20_000)  # the quick token stream
+    assert list(window[:, 1]) == list(ids[1000:1036])  # column 1: tokens 1,000 on, contiguous

@@ -44,22 +44,16 @@ EMBED, HIDDEN, LAYERS, DROPOUT, LR, CLIP, BPTT, BATCH = 200, 200, 2, 0.2, 20.0, 
 def windows(data_dir: str | None, quick: bool) -> tuple[np.ndarray, int]:
     """``([windows, BPTT + 1, BATCH] int32, vocab size)``: the first PTB training windows,
     inputs and targets overlapping by one token as in the example's ``get_batch``."""
+    from lstm_jax import data
+
     if quick:
         vocab, ids = 50, np.random.default_rng(0).integers(0, 50, 20_000).astype(np.int32)
     else:
-        from lstm_jax import data
-
         corpus = data.load_ptb(os.path.join(data_dir, "ptb"))
         vocab, ids = corpus.vocab_size, corpus.train
-    columns = data_columns(ids)
+    columns = data.batchify(ids, BATCH)  # the example's batchify: [N, BATCH]
     count = (len(columns) - 1) // BPTT
     return np.stack([columns[i * BPTT : i * BPTT + BPTT + 1] for i in range(count)]), vocab
-
-
-def data_columns(ids: np.ndarray) -> np.ndarray:
-    """The example's ``batchify``: ``BATCH`` contiguous columns, ``[N, BATCH]``."""
-    n = len(ids) // BATCH
-    return ids[: n * BATCH].reshape(BATCH, n).T
 
 
 def torch_trainer(vocab: int, sizes: tuple[int, int]):
