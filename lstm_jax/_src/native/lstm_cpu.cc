@@ -369,15 +369,18 @@ class Worker {
   std::atomic<uint64_t> posted_{0}, done_{0};
 };
 
-// The worker of each CPU, started at first use; a forked child starts its own.
+// The worker of each CPU, started at its first use (once: a CPU whose worker could not
+// start or be pinned gets none); a forked child starts its own.
 Worker* WorkerOn(int cpu) {
   static pid_t owner = 0;
   static std::vector<Worker*> workers;
+  static std::vector<bool> tried;
   if (owner != getpid()) {  // the parent's workers did not survive the fork
     workers.assign(CPU_SETSIZE, nullptr);
+    tried.assign(CPU_SETSIZE, false);
     owner = getpid();
   }
-  if (!workers[cpu]) workers[cpu] = Worker::Start(cpu);
+  if (!tried[cpu]) workers[cpu] = Worker::Start(cpu), tried[cpu] = true;
   return workers[cpu];
 }
 
