@@ -3,14 +3,17 @@
 :func:`scan` is the reference (``lax.scan`` of the cell, differentiated by autodiff);
 :func:`fused` is the fused layer with the same arguments; :func:`loss` reads every output.
 Each returns a function of ``(params, x, state)``. :func:`pytest_on_avx2_build` reruns a
-test file's checks on the native kernel's AVX2 version.
+test file's checks on the native kernel's AVX2 version; :func:`assert_same_nonfinite_pattern`
+compares the NaN and inf of two runs.
 """
 
 import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lstm_jax import functional as F
 
@@ -61,3 +64,15 @@ def pytest_on_avx2_build(test_file: str, selection: str, cwd) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
+
+
+def assert_same_nonfinite_pattern(got, expected):
+    """NaN, +inf and -inf in exactly the same entries of every leaf, close values elsewhere."""
+    leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+    for (path, e), g in zip(leaves, jax.tree.leaves(got), strict=True):
+        e, g = np.asarray(e), np.asarray(g)
+        name = jax.tree_util.keystr(path)
+        for test in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(test(g), test(e), err_msg=f"{test.__name__} {name}")
+        finite = np.isfinite(e)
+        np.testing.assert_allclose(g[finite], e[finite], rtol=1e-4, atol=1e-5, err_msg=name)

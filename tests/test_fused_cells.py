@@ -2,7 +2,9 @@
 
 The reference for every value and gradient is ``backend="scan"`` (autodiff of
 ``lax.scan``), which tests/test_gru_rnn.py and tests/test_variants.py check against
-float64 NumPy loops and torch.
+float64 NumPy loops and torch. In float32 on CPU the GRU and the RNN run native loops
+instead (tests/test_native_gru_rnn.py): float32 checks here trace inside
+``portable_kernels()``, where the derived layer runs.
 """
 
 import chex
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from jax import export
 
+import lstm_jax
 from lstm_jax import functional as F
 
 T, B, I, H = 6, 3, 4, 5
@@ -73,10 +76,10 @@ def test_vmap_and_jit_match_the_scan(name, options):
 def test_nan_and_inf_propagate_as_the_scan(name, options, bad):
     params = _params(name, options, dtype=jnp.float32)
     x = _x(jnp.float32).at[2, 1, 0].set(bad)
+    with lstm_jax.portable_kernels():
+        fused = jax.value_and_grad(_loss(name, "fused"), (0, 1))(params, x)
     for wanted, got in zip(
-        jax.value_and_grad(_loss(name, "scan"), (0, 1))(params, x),
-        jax.value_and_grad(_loss(name, "fused"), (0, 1))(params, x),
-        strict=True,
+        jax.value_and_grad(_loss(name, "scan"), (0, 1))(params, x), fused, strict=True
     ):
         for a, b in zip(jax.tree.leaves(wanted), jax.tree.leaves(got), strict=True):
             a, b = np.asarray(a), np.asarray(b)
@@ -89,7 +92,8 @@ def test_nan_and_inf_propagate_as_the_scan(name, options, bad):
 def test_exports_and_runs_like_the_scan():
     params, x = _params("gru", {}, dtype=jnp.float32), _x(jnp.float32)
     grad = jax.jit(jax.grad(_loss("gru", "fused")))
-    exported = export.export(grad, platforms=["cpu", "cuda", "tpu"])(params, x)
+    with lstm_jax.portable_kernels():
+        exported = export.export(grad, platforms=["cpu", "cuda", "tpu"])(params, x)
     chex.assert_trees_all_close(
         exported.call(params, x), jax.grad(_loss("gru", "scan"))(params, x), rtol=1e-5
     )

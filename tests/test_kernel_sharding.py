@@ -31,12 +31,19 @@ SCRIPT = textwrap.dedent(
         return [
             (name, re.search(r"f32\\[([0-9,]+)\\]", line).group(1))
             for line in compiled_text.splitlines()
-            for name in re.findall(r'custom_call_target="(lstm_jax_native_[a-z]+)"', line)
+            for name in re.findall(r'custom_call_target="(lstm_jax_native_[a-z_]+)"', line)
         ]
 
     def close(a, b):
         return max(
             float(np.max(np.abs(np.asarray(u) - np.asarray(v)) / (1e-3 + np.abs(np.asarray(v)))))
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+
+    def norm_close(a, b):
+        # the worst leaf's error relative to its norm: near-zero entries do not dominate
+        return max(
+            float(np.linalg.norm(np.ravel(u) - np.ravel(v)) / (np.linalg.norm(np.ravel(v)) + 1e-30))
             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
         )
 
@@ -65,20 +72,26 @@ SCRIPT = textwrap.dedent(
         "grad_replicated": sharded[1][0][0].weight_ih.sharding.is_fully_replicated,
     }
 
-    # -- the fused layer derived from a cell (here the GRU): XLA partitions its loops -----
-    gru_params = F.init_gru_params(jax.random.key(4), I, H, num_layers=2, bidirectional=True)
+    # -- the GRU's and the RNN's native loops, and the fused layer derived from a cell (a
+    # layer-norm LSTM's): XLA partitions the derived layer's loops -----------------------
+    layer_norm = lambda *a, **k: F.init_lstm_params(*a, layer_norm=True, **k)
+    for kind, init, fn in (("gru", F.init_gru_params, F.gru), ("rnn", F.init_rnn_params, F.rnn),
+                           ("layer_norm", layer_norm, F.lstm)):
+        cell_params = init(jax.random.key(4), I, H, num_layers=2, bidirectional=True)
 
-    def gru_loss(p, x, lengths, backend):
-        out, h = F.gru(p, x, seq_lengths=lengths, backend=backend)
-        return jnp.sum(out**2) + jnp.sum(h)
+        def cell_loss(p, x, lengths, backend, fn=fn):
+            out, state = fn(p, x, seq_lengths=lengths, backend=backend)
+            return jnp.sum(out**2) + sum(jnp.sum(s) for s in jax.tree.leaves(state))
 
-    gru_grad = jax.jit(jax.value_and_grad(gru_loss), static_argnums=3)
-    gru_args = (jax.device_put(gru_params, shared), args[1], args[2])
-    text = gru_grad.lower(*gru_args, "fused").compile().as_text()
-    result["gru_fused"] = {
-        "error": close(gru_grad(*gru_args, "fused"), gru_grad(gru_params, x, lengths, "scan")),
-        "all_gather": "all-gather" in text,
-    }
+        cell_grad = jax.jit(jax.value_and_grad(cell_loss), static_argnums=3)
+        cell_args = (jax.device_put(cell_params, shared), args[1], args[2])
+        text = cell_grad.lower(*cell_args, "fused").compile().as_text()
+        result[f"{kind}_fused"] = {
+            "error": norm_close(cell_grad(*cell_args, "fused"),
+                                cell_grad(cell_params, x, lengths, "scan")),
+            "all_gather": "all-gather" in text,
+            "calls": native_calls(text),
+        }
 
     # -- a mesh of explicit axes (jax.make_mesh's default): shardings in the types -------
     explicit = jax.make_mesh((n,), ("data",))
@@ -207,10 +220,21 @@ def test_sharded_jit_runs_each_devices_rows(run):
     assert all(shape.split(",")[2] == str(per_device) for _, shape in r["calls"]), r["calls"]
 
 
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+def test_sharded_jit_of_the_native_gru_and_rnn_runs_each_devices_rows(run, kind):
+    _, result = run
+    r = result[f"{kind.split('_')[0]}_fused"]
+    assert r["error"] < 1e-5 and not r["all_gather"], r  # float32: ~1e-7 to 1e-6
+    if _native_available():
+        names = {name for name, _ in r["calls"]}
+        assert names == {f"lstm_jax_native_{kind}_forward", f"lstm_jax_native_{kind}_backward"}
+        assert all(shape.split(",")[2] == "4" for _, shape in r["calls"]), r["calls"]
+
+
 def test_sharded_jit_of_the_fused_layer_derived_from_a_cell(run):
     _, result = run
-    r = result["gru_fused"]
-    assert r["error"] < 5e-4 and not r["all_gather"], r
+    r = result["layer_norm_fused"]
+    assert r["error"] < 1e-5 and not r["all_gather"] and not r["calls"], r
 
 
 def test_explicit_mesh_axes_shard_every_backend(run):

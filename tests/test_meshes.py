@@ -70,10 +70,10 @@ SCRIPT = textwrap.dedent(
 
     def split_eagerly(out, mesh, kind, backend):
         # Outside jit JAX runs a custom_partitioning call as it is: on automatic axes the
-        # native loops (the LSTM's fused kernel) see the whole batch (README, "Sharded
-        # inputs"); under jit, and eagerly on explicit axes, the rows stay split.
+        # native loops (the LSTM's and the GRU's fused kernel) see the whole batch (README,
+        # "Sharded inputs"); under jit, and eagerly on explicit axes, the rows stay split.
         auto = mesh.axis_types[mesh.axis_names.index("data")] == A
-        if NATIVE and auto and kind == "lstm" and backend != "scan":
+        if NATIVE and auto and backend != "scan":
             return None  # not asserted
         return rows_per_shard(out) == B // mesh.shape["data"]
 

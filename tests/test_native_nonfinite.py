@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fused_runs import pytest_on_avx2_build
+from fused_runs import assert_same_nonfinite_pattern, pytest_on_avx2_build
 
 import lstm_jax
 from lstm_jax import functional as F
@@ -111,17 +111,6 @@ def _compiled(backend, bidirectional, padded, hidden):
     return lowered.compile()
 
 
-def _assert_same_nonfinite_pattern(got, expected):
-    leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
-    for (path, e), g in zip(leaves, jax.tree.leaves(got), strict=True):
-        e, g = np.asarray(e), np.asarray(g)
-        name = jax.tree_util.keystr(path)
-        for test in (np.isnan, np.isposinf, np.isneginf):
-            np.testing.assert_array_equal(test(g), test(e), err_msg=f"{test.__name__} {name}")
-        finite = np.isfinite(e)
-        np.testing.assert_allclose(g[finite], e[finite], rtol=1e-4, atol=1e-5, err_msg=name)
-
-
 # The XLA loops have no blocks of units: one hidden size is enough for them.
 @pytest.mark.parametrize(
     "kernel,hidden",
@@ -137,7 +126,7 @@ def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, 
     got = _compiled(kernel, bidirectional, padded, hidden)(*args)
     nonfinite = any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
     assert nonfinite == (case != "bias_hh_neginf")
-    _assert_same_nonfinite_pattern(got, expected)
+    assert_same_nonfinite_pattern(got, expected)
 
 
 def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients():

@@ -30,6 +30,7 @@ automatic axes the custom call then gets the whole batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -360,3 +361,14 @@ def _folded(run, axis_size, in_batched, args, in_axes, out_axes):
         return jnp.moveaxis(y, axis, 0)
 
     return tuple(unfold(y, a) for y, a in zip(outs, out_axes, strict=True)), (True,) * len(outs)
+
+
+def native_on_cpu(xla_fn, native_fn):
+    """``xla_fn``, run as ``native_fn`` where lowered for CPU.
+
+    The native code has no derivative rules of its own: derivatives of it (a gradient of
+    a gradient, a JVP) are those of ``xla_fn``, which computes the same function.
+    """
+    native = jax.custom_jvp(native_fn)
+    native.defjvp(lambda primals, tangents: jax.jvp(xla_fn, primals, tangents))
+    return functools.partial(lax.platform_dependent, cpu=native, default=xla_fn)

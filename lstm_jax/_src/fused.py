@@ -67,7 +67,7 @@ class _Weights(NamedTuple):
     w_hr: jax.Array | None  # [D, P, H]
 
 
-def _mm(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+def direction_product(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
     """``einsum`` over a leading direction axis ``d``, operands in ``dtype``, accumulated
     in :func:`accumulation_dtype`.
 
@@ -133,7 +133,7 @@ def _gate_gradients(acts, dc_total, dm, c_prev, tanh_c) -> jax.Array:
 def _input_projection(w_ih_t: jax.Array, bias: jax.Array | None, x: jax.Array) -> jax.Array:
     """``x @ W_ih^T + b``, ``[D, ..., I] -> [D, ..., 4H]``, from ``w_ih_t`` ``[D, I, 4H]``:
     all steps at once (``[D, T, B, I]``) or one step (``[D, B, I]``)."""
-    gx = _mm("d...i,dig->d...g", x, w_ih_t, w_ih_t.dtype)
+    gx = direction_product("d...i,dig->d...g", x, w_ih_t, w_ih_t.dtype)
     if bias is None:
         return gx
     return gx + bias.astype(gx.dtype).reshape(bias.shape[:1] + (1,) * (gx.ndim - 2) + (-1,))
@@ -142,6 +142,16 @@ def _input_projection(w_ih_t: jax.Array, bias: jax.Array | None, x: jax.Array) -
 def _shift(seq: jax.Array, first: jax.Array) -> jax.Array:
     """``seq`` ``[D, T, ...]`` delayed by one step along ``T``, with ``first`` in front."""
     return jnp.concatenate([first[:, None], seq[:, :-1]], axis=1)
+
+
+def previous_state(y: jax.Array, h0: jax.Array, valid: jax.Array | None) -> jax.Array:
+    """The state ``h`` before each step, ``[D, T, B, H]``, from the outputs ``y`` ``[D, T,
+    B, H]`` (execution order), ``h0`` ``[D, B, H]`` and ``valid`` ``[D, T, B]`` or ``None``."""
+    if valid is None:
+        return _shift(y, h0)
+    # a padded step keeps the state: before a row's first valid step it is h0
+    prev_valid = _shift(valid, jnp.zeros_like(valid[:, 0]))
+    return jnp.where(prev_valid[..., None], _shift(y, h0), h0[:, None])
 
 
 _PER_STEP_PROJECTION_MIN_BATCH = 8
@@ -203,17 +213,6 @@ def _native(w: _Weights, x: jax.Array, h0: jax.Array) -> bool:
     return reason is None
 
 
-def _native_on_cpu(xla_fn, native_fn):
-    """``xla_fn``, run as ``native_fn`` where lowered for CPU.
-
-    The native code has no derivative rules of its own: derivatives of it (a gradient of
-    a gradient, a JVP) are those of ``xla_fn``, which computes the same function.
-    """
-    native = jax.custom_jvp(native_fn)
-    native.defjvp(lambda primals, tangents: jax.jvp(xla_fn, primals, tangents))
-    return functools.partial(lax.platform_dependent, cpu=native, default=xla_fn)
-
-
 def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     """Runs the forward loop over ``x`` ``[D, T, B, I]`` (execution order).
 
@@ -223,7 +222,7 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     """
     loop = functools.partial(_xla_chunk_forward, unroll=unroll, save=save)
     if _native(w, x, h0):
-        loop = _native_on_cpu(loop, functools.partial(_native_chunk_forward, save=save))
+        loop = custom_calls.native_on_cpu(loop, functools.partial(_native_chunk_forward, save=save))
     return loop(w, x, valid, h0, c0)
 
 
@@ -270,7 +269,7 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
 
     def preactivation(h, inputs_t):
         gx_t = project(inputs_t) if per_step else inputs_t
-        return gx_t + _mm("dbp,dpg->dbg", h, w_hh_t, dtype)
+        return gx_t + direction_product("dbp,dpg->dbg", h, w_hh_t, dtype)
 
     def body(carry, inputs):
         h, c = carry
@@ -280,7 +279,7 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if w.w_hr is not None:
-            h_new = _mm("dbh,dhp->dbp", h_new, w_hr_t, dtype)
+            h_new = direction_product("dbh,dhp->dbp", h_new, w_hr_t, dtype)
         y = h_new
         if valid_t is not None:
             v = valid_t[..., None]
@@ -313,12 +312,12 @@ def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
             v = valid_t[..., None]
             dh_new = jnp.where(v, dh_new, jnp.zeros_like(dh_new))
             dc_new = jnp.where(v, dc_new, jnp.zeros_like(dc_new))
-        dm = dh_new if w.w_hr is None else _mm("dbp,dph->dbh", dh_new, w.w_hr, dtype)
+        dm = dh_new if w.w_hr is None else direction_product("dbp,dph->dbh", dh_new, w.w_hr, dtype)
         f, o = jnp.split(acts_t, 4, axis=-1)[1::2]
         tc = jnp.tanh(c_t)
         dc_tot = dc_new + dm * o * (1 - tc * tc)
         dz = _gate_gradients(acts_t, dc_tot, dm, c_prev_t, tc)
-        dh_prev = _mm("dbg,dgp->dbp", dz, w.w_hh, dtype)
+        dh_prev = direction_product("dbg,dgp->dbp", dz, w.w_hh, dtype)
         dc_prev = dc_tot * f
         if valid_t is not None:
             # A padded step keeps the state: it passes the gradient through and adds its
@@ -342,14 +341,10 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
     Returns ``(dw: _Weights, dx [D, T, B, I], dh0, dc0)`` with ``dw`` in the accumulation
     dtype (the caller casts).
     """
-    if valid is None:
-        h_prev = _shift(y, h0)
-    else:  # a padded step keeps the state: before a row's first valid step it is h0
-        prev_valid = _shift(valid, jnp.zeros_like(valid[:, 0]))
-        h_prev = jnp.where(prev_valid[..., None], _shift(y, h0), h0[:, None])
+    h_prev = previous_state(y, h0, valid)
     run = functools.partial(_xla_chunk_backward, unroll=unroll)
     if _native(w, x, h0):
-        run = _native_on_cpu(run, _native_chunk_backward)
+        run = custom_calls.native_on_cpu(run, _native_chunk_backward)
     return run(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t)
 
 
@@ -367,14 +362,14 @@ def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unrol
     gradient over all steps."""
     dtype = w.w_hh.dtype
     dz, dh0, dc0, dh_out = _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll)
-    dw_ih = _mm("dtbg,dtbi->dgi", dz, x, dtype)
-    dw_hh = _mm("dtbg,dtbp->dgp", dz, h_prev, dtype)
-    dx = _mm("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
+    dw_ih = direction_product("dtbg,dtbi->dgi", dz, x, dtype)
+    dw_hh = direction_product("dtbg,dtbp->dgp", dz, h_prev, dtype)
+    dx = direction_product("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
     dbias = None if w.bias is None else jnp.sum(dz, axis=(1, 2))
     dw_hr = None
     if w.w_hr is not None:
         o = jnp.split(acts, 4, axis=-1)[3]
-        dw_hr = _mm("dtbp,dtbh->dph", dh_out, o * jnp.tanh(cs), dtype)
+        dw_hr = direction_product("dtbp,dtbh->dph", dh_out, o * jnp.tanh(cs), dtype)
     return _Weights(dw_ih, dw_hh, dbias, dw_hr), dx, dh0, dc0
 
 
@@ -503,16 +498,25 @@ def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
     )
 
 
+def execution_order(x: jax.Array, reverse, seq_lengths: jax.Array | None):
+    """``(x_exec [D, T, B, I], valid [D, T, B] or None)``: ``x`` ``[T, B, I]`` for each
+    direction's ``reverse`` flag in the order its loop runs (flipped in time for a reverse
+    direction, whose padded steps then come first), and which steps are within each row's
+    ``seq_lengths``."""
+    time = x.shape[0]
+    x_exec = jnp.stack([jnp.flip(x, 0) if r else x for r in reverse])
+    if seq_lengths is None:
+        return x_exec, None
+    t = jnp.arange(time, dtype=jnp.int32)
+    t_exec = jnp.stack([time - 1 - t if r else t for r in reverse])  # [D, T]
+    return x_exec, t_exec[:, :, None] < seq_lengths.astype(jnp.int32)[None, None, :]
+
+
 def _run(params, x, initial_states, reverse, seq_lengths, unroll, checkpoint):
     """Runs directions with the given ``reverse`` flags in one loop; see the public wrappers."""
     w = _stack_weights(params)
     time = x.shape[0]
-    x_exec = jnp.stack([jnp.flip(x, 0) if r else x for r in reverse])
-    valid = None
-    if seq_lengths is not None:
-        t = jnp.arange(time, dtype=jnp.int32)
-        t_exec = jnp.stack([time - 1 - t if r else t for r in reverse])  # [D, T]
-        valid = t_exec[:, :, None] < seq_lengths.astype(jnp.int32)[None, None, :]
+    x_exec, valid = execution_order(x, reverse, seq_lengths)
     if checkpoint is not None:
         checkpoint = min(int(checkpoint), time)
         pad = -time % checkpoint

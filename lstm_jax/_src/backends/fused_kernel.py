@@ -3,14 +3,18 @@ its native CPU loops.
 
 For the plain LSTM (``torch.nn.LSTM``'s cell, projection included) the layer is
 :mod:`lstm_jax._src.fused`, whose loops run as native CPU code where
-:data:`NATIVE_CPU` supports the layer; for every other cell (variants, GRU, RNN, a
-user's own) and for the LSTM with variational recurrent dropout, the layer derived from
-the cell's definition, :mod:`lstm_jax._src.fused_cells`.
+:data:`NATIVE_CPU` supports the layer; for ``torch.nn.GRU``'s and ``torch.nn.RNN``'s
+cells where the native loops run, :mod:`lstm_jax._src.fused_gru_rnn`; for every other
+cell (variants, a user's own), for the GRU and the RNN elsewhere and for any cell with
+variational recurrent dropout, the layer derived from the cell's definition,
+:mod:`lstm_jax._src.fused_cells`.
 """
 
 from __future__ import annotations
 
-from lstm_jax._src import fused, fused_cells
+import jax
+
+from lstm_jax._src import fused, fused_cells, fused_gru_rnn
 from lstm_jax._src.backends.kernel import Kernel, LayerPlan
 from lstm_jax._src.cells import LSTM_CELL
 
@@ -27,28 +31,38 @@ def _layers(params):
     return [p for layer in params for p in layer]
 
 
+def _native_gru_rnn(cell, layer_params, dtypes) -> bool:
+    """Whether the native GRU and RNN layer runs these parameters of ``cell`` in these dtypes."""
+    return fused_gru_rnn.native_unsupported_reason(cell, layer_params, dtypes) is None
+
+
 class NativeCpuKernel(Kernel):
-    """The fused LSTM layer's loops as native CPU code: a sub-kernel of :data:`FUSED`,
-    never asked for by name; where it supports a layer, the fused kernel's CPU
-    lowering runs it.
+    """The fused LSTM, GRU and RNN layers' loops as native CPU code: a sub-kernel of
+    :data:`FUSED`, never asked for by name; where it supports a layer, the fused
+    kernel's CPU lowering runs it.
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from lstm_jax._src.cells import GRU_CELL
-      >>> from lstm_jax._src.init import init_gru_params
-      >>> p = init_gru_params(jax.random.key(0), 3, 4)
-      >>> NATIVE_CPU.supports(GRU_CELL, p, LayerPlan(jnp.dtype(jnp.float32)))
-      'the native loops run the plain LSTM cell only'
+      >>> from lstm_jax._src.cells import LSTM_CELL
+      >>> from lstm_jax._src.init import init_lstm_params
+      >>> p = init_lstm_params(jax.random.key(0), 3, 4, peephole=True)
+      >>> NATIVE_CPU.supports(LSTM_CELL, p, LayerPlan(jnp.dtype(jnp.float32)))
+      'the native loops run the plain LSTM, GRU and RNN cells only'
     """
 
     name = "native_cpu"
 
     def supports(self, cell, params, plan: LayerPlan):
-        if not all(_plain_lstm(cell, p) for p in _layers(params)):
-            return "the native loops run the plain LSTM cell only"
+        layers = _layers(params)
+        if all(_plain_lstm(cell, p) for p in layers):
+            projection = layers[0].weight_hr is not None
+        elif all(fused_gru_rnn.runs_cell(cell, p) for p in layers):
+            projection = False
+        else:
+            return "the native loops run the plain LSTM, GRU and RNN cells only"
         if plan.recurrent_dropout:
             return "the native loops have no recurrent dropout mask"
-        return fused.native_unsupported_reason([plan.dtype], params[0][0].weight_hr is not None)
+        return fused.native_unsupported_reason([plan.dtype], projection)
 
 
 class FusedKernel(Kernel):
@@ -94,6 +108,17 @@ class FusedKernel(Kernel):
                 reverse=plan.reverse,
                 unroll=plan.unroll,
                 checkpoint=plan.checkpoint,
+            )
+        dtypes = [a.dtype for a in jax.tree.leaves((params, x, state))]
+        if plan.recurrent_mask is None and _native_gru_rnn(cell, params, dtypes):
+            return fused_gru_rnn.run_native_layer(
+                cell,
+                params,
+                x,
+                state,
+                seq_lengths=plan.seq_lengths,
+                reverse=plan.reverse,
+                unroll=plan.unroll,
             )
         return fused_cells.run_fused_cell_layer(
             cell, params, x, state, **plan.direction_options(), unroll=plan.unroll

@@ -1,5 +1,6 @@
-// The forward and backward passes of the fused LSTM layer (lstm_jax/_src/fused.py) as
-// XLA FFI handlers for x86-64 CPUs with AVX-512 or AVX2 and FMA, float32.
+// The forward and backward passes of the fused LSTM layer (lstm_jax/_src/fused.py), and
+// of the GRU and RNN layers (fused_gru_rnn.py, see "GRU and RNN" below), as XLA FFI
+// handlers for x86-64 CPUs with AVX-512 or AVX2 and FMA, float32.
 //
 // Why native: inside an XLA while loop every step pays a dispatch per kernel, and
 // XLA's per-step product ran at ~125 GFLOP/s on our 2-core benchmark machine. Here each
@@ -880,6 +881,437 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------- GRU and RNN
+// torch's GRU (gates r, z, n): r = s(x W_ir + b_ir + h W_hr + b_hr), z likewise,
+// n = tanh(x W_in + b_in + r * (h W_hn + b_hn)), h' = (1 - z) * n + z * h; and torch's
+// RNN, h' = tanh or relu(x W_ih + b_ih + h W_hh + b_hh). One pair of loops serves both,
+// given a cell (GruCell, RnnCell below): a block of 32 units has one panel of 32 columns
+// per product the cell's step takes, each over the rows of x, of h, or of both (the GRU
+// keeps n's input and recurrent products apart, since r multiplies only the second).
+//   Forward(x [D,T,B,I], w_ih [D,gH,I], bias [D,bH], w_hh [D,gH,H], h0 [D,B,H],
+//           valid [D,T,B] or [0]) -> y [D,T,B,H], h_T [D,B,H], acts [D,T,B,aH] or [0]
+//   Backward(acts, dy, dh_T, w_hh, w_ih, x, h_prev [D,T,B,H], valid)
+//     -> dx, dW_ih^T [D,I,gH], dW_hh^T [D,H,gH], dbias [D,bH], dh0
+// with g, b, a the cell's kGates, kBias, kActs. Threads, chunks, masking and NaN
+// propagation as in the LSTM's calls above.
+
+struct GruCell {
+  // bias: b_ir + b_hr, b_iz + b_hz, b_in, b_hn; acts: r, z, n, W_hn h + b_hn.
+  static constexpr int kGates = 3, kBias = 4, kActs = 4;
+  // Panels: r and z over [x, h], n's input part over x, n's recurrent part over h.
+  static constexpr int kPanels = 4;
+  static constexpr int kPanelGate[kPanels] = {0, 1, 2, 2};
+  static constexpr bool kPanelX[kPanels] = {true, true, true, false};
+  static constexpr bool kPanelH[kPanels] = {true, true, false, true};
+  // The new h from the panels' products z (bias not added), the biases at b (stride H).
+  static Vec Step(const Vec* z, const float* b, int64_t H, int64_t n, Vec hp, Vec* acts) {
+    const Vec one = Set1(1.0f);
+    Vec r = Sigmoid(Add(z[0], LoadN(b, n))), u = Sigmoid(Add(z[1], LoadN(b + H, n)));
+    Vec hn = Add(z[3], LoadN(b + 3 * H, n));
+    Vec g = Tanh(Fma(r, hn, Add(z[2], LoadN(b + 2 * H, n))));
+    acts[0] = r, acts[1] = u, acts[2] = g, acts[3] = hn;
+    return Fma(u, hp, Mul(Sub(one, u), g));
+  }
+  // A step's gradients, ring[kRing]: n's input part, r, z, n's recurrent part (the
+  // pre-activations'); `direct` is the part of dh_{t-1} that skips W_hh.
+  static constexpr int kRing = 4;
+  static void Gradients(const Vec* acts, Vec dm, Vec hp, Vec* ring, Vec* direct) {
+    const Vec one = Set1(1.0f);
+    const Vec r = acts[0], u = acts[1], g = acts[2], hn = acts[3];
+    Vec dn = Mul(Mul(dm, Sub(one, u)), Fnma(g, g, one));
+    ring[0] = dn;
+    ring[1] = Mul(Mul(dn, hn), Mul(r, Sub(one, r)));
+    ring[2] = Mul(Mul(dm, Sub(hp, g)), Mul(u, Sub(one, u)));
+    ring[3] = Mul(dn, r);
+    *direct = Mul(dm, u);
+  }
+  // dx = ring[kDxFrom .. + kGates] @ W_ih with ring group j standing for torch gate
+  // kDxGate[j]; dh_{t-1} = ring[kDhFrom .. + kGates] @ W_hh in torch's gate order.
+  static constexpr int kDxFrom = 0, kDhFrom = 1;
+  static constexpr int kDxGate[kGates] = {2, 0, 1};
+  // Ring group -> gate of dW_ih, of dW_hh (-1: none), slot of dbias.
+  static constexpr int kIhGate[kRing] = {2, 0, 1, -1};
+  static constexpr int kHhGate[kRing] = {-1, 0, 1, 2};
+  static constexpr int kBiasSlot[kRing] = {2, 0, 1, 3};
+};
+
+template <bool kRelu>
+struct RnnCell {
+  // bias: b_ih + b_hh; acts: the new h before masking.
+  static constexpr int kGates = 1, kBias = 1, kActs = 1, kPanels = 1, kRing = 1;
+  static constexpr int kPanelGate[1] = {0};
+  static constexpr bool kPanelX[1] = {true}, kPanelH[1] = {true};
+  static Vec Step(const Vec* z, const float* b, int64_t, int64_t n, Vec, Vec* acts) {
+    Vec pre = Add(z[0], LoadN(b, n));
+    acts[0] = kRelu ? Max(Zero(), pre) : Tanh(pre);  // NaN passes through Max (2nd operand)
+    return acts[0];
+  }
+  static void Gradients(const Vec* acts, Vec dm, Vec, Vec* ring, Vec* direct) {
+    // relu: the gradient where the output is above zero, else zero (as jax.nn.relu's).
+    ring[0] = kRelu ? SelectLess(Sub(Zero(), acts[0]), 0.0f, dm, Zero())
+                    : Mul(dm, Fnma(acts[0], acts[0], Set1(1.0f)));
+    *direct = Zero();
+  }
+  static constexpr int kDxFrom = 0, kDhFrom = 0;
+  static constexpr int kDxGate[1] = {0};
+  static constexpr int kIhGate[1] = {0}, kHhGate[1] = {0}, kBiasSlot[1] = {0};
+};
+
+// Offsets of a block's panels, in floats from the block's first one.
+template <class Cell>
+struct PanelLayout {
+  int64_t at[Cell::kPanels], size = 0;
+  PanelLayout(int64_t I, int64_t H) {
+    for (int p = 0; p < Cell::kPanels; ++p) {
+      at[p] = size;
+      size += ((Cell::kPanelX[p] ? I : 0) + (Cell::kPanelH[p] ? H : 0)) * kBlock;
+    }
+  }
+};
+
+template <class Cell>
+ffi::Error CellForward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
+                       ffi::Buffer<ffi::F32> bias_in, ffi::Buffer<ffi::F32> w_hh,
+                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
+                       ffi::ResultBuffer<ffi::F32> acts, int64_t max_threads) {
+  constexpr int P = Cell::kPanels, A = Cell::kActs;
+  auto dims = x_in.dimensions(), h_dims = h0.dimensions(), hh = w_hh.dimensions();
+  if (dims.size() != 4 || h_dims.size() != 3)
+    return ffi::Error::InvalidArgument("x must be [D, T, B, I] and h0 [D, B, H]");
+  const int64_t D = dims[0], T = dims[1], B = dims[2], I = dims[3], H = h_dims[2];
+  const int64_t G = Cell::kGates * H, K = I + H;
+  if (hh.size() != 3 || hh[0] != D || hh[1] != G || hh[2] != H)
+    return ffi::Error::InvalidArgument("w_hh must be [D, gates * H, H]");
+  if (Count(w_ih) != D * G * I || Count(bias_in) != D * Cell::kBias * H)
+    return ffi::Error::InvalidArgument("w_ih or bias has the wrong size");
+  if (valid.element_count() != 0 && Count(valid) != D * T * B)
+    return ffi::Error::InvalidArgument("valid must be [D, T, B] or empty");
+  const bool save = acts->element_count() != 0;
+  const int64_t blocks_per_dir = BlocksPerDirection(H), blocks = D * blocks_per_dir;
+  const PanelLayout<Cell> layout(I, H);
+  int x_panels = 0;  // the panels that read x, numbered in order
+  int x_index[P];
+  for (int p = 0; p < P; ++p) x_index[p] = Cell::kPanelX[p] ? x_panels++ : -1;
+  const float* x = x_in.typed_data();
+  const float* bias = bias_in.typed_data();
+  const bool* mask = valid.element_count() ? valid.typed_data() : nullptr;
+  float* y_out = y->typed_data();
+  float* acts_out = save ? acts->typed_data() : nullptr;
+
+  std::lock_guard<std::mutex> lock(CallMutex());
+  float* packed = Scratch(kWeights, blocks * layout.size);
+  float* h_carry = Scratch(kStateH, 2 * D * B * H);  // by step parity
+  const int64_t weight_bytes = D * K * G * sizeof(float);
+  const int threads = ThreadCount(blocks, 2.0 * D * B * G * K, weight_bytes, max_threads);
+  // As the LSTM's forward: weights beyond the cache take the input products of a chunk of
+  // steps at once, [thread's blocks][x panels][C * B][32].
+  const bool chunked = weight_bytes > (6 << 20);
+  const int64_t C = chunked ? std::min<int64_t>(std::max<int64_t>(1, T), (256 + B - 1) / B) : 1;
+  const int64_t per_thread =
+      chunked ? (blocks + threads - 1) / threads * x_panels * C * B * kBlock : 0;
+  float* projected = chunked ? Scratch(kPerThread, threads * per_thread) : nullptr;
+  if (!packed || !h_carry || (chunked && !projected)) return OutOfMemory();
+  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+    const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
+    alignas(64) float tile[P * kRows * kBlock];
+    auto gx = [&](int64_t blk, int p) {
+      return projected + tid * per_thread + ((blk - first) * x_panels + x_index[p]) * C * B * kBlock;
+    };
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+      for (int p = 0; p < P; ++p) {
+        // Column j: row `row` of the gate's W_ih (x rows) and W_hh (h rows); zero past H.
+        float* panel = packed + blk * layout.size + layout.at[p];
+        const float *ih[kBlock], *rec[kBlock];
+        for (int j = 0; j < kBlock; ++j) {
+          const int64_t unit = u0 + j, row = d * G + Cell::kPanelGate[p] * H + unit;
+          ih[j] = unit < H ? w_ih.typed_data() + row * I : nullptr;
+          rec[j] = unit < H ? w_hh.typed_data() + row * H : nullptr;
+        }
+        if (Cell::kPanelX[p]) {
+          for (int64_t k = 0; k < I; ++k)
+            for (int j = 0; j < kBlock; ++j) panel[k * kBlock + j] = ih[j] ? ih[j][k] : 0.0f;
+          panel += I * kBlock;
+        }
+        for (int64_t k = 0; Cell::kPanelH[p] && k < H; ++k)
+          for (int j = 0; j < kBlock; ++j) panel[k * kBlock + j] = rec[j] ? rec[j][k] : 0.0f;
+      }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t cur = t & 1, prev = cur ^ 1, slot = t % C;
+      for (int64_t blk = first; chunked && slot == 0 && blk < last; ++blk) {
+        const int64_t d = blk / blocks_per_dir, steps = std::min(C, T - t);
+        for (int p = 0; p < P; ++p)
+          for (int64_t s = 0; Cell::kPanelX[p] && s < steps; ++s)
+            for (int64_t m = 0; m < B; m += kRows)
+              TileRows(static_cast<int>(std::min<int64_t>(kRows, B - m)),
+                       x + ((d * T + t + s) * B + m) * I, I, 1,
+                       packed + blk * layout.size + layout.at[p], kBlock, I,
+                       gx(blk, p) + (s * B + m) * kBlock, kBlock);
+      }
+      for (int64_t blk = first; blk < last; ++blk) {
+        const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+        const int64_t units = std::min<int64_t>(kBlock, H - u0);
+        const float* h_prev = t ? h_carry + (prev * D + d) * B * H : h0.typed_data() + d * B * H;
+        float* h_new = h_carry + (cur * D + d) * B * H;
+        const int64_t step = d * T + t;
+        for (int64_t m = 0; m < B; m += kRows) {
+          const int rows = static_cast<int>(std::min<int64_t>(kRows, B - m));
+          float* z[P];  // each panel's product, row r at z[p] + r * 32
+          for (int p = 0; p < P; ++p) {
+            const float* panel = packed + blk * layout.size + layout.at[p];
+            z[p] = tile + p * kRows * kBlock;
+            if (Cell::kPanelX[p]) {
+              if (chunked) z[p] = gx(blk, p) + (slot * B + m) * kBlock;
+              else TileRows(rows, x + (step * B + m) * I, I, 1, panel, kBlock, I, z[p], kBlock);
+              panel += I * kBlock;
+            }
+            if (Cell::kPanelH[p])
+              TileRows(rows, h_prev + m * H, H, 1, panel, kBlock, H, z[p], kBlock,
+                       Cell::kPanelX[p]);
+          }
+          for (int j = 0; j < units; j += kLanes) {
+            const int64_t u = u0 + j, lanes = units - j;
+            for (int r = 0; r < rows; ++r) {
+              const int64_t b = m + r;
+              Vec zr[P], a[A];
+              for (int p = 0; p < P; ++p) zr[p] = Load(z[p] + r * kBlock + j);
+              Vec hp = LoadN(h_prev + b * H + u, lanes);
+              Vec h = Cell::Step(zr, bias + d * Cell::kBias * H + u, H, lanes, hp, a);
+              Vec out = h;
+              if (mask && !mask[step * B + b]) h = hp, out = Zero();
+              StoreN(h_new + b * H + u, h, lanes);
+              StoreN(y_out + (step * B + b) * H + u, out, lanes);
+              for (int k = 0; save && k < A; ++k)
+                StoreN(acts_out + (step * B + b) * A * H + k * H + u, a[k], lanes);
+            }
+          }
+        }
+      }
+      barrier.Wait();
+    }
+  });
+  const int64_t state = D * B * H;
+  std::memcpy(h_last->typed_data(), T ? h_carry + ((T - 1) & 1) * state : h0.typed_data(),
+              state * sizeof(float));
+  return ffi::Error::Success();
+}
+
+template <class Cell>
+ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
+                        ffi::Buffer<ffi::F32> dh_last, ffi::Buffer<ffi::F32> w_hh,
+                        ffi::Buffer<ffi::F32> w_ih, ffi::Buffer<ffi::F32> x_in,
+                        ffi::Buffer<ffi::F32> h_prev_in, ffi::Buffer<ffi::PRED> valid,
+                        ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw_ih_t,
+                        ffi::ResultBuffer<ffi::F32> dw_hh_t, ffi::ResultBuffer<ffi::F32> dbias,
+                        ffi::ResultBuffer<ffi::F32> dh0, int64_t max_threads) {
+  constexpr int A = Cell::kActs, R = Cell::kRing;
+  auto dims = h_prev_in.dimensions(), xd = x_in.dimensions();
+  if (dims.size() != 4 || xd.size() != 4)
+    return ffi::Error::InvalidArgument("h_prev must be [D, T, B, H] and x [D, T, B, I]");
+  const int64_t D = dims[0], T = dims[1], B = dims[2], H = dims[3], I = xd[3];
+  const int64_t G = Cell::kGates * H, W = R * H;  // W: a step's row of gate gradients
+  if (Count(w_hh) != D * G * H || Count(w_ih) != D * G * I || Count(acts) != D * T * B * A * H)
+    return ffi::Error::InvalidArgument("w_hh, w_ih or acts has the wrong size");
+  if (valid.element_count() != 0 && Count(valid) != D * T * B)
+    return ffi::Error::InvalidArgument("valid must be [D, T, B] or empty");
+  const int64_t blocks_per_dir = BlocksPerDirection(H), blocks = D * blocks_per_dir;
+  const int64_t in_panels = (I + kBlock - 1) / kBlock;
+  const int64_t x_tiles = (I + kRows - 1) / kRows, row_tiles = x_tiles + (H + kRows - 1) / kRows;
+  const int64_t C = std::max<int64_t>(2, (256 + B - 1) / B);
+  const float* a_in = acts.typed_data();
+  const float* dy_in = dy.typed_data();
+  const float* x = x_in.typed_data();
+  const float* h_prev = h_prev_in.typed_data();
+  const bool* mask = valid.element_count() ? valid.typed_data() : nullptr;
+  float* dx_out = dx->typed_data();
+  float* dwi_out = dw_ih_t->typed_data();
+  float* dwh_out = dw_hh_t->typed_data();
+  float* db_out = dbias->typed_data();
+
+  std::lock_guard<std::mutex> lock(CallMutex());
+  // Panels of 32 columns and G rows: W_hh's in torch's row order for dh_{t-1}, one per
+  // block of units; then W_ih's with rows in the ring's order for dx (the last ones
+  // zero-padded).
+  float* packed = Scratch(kWeights, D * (blocks_per_dir + in_panels) * G * kBlock);
+  float* dh_carry = Scratch(kStateH, 2 * D * B * H);
+  float* ring = Scratch(kRing, 2 * D * C * B * W);
+  const int threads = ThreadCount(blocks, 2.0 * D * B * G * (H + I), D * G * H * sizeof(float),
+                                  max_threads);
+  const int64_t per_thread = row_tiles * kRows * C * B + C * B * kBlock + kRows * kBlock;
+  float* thread_scratch = Scratch(kPerThread, threads * per_thread);
+  if (!packed || !dh_carry || !ring || !thread_scratch) return OutOfMemory();
+  float* ih_packed = packed + D * blocks_per_dir * G * kBlock;
+  const int64_t state = D * B * H;
+  std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
+  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+    const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
+    const int64_t in_first = D * in_panels * tid / nt, in_last = D * in_panels * (tid + 1) / nt;
+    float* a_packed = thread_scratch + tid * per_thread;
+    float* b_packed = a_packed + row_tiles * kRows * C * B;
+    float* tile = b_packed + C * B * kBlock;
+    for (int64_t blk = first; blk < last; ++blk) {
+      const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+      const int64_t units = std::min<int64_t>(kBlock, H - u0);
+      float* panel = packed + blk * G * kBlock;
+      for (int64_t k = 0; k < G; ++k) {
+        std::memcpy(panel + k * kBlock, w_hh.typed_data() + (d * G + k) * H + u0,
+                    units * sizeof(float));
+        std::fill(panel + k * kBlock + units, panel + (k + 1) * kBlock, 0.0f);
+      }
+    }
+    for (int64_t item = in_first; item < in_last; ++item) {
+      const int64_t d = item / in_panels, col0 = (item % in_panels) * kBlock;
+      const int64_t cols = std::min<int64_t>(kBlock, I - col0);
+      float* panel = ih_packed + item * G * kBlock;
+      for (int64_t k = 0; k < G; ++k) {
+        const int64_t row = Cell::kDxGate[k / H] * H + k % H;
+        std::memcpy(panel + k * kBlock, w_ih.typed_data() + (d * G + row) * I + col0,
+                    cols * sizeof(float));
+        std::fill(panel + k * kBlock + cols, panel + (k + 1) * kBlock, 0.0f);
+      }
+    }
+    barrier.Wait();
+    int64_t chunk = 0;
+    for (int64_t hi = T - 1; hi >= 0; ++chunk) {
+      const int64_t lo = std::max<int64_t>(0, hi - C + 1);
+      float* half = ring + (chunk & 1) * D * C * B * W;
+      for (int64_t t = hi; t >= lo; --t) {
+        const int64_t in = (t + 1) & 1, out = t & 1, slot = t - lo;
+        // Phase 1: the gate gradients of this thread's units, and the part of dh_{t-1}
+        // that skips W_hh (for a padded step, plus dh itself).
+        for (int64_t blk = first; blk < last; ++blk) {
+          const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+          const int64_t step = d * T + t, end = std::min<int64_t>(u0 + kBlock, H);
+          const float* dh = dh_carry + (in * D + d) * B * H;
+          float* dh_prev = dh_carry + (out * D + d) * B * H;
+          float* dg_t = half + (d * C + slot) * B * W;
+          for (int64_t b = 0; b < B; ++b) {
+            const bool live = !mask || mask[step * B + b];
+            for (int64_t u = u0; u < end; u += kLanes) {
+              const int64_t n = end - u;
+              Vec a[A], g[R], direct;
+              for (int k = 0; k < A; ++k) a[k] = LoadN(a_in + (step * B + b) * A * H + k * H + u, n);
+              Vec dh_in = LoadN(dh + b * H + u, n);
+              Vec dm = live ? Add(dh_in, LoadN(dy_in + (step * B + b) * H + u, n)) : Zero();
+              Cell::Gradients(a, dm, LoadN(h_prev + (step * B + b) * H + u, n), g, &direct);
+              for (int k = 0; k < R; ++k) StoreN(dg_t + b * W + k * H + u, g[k], n);
+              StoreN(dh_prev + b * H + u, live ? direct : Add(dh_in, direct), n);
+            }
+          }
+        }
+        barrier.Wait();
+        // Phase 2: dh_{t-1} of this thread's units += ring[kDhFrom ..] @ W_hh[:, units].
+        for (int64_t blk = first; blk < last; ++blk) {
+          const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
+          const int64_t units = std::min<int64_t>(kBlock, H - u0);
+          float* dh_prev = dh_carry + (out * D + d) * B * H;
+          const float* dg_t = half + (d * C + slot) * B * W + Cell::kDhFrom * H;
+          const float* panel = packed + blk * G * kBlock;
+          for (int64_t m = 0; m < B; m += kRows) {
+            const int rows = static_cast<int>(std::min<int64_t>(kRows, B - m));
+            if (units == kBlock) {
+              TileRows(rows, dg_t + m * W, W, 1, panel, kBlock, G, dh_prev + m * H + u0, H, true);
+              continue;
+            }
+            TileRows(rows, dg_t + m * W, W, 1, panel, kBlock, G, tile, kBlock);
+            for (int r = 0; r < rows; ++r)
+              for (int64_t j = 0; j < units; j += kLanes) {
+                float* dst = dh_prev + (m + r) * H + u0 + j;
+                StoreN(dst, Add(LoadN(dst, units - j), Load(tile + r * kBlock + j)), units - j);
+              }
+          }
+        }
+      }
+      // The chunk's dx and weight gradients, rows split evenly between the threads.
+      const int64_t rows_k = (hi - lo + 1) * B;
+      for (int64_t d = 0; d < D; ++d) {
+        const float* dg = half + d * C * B * W;
+        const float* dg_x = dg + Cell::kDxFrom * H;
+        float* dx_chunk = dx_out + (d * T + lo) * B * I;
+        const int64_t tiles = (rows_k + kRows - 1) / kRows;
+        for (int64_t tl = tiles * tid / nt; tl < tiles * (tid + 1) / nt; ++tl) {
+          const int64_t m = tl * kRows;
+          const int rows = static_cast<int>(std::min<int64_t>(kRows, rows_k - m));
+          for (int64_t p = 0; p < in_panels; ++p) {
+            const int64_t col = p * kBlock, cols = std::min<int64_t>(kBlock, I - col);
+            const float* panel = ih_packed + (d * in_panels + p) * G * kBlock;
+            if (cols == kBlock) {
+              TileRows(rows, dg_x + m * W, W, 1, panel, kBlock, G, dx_chunk + m * I + col, I);
+              continue;
+            }
+            TileRows(rows, dg_x + m * W, W, 1, panel, kBlock, G, tile, kBlock);
+            for (int r = 0; r < rows; ++r)
+              std::memcpy(dx_chunk + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
+          }
+        }
+        // Row tiles of x^T (the first x_tiles) and of h_prev^T over the chunk, packed.
+        const int64_t first_tile = row_tiles * tid / nt, last_tile = row_tiles * (tid + 1) / nt;
+        for (int64_t tl = first_tile; tl < last_tile; ++tl) {
+          const bool is_x = tl < x_tiles;
+          const int64_t m0 = (is_x ? tl : tl - x_tiles) * kRows, width = is_x ? I : H;
+          const float* src = is_x ? x : h_prev;
+          for (int64_t k = 0; k < rows_k; ++k) {
+            const float* row = src + ((d * T + lo) * B + k) * width + m0;
+            float* a = a_packed + ((tl - first_tile) * rows_k + k) * kRows;
+            if (m0 + kRows <= width) {
+              std::memcpy(a, row, kRows * sizeof(float));
+            } else {
+              for (int r = 0; r < kRows; ++r) a[r] = m0 + r < width ? row[r] : 0.0f;
+            }
+          }
+        }
+        const bool accumulate = chunk > 0;
+        for (int64_t u0 = 0; u0 < H; u0 += kBlock) {
+          const int64_t units = std::min<int64_t>(kBlock, H - u0);
+          for (int source = 0; source < R; ++source) {
+            const float* src = dg + source * H + u0;
+            float* db = db_out + d * Cell::kBias * H + Cell::kBiasSlot[source] * H + u0;
+            for (int64_t k = 0; k < rows_k; ++k)
+              for (int v = 0; v < kVecs; ++v)
+                Store(b_packed + k * kBlock + v * kLanes,
+                      LoadN(src + k * W + v * kLanes, units - v * kLanes));
+            for (int v = 0; tid == 0 && v < kVecs; ++v) {
+              Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
+              for (int64_t k = 0; k < rows_k; ++k)
+                sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
+              StoreN(db + v * kLanes, sum, units - v * kLanes);
+            }
+            for (int64_t tl = first_tile; tl < last_tile; ++tl) {
+              const bool is_x = tl < x_tiles;
+              const int gate = is_x ? Cell::kIhGate[source] : Cell::kHhGate[source];
+              if (gate < 0) continue;
+              const int64_t m0 = (is_x ? tl : tl - x_tiles) * kRows, width = is_x ? I : H;
+              const int rows = static_cast<int>(std::min<int64_t>(kRows, width - m0));
+              const float* a = a_packed + (tl - first_tile) * rows_k * kRows;
+              float* dw = (is_x ? dwi_out + (d * I + m0) * G : dwh_out + (d * H + m0) * G) +
+                          gate * H + u0;
+              if (units == kBlock) {
+                TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, G, accumulate);
+                continue;
+              }
+              for (int r = 0; accumulate && r < rows; ++r)
+                std::memcpy(tile + r * kBlock, dw + r * G, units * sizeof(float));
+              TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
+              for (int r = 0; r < rows; ++r)
+                std::memcpy(dw + r * G, tile + r * kBlock, units * sizeof(float));
+            }
+          }
+        }
+      }
+      hi = lo - 1;
+    }
+  });
+  if (T == 0) {
+    std::memset(dwi_out, 0, D * I * G * sizeof(float));
+    std::memset(dwh_out, 0, D * H * G * sizeof(float));
+    std::memset(db_out, 0, D * Cell::kBias * H * sizeof(float));
+  }
+  std::memcpy(dh0->typed_data(), dh_carry, state * sizeof(float));
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
@@ -903,6 +1335,100 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+
+// The bindings of CellForward<GruCell> and CellBackward<GruCell>.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GruForward, CellForward<GruCell>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GruBackward, CellBackward<GruCell>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+// The bindings of CellForward<RnnCell<false>> and CellBackward<RnnCell<false>>.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnTanhForward, CellForward<RnnCell<false>>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnTanhBackward, CellBackward<RnnCell<false>>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+// The bindings of CellForward<RnnCell<true>> and CellBackward<RnnCell<true>>.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnReluForward, CellForward<RnnCell<true>>,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("max_threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnReluBackward, CellBackward<RnnCell<true>>,
+                              ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

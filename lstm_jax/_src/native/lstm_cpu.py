@@ -1,4 +1,4 @@
-"""The fused LSTM layer's forward and backward passes as native CPU code
+"""The fused LSTM, GRU and RNN layers' forward and backward passes as native CPU code
 (``lstm_cpu.cc``, XLA FFI).
 
 The library is compiled on first use with the host's C++ compiler (``-march=native``).
@@ -37,7 +37,9 @@ CPU, beside its SHA-256 record ``lstm_cpu-<key>.so.sha256``. Its rules:
 
 :mod:`lstm_jax._src.fused` calls :func:`forward` and :func:`backward` from its custom VJP
 where :func:`unavailable_reason` is ``None`` and the layer is float32, without a
-projection, of any hidden size (the kernel's last block of units may be partial).
+projection, of any hidden size (the kernel's last block of units may be partial);
+:mod:`lstm_jax._src.fused_gru_rnn` calls :func:`cell_forward` and :func:`cell_backward`
+for the GRU and the RNN likewise.
 """
 
 from __future__ import annotations
@@ -64,8 +66,21 @@ import jax.numpy as jnp
 import numpy as np
 
 _SOURCE = Path(__file__).with_name("lstm_cpu.cc")
+# XLA's names of the calls, and the library's symbols that implement them.
+_TARGETS = {
+    "lstm_jax_native_forward": "LstmForward",
+    "lstm_jax_native_backward": "LstmBackward",
+    "lstm_jax_native_gru_forward": "GruForward",
+    "lstm_jax_native_gru_backward": "GruBackward",
+    "lstm_jax_native_rnn_tanh_forward": "RnnTanhForward",
+    "lstm_jax_native_rnn_tanh_backward": "RnnTanhBackward",
+    "lstm_jax_native_rnn_relu_forward": "RnnReluForward",
+    "lstm_jax_native_rnn_relu_backward": "RnnReluBackward",
+}
 _FORWARD, _BACKWARD = "lstm_jax_native_forward", "lstm_jax_native_backward"
-_SYMBOLS = ("LstmForward", "LstmBackward")
+# Per cell of the GRU and RNN loops: (gates, bias blocks, stored activations), each a
+# multiple of H (lstm_cpu.cc, "GRU and RNN").
+CELL_LAYOUT = {"gru": (3, 4, 4), "rnn_tanh": (1, 1, 1), "rnn_relu": (1, 1, 1)}
 
 
 class NativeStatus(NamedTuple):
@@ -145,8 +160,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _check_symbols(library: ctypes.CDLL) -> None:
-    for name in _SYMBOLS:
-        getattr(library, name)  # AttributeError when missing
+    for symbol in _TARGETS.values():
+        getattr(library, symbol)  # AttributeError when missing
 
 
 def _build(compiler: str, options: list[str], library: Path) -> ctypes.CDLL:
@@ -327,7 +342,7 @@ def _load_once(notes: list[str]) -> _Loaded:
     _isa_options()  # a misspelt LSTM_JAX_NATIVE_ISA is an error, not a fallback
     try:
         loaded, library = _load_library(compiler, flags, notes)
-        for name, symbol in zip((_FORWARD, _BACKWARD), _SYMBOLS, strict=True):
+        for name, symbol in _TARGETS.items():
             jax.ffi.register_ffi_target(
                 name, jax.ffi.pycapsule(getattr(loaded, symbol)), platform="cpu"
             )
@@ -479,3 +494,51 @@ def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
     )
     dw = jnp.swapaxes(dw_t, 1, 2)
     return dx, dw[..., :i], dw[..., i:], dbias, dh0, dc0
+
+
+def cell_forward(kind, x, w_ih, bias, w_hh, h0, valid, save):
+    """The forward loop of the GRU or an RNN (``kind``: ``"gru"``, ``"rnn_tanh"``,
+    ``"rnn_relu"``), input projection included: ``x`` ``[D, T, B, I]``, ``w_ih``
+    ``[D, gH, I]``, ``bias`` ``[D, bH]``, ``w_hh`` ``[D, gH, H]``, ``h0`` ``[D, B, H]``,
+    ``valid`` ``[D, T, B]`` or ``None``, all float32, with ``(g, b, a) = CELL_LAYOUT[kind]``:
+    the GRU's bias is ``b_ir + b_hr, b_iz + b_hz, b_in, b_hn``, an RNN's ``b_ih + b_hh``.
+
+    Returns ``(y [D, T, B, H], h_T, acts)``, ``acts`` ``[D, T, B, aH]`` when ``save`` (the
+    GRU: ``r, z, n`` and ``W_hn h + b_hn`` of each step; an RNN: its new state before
+    masking), else ``None``.
+    """
+    _require_library()
+    d, t, b, _ = x.shape
+    h = w_hh.shape[-1]
+    stored = _f32(d, t, b, CELL_LAYOUT[kind][2] * h) if save else _f32(0)
+    call = jax.ffi.ffi_call(
+        f"lstm_jax_native_{kind}_forward",
+        (_f32(d, t, b, h), _f32(d, b, h), stored),
+        vmap_method="sequential",
+    )
+    y, h_t, acts = call(x, w_ih, bias, w_hh, h0, _mask(valid), max_threads=np.int64(max_threads()))
+    return y, h_t, acts if save else None
+
+
+def cell_backward(kind, acts, dy, dh_t, w_hh, w_ih, x, h_prev, valid):
+    """The backward pass of :func:`cell_forward`, weight gradients included.
+
+    Takes its ``acts``, the output gradients ``dy`` ``[D, T, B, H]`` and ``dh_T``
+    ``[D, B, H]``, the weights, the inputs ``x`` and each step's previous state ``h_prev``
+    ``[D, T, B, H]``. Returns ``(dx, dW_ih [D, gH, I], dW_hh [D, gH, H], dbias [D, bH],
+    dh0)``, ``dbias`` in the layout of :func:`cell_forward`'s ``bias``.
+    """
+    _require_library()
+    d, t, b, i = x.shape
+    h = h_prev.shape[-1]
+    gates, bias, _ = CELL_LAYOUT[kind]
+    g = gates * h
+    call = jax.ffi.ffi_call(
+        f"lstm_jax_native_{kind}_backward",
+        (_f32(d, t, b, i), _f32(d, i, g), _f32(d, h, g), _f32(d, bias * h), _f32(d, b, h)),
+        vmap_method="sequential",
+    )
+    dx, dw_ih_t, dw_hh_t, dbias, dh0 = call(
+        acts, dy, dh_t, w_hh, w_ih, x, h_prev, _mask(valid), max_threads=np.int64(max_threads())
+    )
+    return dx, jnp.swapaxes(dw_ih_t, 1, 2), jnp.swapaxes(dw_hh_t, 1, 2), dbias, dh0
