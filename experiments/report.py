@@ -20,7 +20,9 @@ are read as one seed by every reader (:func:`run_dirs`, :func:`runs_under`,
 
 Over seeds, a number is reported as ``mean [lo, hi]``, its 95% confidence interval from
 Student's t with ``n - 1`` degrees of freedom (:func:`t_interval`; just the number for
-one seed), with ``n``; a fraction of seeds as ``k/n`` with its 95% Wilson score interval
+one seed), with ``n``; every such number here (a loss, a ratio of losses, an accuracy, a
+perplexity) is nonnegative, so its interval is cut at 0 (a mean cannot lie below 0, so
+the cut interval covers it as often as the whole one); a fraction of seeds as ``k/n`` with its 95% Wilson score interval
 (:func:`wilson_interval`). A run *solves* a task with a memoryless baseline
 when its final eval loss is below :data:`SOLVED_FRACTION` of the baseline; its *steps to
 solve* are the first evaluation step under that mark. Per setting, the fraction of seeds
@@ -116,12 +118,13 @@ def t_quantile_975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def t_interval(values) -> tuple[float, float, float, int]:
+def t_interval(values, lower: float = -math.inf) -> tuple[float, float, float, int]:
     """``(mean, lo, hi, n)``: the 95% t interval of the mean of the finite values
-    (``lo = hi = mean`` for one value, NaNs for none)."""
+    (``lo = hi = mean`` for one value, NaNs for none), cut at ``lower``, the least value
+    the mean can take."""
     mean, std, n = mean_std(values)
     half = t_quantile_975(n - 1) * std / math.sqrt(n) if n > 1 else 0.0
-    return mean, mean - half, mean + half, n
+    return mean, max(lower, mean - half), mean + half, n
 
 
 def wilson_interval(k: int, n: int) -> tuple[float, float]:
@@ -135,9 +138,9 @@ def wilson_interval(k: int, n: int) -> tuple[float, float]:
 
 
 def fmt(values, digits: int = 4) -> str:
-    """``mean [lo, hi]`` of ``values``, the 95% t interval (just the number for one seed;
-    ``-`` for none)."""
-    mean, lo, hi, n = t_interval(values)
+    """``mean [lo, hi]`` of ``values``, nonnegative, the 95% t interval cut at 0 (just the
+    number for one seed; ``-`` for none)."""
+    mean, lo, hi, n = t_interval(values, lower=0.0)
     if n == 0:
         return "-"
     if n == 1:
@@ -243,10 +246,11 @@ def curves(dirs: list[str], key: str) -> tuple[list[int], list[list[float]]]:
 
 
 def band(ax, steps, values, label, style="-", color=None):
-    """The mean over seeds as a line and its 95% t interval as a band."""
+    """The mean over seeds of a nonnegative value as a line and its 95% t interval (cut
+    at 0) as a band."""
     if not steps:
         return None
-    intervals = [t_interval(c) for c in zip(*values, strict=True)]
+    intervals = [t_interval(c, lower=0.0) for c in zip(*values, strict=True)]
     mean = [i[0] for i in intervals]
     (line,) = ax.plot(steps, mean, style, color=color, label=f"{label} (n={len(values)})")
     if len(values) > 1:
@@ -538,7 +542,7 @@ def _memory_figure(horizon: dict, path: str) -> None:
             ratios = [h["best"][x][1]["ratio"] for x in xs]
             color = colors[_without_width(model)]
             row[0].plot(xs, [mean_std(r)[0] for r in ratios], "o-", color=color, label=model)
-            intervals = [t_interval(r) for r in ratios]
+            intervals = [t_interval(r, lower=0.0) for r in ratios]
             row[0].fill_between(
                 xs, [i[1] for i in intervals], [i[2] for i in intervals], color=color,
                 alpha=0.2, linewidth=0,
@@ -664,7 +668,7 @@ def _depth_figure(families: dict[str, list[tuple[str, dict, list[str]]]], path: 
                 for _, _, dirs in settings
             ]
             if all(tests):  # every depth kept its test loss at the best validation
-                intervals = [t_interval(v) for v in tests]
+                intervals = [t_interval(v, lower=0.0) for v in tests]
                 means = [i[0] for i in intervals]
                 spread = [[i[0] - i[1] for i in intervals], [i[2] - i[0] for i in intervals]]
                 ax.errorbar(xs, means, yerr=spread, fmt="o-", capsize=3, label=name)
@@ -799,7 +803,7 @@ def classify(workdir: str, path: str | None = None) -> str:
             f"{fmt(st['accuracy'], 3)} | {fmt(st['final_eval'], 3)} | {fmt(st['ratio'], 3)} | "
             f"{summary['steps']} | {st['wall_time_s']:.0f} |"
         )
-        mean, lo, hi, _ = t_interval(st["accuracy"])
+        mean, lo, hi, _ = t_interval(st["accuracy"], lower=0.0)
         bars.append((f"{config['task']}\n{name}", mean, (mean - lo, hi - mean)))
     if path:
         plt = _pyplot()

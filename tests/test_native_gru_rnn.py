@@ -274,3 +274,24 @@ def test_native_propagates_nonfinite_values_as_the_scan(case, padded, kind):
     expected = jax.jit(lambda *a: _values_and_grads(_scan(kind, seq), *a))(params, x, state)
     assert any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
     assert_same_nonfinite_pattern(native(params, x, state), expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_native_loops_give_the_same_bits_on_one_thread_as_on_two(kind, monkeypatch):
+    """Each thread computes whole units and whole rows of every product, in the same
+    order on any number of threads: jobs that share the CPUs lose nothing by taking one.
+    B = 64, H = 100: several threads where the CPUs allow."""
+    init = {"lstm": F.init_lstm_params, "gru": F.init_gru_params, "rnn": F.init_rnn_params}
+    run = {"lstm": F.lstm, "gru": F.gru, "rnn": F.rnn}[kind]
+    params = init[kind](
+        jax.random.key(0), 40, 100, num_layers=2, bidirectional=True, dtype=jnp.float32
+    )
+    x = jax.random.normal(jax.random.key(1), (12, 64, 40), jnp.float32)
+    grads = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("LSTM_JAX_NATIVE_THREADS", threads)  # read when traced
+        loss = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(run(p, x)[0])), argnums=(0, 1)))
+        assert f"max_threads = {threads} : i64" in loss.lower(params, x).as_text()
+        grads.append(jax.tree.leaves(loss(params, x)))
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_array_equal(a, b)

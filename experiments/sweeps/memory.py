@@ -79,16 +79,29 @@ def solved(runs: str, task: str, length: int, init: str, lr: float, cell: str) -
     return bool(dirs) and report.setting_solved(report.seed_stats(dirs))
 
 
+def shared_cpus_env(jobs: int) -> dict[str, str]:
+    """The environment of one of ``jobs`` runs side by side: each run's native loops get
+    its share of the CPUs (``LSTM_JAX_NATIVE_THREADS``, unless it is set). Their threads
+    meet at every step, and a thread descheduled for another run stalls them all: with
+    two busy processes beside it on 2 cores, a 2 x 200 LSTM's training step (T35 B20) took
+    3-4x longer on 2 threads than on 1 (docs/install.md). The numbers are the same bits."""
+    env = dict(os.environ)
+    share = max(1, len(os.sched_getaffinity(0)) // max(1, jobs))
+    env.setdefault("LSTM_JAX_NATIVE_THREADS", str(share))
+    return env
+
+
 def run_all(commands: dict[str, list[str]], jobs: int, log_dir: str) -> None:
-    """Runs ``{name: command}`` ``jobs`` at a time, each logging to ``<log_dir>/<name>.log``;
-    raises if one fails."""
+    """Runs ``{name: command}`` ``jobs`` at a time (each with :func:`shared_cpus_env`),
+    each logging to ``<log_dir>/<name>.log``; raises if one fails."""
     os.makedirs(log_dir, exist_ok=True)
+    env = shared_cpus_env(jobs)
 
     def one(name):
         if _STOPPING:
             return name, None
         with open(os.path.join(log_dir, f"{name}.log"), "a") as log:
-            proc = subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(commands[name], stdout=log, stderr=subprocess.STDOUT, env=env)
             _RUNNING.add(proc)
             if _STOPPING:  # the signal came while this run was starting
                 proc.send_signal(signal.SIGTERM)

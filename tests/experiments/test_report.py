@@ -51,7 +51,9 @@ def test_seed_statistics_and_memory_horizon(tmp_path):
         (statistics.fmean(finals), statistics.stdev(finals), 3)
     )
     assert st["best_eval"] == [0.005, 0.001, 0.1]
-    assert report.fmt([1.0, 3.0], 2) == "2.00 [-10.71, 14.71]" and report.fmt([2.0]) == "2.0000"
+    # t(0.975, 1) = 12.71: [-10.71, 14.71], cut at 0 for a nonnegative number
+    assert report.fmt([1.0, 3.0], 2) == "2.00 [0.00, 14.71]" and report.fmt([2.0]) == "2.0000"
+    assert report.t_interval([1.0, 3.0])[1] == pytest.approx(-10.706, abs=1e-3)
     settings = report.memory_settings(str(tmp_path / "memory"))
     assert set(settings) == {
         ("adding", 100, "lstm (fb1)", 1e-3), ("adding", 100, "lstm (fb1)", 3e-3),
@@ -61,7 +63,7 @@ def test_seed_statistics_and_memory_horizon(tmp_path):
     assert horizon["longest"] == 100  # T = 200: 1 of 3 seeds only
     assert horizon["best"][100][0] == 1e-3
     table = report.memory(str(tmp_path / "memory"), str(tmp_path / "m.png"))
-    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 300-400 | 0.0353 [-0.1039, 0.1746] |" in table
+    assert "| adding | 100 | lstm (fb1) | 0.001 | 3 | 300-400 | 0.0353 [0.0000, 0.1746] |" in table
     assert "| adding | 200 | lstm (fb1) | 0.001 | 3 | 400 |" in table
     assert "| 2/3 [0.21, 0.94] | 300 |" in table and "| adding | lstm (fb1) | 100 |" in table
     assert (tmp_path / "m.png").stat().st_size > 0
@@ -78,7 +80,7 @@ def test_old_single_seed_layout_reads_as_one_seed(tmp_path):
     table = report.table(str(tmp_path / "adding"), ["lstm", "gru"])
     assert "| lstm | 1 | 0.0010 | 0.0010 | 0.1667 | 0.006 | 1/1 [0.21, 1.00] | 1000 |" in table
     # gru seed 1 ends at 0.02, above the mark 1/60: 1 of 2 solve, median over that one
-    assert "| gru | 2 | 0.0150 [-0.0485, 0.0785] |" in table
+    assert "| gru | 2 | 0.0150 [0.0000, 0.0785] |" in table  # cut at 0
     assert "| 1/2 [0.09, 0.91] | 1000 |" in table
     report.plot(str(tmp_path / "adding"), ["lstm", "gru"], str(tmp_path / "p.png"))
     assert (tmp_path / "p.png").stat().st_size > 0

@@ -99,3 +99,12 @@ def test_sigterm_reaches_the_run_which_saves_and_resumes(tmp_path):
     assert done.returncode == 0
     summary = json.loads((d / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["resumed_from_step"] == reached
+
+
+def test_runs_side_by_side_share_the_cpus_of_the_native_loops(monkeypatch):
+    monkeypatch.delenv("LSTM_JAX_NATIVE_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert sweep.shared_cpus_env(2)["LSTM_JAX_NATIVE_THREADS"] == "2"
+    assert sweep.shared_cpus_env(8)["LSTM_JAX_NATIVE_THREADS"] == "1"
+    monkeypatch.setenv("LSTM_JAX_NATIVE_THREADS", "3")  # the user's choice stays
+    assert sweep.shared_cpus_env(2)["LSTM_JAX_NATIVE_THREADS"] == "3"
