@@ -4,13 +4,15 @@
 :func:`fused` is the fused layer with the same arguments; :func:`loss` reads every output.
 Each returns a function of ``(params, x, state)``. :func:`pytest_on_avx2_build` reruns a
 test file's checks on the native kernel's AVX2 version; :func:`assert_same_nonfinite_pattern`
-compares the NaN and inf of two runs.
+compares the NaN and inf of two runs; :func:`assert_second_order_and_vmap_match` checks a
+native layer's gradient of a gradient and ``vmap`` against a float64 scan.
 """
 
 import os
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +78,39 @@ def assert_same_nonfinite_pattern(got, expected):
             np.testing.assert_array_equal(test(g), test(e), err_msg=f"{test.__name__} {name}")
         finite = np.isfinite(e)
         np.testing.assert_allclose(g[finite], e[finite], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def float64(tree):
+    """``tree`` with its float32 leaves in float64."""
+    return jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
+
+
+def assert_second_order_and_vmap_match(native, scan, loss, args, curvature_atol=1e-4):
+    """A native layer ``native(params, x, state)`` against ``scan`` in float64: the
+    gradient of the squared norm of ``loss``'s gradient (the native calls take their
+    derivatives from XLA loops), and values and gradients under ``vmap`` over two sets of
+    parameters (the native calls once per mapped element)."""
+    params, x, state = args
+
+    def curvature(run):
+        def grad_norm(*a):
+            return sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(loss(run))(*a)))
+
+        return jax.jit(jax.grad(grad_norm))
+
+    def values_and_grads(run, *a):
+        return run(*a), jax.grad(loss(run), argnums=(0, 1, 2))(*a)
+
+    chex.assert_trees_all_close(
+        float64(curvature(native)(*args)),
+        curvature(scan)(*float64(args)),
+        rtol=1e-4,
+        atol=curvature_atol,
+    )
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
+    mapped = jax.jit(jax.vmap(lambda p: values_and_grads(native, p, x, state)))(stacked)
+    for k in range(2):
+        p = float64(jax.tree.map(lambda a, k=k: a[k], stacked))
+        expected = jax.jit(lambda *a: values_and_grads(scan, *a))(p, *float64((x, state)))
+        got = jax.tree.map(lambda a, k=k: a[k], mapped)
+        chex.assert_trees_all_close(float64(got), expected, rtol=2e-5, atol=2e-5)

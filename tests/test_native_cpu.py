@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fused_runs import assert_second_order_and_vmap_match, pytest_on_avx2_build
+from fused_runs import float64 as _float64
 from fused_runs import fused as _fused
 from fused_runs import loss as _loss
-from fused_runs import pytest_on_avx2_build
 from fused_runs import scan as _scan
 
 from lstm_jax import functional as F
@@ -46,10 +47,6 @@ def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I):
 def _values_and_grads(run, params, x, state):
     grads = jax.grad(_loss(run), argnums=(0, 1, 2))(params, x, state)
     return run(params, x, state), grads
-
-
-def _float64(tree):
-    return jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
 
 
 def _assert_native_equals_float64(fused, scan, args):
@@ -177,24 +174,7 @@ def test_native_second_order_gradients_and_vmap_equal_the_scan():
     seq = jnp.asarray(LENGTHS)
     fused, scan = _fused(seq), _scan(seq)
 
-    def curvature(run):
-        def grad_norm(params, x, state):
-            grads = jax.grad(_loss(run))(params, x, state)
-            return sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))
-
-        return jax.jit(jax.grad(grad_norm))
-
-    args = (params, x, state)
-    chex.assert_trees_all_close(
-        _float64(curvature(fused)(*args)), curvature(scan)(*_float64(args)), rtol=1e-4, atol=1e-4
-    )
-    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
-    mapped = jax.jit(jax.vmap(lambda p: _values_and_grads(fused, p, x, state)))(stacked)
-    for k in range(2):
-        p = _float64(jax.tree.map(lambda a, k=k: a[k], stacked))
-        expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(p, *_float64((x, state)))
-        got = jax.tree.map(lambda a, k=k: a[k], mapped)
-        chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+    assert_second_order_and_vmap_match(fused, scan, _loss, (params, x, state))
 
 
 def test_native_gate_functions_are_accurate_to_float32_rounding():

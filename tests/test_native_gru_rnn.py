@@ -14,7 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from fused_runs import assert_same_nonfinite_pattern, pytest_on_avx2_build
+from fused_runs import (
+    assert_same_nonfinite_pattern,
+    assert_second_order_and_vmap_match,
+    pytest_on_avx2_build,
+)
+from fused_runs import float64 as _float64
 
 import lstm_jax
 from lstm_jax import functional as F
@@ -67,10 +72,6 @@ def _scan(kind, seq_lengths=None, reverse=False):
 
 def _values_and_grads(run, *args):
     return run(*args), jax.grad(_loss(run), argnums=(0, 1, 2))(*args)
-
-
-def _float64(tree):
-    return jax.tree.map(lambda a: a.astype(jnp.float64) if a.dtype == jnp.float32 else a, tree)
 
 
 def _assert_native_equals_float64(kind, native, scan, args, tol=2e-5):
@@ -157,25 +158,8 @@ def test_native_second_order_gradients_and_vmap_equal_the_scan(kind):
     seq = jnp.asarray(LENGTHS)
     native, scan = _native(kind, seq), _scan(kind, seq)
 
-    def curvature(run):
-        def grad_norm(params, x, state):
-            grads = jax.grad(_loss(run))(params, x, state)
-            return sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))
-
-        return jax.jit(jax.grad(grad_norm))
-
-    args = (params, x, state)
     # Curvatures up to ~1e4 here: float32's own scan is ~2e-3 from float64 on them.
-    chex.assert_trees_all_close(
-        _float64(curvature(native)(*args)), curvature(scan)(*_float64(args)), rtol=1e-4, atol=5e-3
-    )
-    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a]), params)
-    mapped = jax.jit(jax.vmap(lambda p: _values_and_grads(native, p, x, state)))(stacked)
-    for k in range(2):
-        p = _float64(jax.tree.map(lambda a, k=k: a[k], stacked))
-        expected = jax.jit(lambda *a: _values_and_grads(scan, *a))(p, *_float64((x, state)))
-        got = jax.tree.map(lambda a, k=k: a[k], mapped)
-        chex.assert_trees_all_close(_float64(got), expected, rtol=2e-5, atol=2e-5)
+    assert_second_order_and_vmap_match(native, scan, _loss, (params, x, state), 5e-3)
 
 
 def test_gru_fused_backend_runs_the_native_loops_and_equals_the_scan_backend():

@@ -245,6 +245,40 @@ void TileRows(int rows, const float* a, int64_t a_row, int64_t a_k, const float*
   }
 }
 
+// Packs columns col0 .. col0 + cols of `rows` rows (row k starts at row_at(k)) into a
+// panel of 32 columns, zero-padded, for TileRows.
+template <class RowAt>
+void PackColumns(float* panel, int64_t rows, RowAt row_at, int64_t col0, int64_t cols) {
+  for (int64_t k = 0; k < rows; ++k) {
+    std::memcpy(panel + k * kBlock, row_at(k) + col0, cols * sizeof(float));
+    std::fill(panel + k * kBlock + cols, panel + (k + 1) * kBlock, 0.0f);
+  }
+}
+
+// The input gradient of a chunk of rows_k rows, dx[m] = dz[m, :G] @ W_ih (dz's rows
+// ldz apart; W_ih as in_panels panels of G rows, zero-padded past I), this thread's
+// share of the row tiles.
+void ChunkInputGradient(const float* dz, int64_t ldz, const float* panels, int64_t in_panels,
+                        int64_t G, int64_t I, int64_t rows_k, float* dx, float* tile, int tid,
+                        int nt) {
+  const int64_t tiles = (rows_k + kRows - 1) / kRows;
+  for (int64_t tl = tiles * tid / nt; tl < tiles * (tid + 1) / nt; ++tl) {
+    const int64_t m = tl * kRows;
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, rows_k - m));
+    for (int64_t p = 0; p < in_panels; ++p) {
+      const int64_t col = p * kBlock, cols = std::min<int64_t>(kBlock, I - col);
+      const float* panel = panels + p * G * kBlock;
+      if (cols == kBlock) {
+        TileRows(rows, dz + m * ldz, ldz, 1, panel, kBlock, G, dx + m * I + col, I);
+        continue;
+      }
+      TileRows(rows, dz + m * ldz, ldz, 1, panel, kBlock, G, tile, kBlock);
+      for (int r = 0; r < rows; ++r)
+        std::memcpy(dx + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
+    }
+  }
+}
+
 template <class Buffer>
 int64_t Count(const Buffer& buffer) {
   return static_cast<int64_t>(buffer.element_count());
@@ -702,23 +736,15 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
     float* tile = b_packed + C * B * kBlock;
     for (int64_t blk = first; blk < last; ++blk) {
       const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-      const int64_t units = std::min<int64_t>(kBlock, H - u0);
-      float* panel = packed + blk * G * kBlock;
-      for (int64_t k = 0; k < G; ++k) {
-        std::memcpy(panel + k * kBlock, w_hh.typed_data() + (d * G + k) * H + u0,
-                    units * sizeof(float));
-        std::fill(panel + k * kBlock + units, panel + (k + 1) * kBlock, 0.0f);
-      }
+      const float* w = w_hh.typed_data() + d * G * H;
+      PackColumns(packed + blk * G * kBlock, G, [&](int64_t k) { return w + k * H; }, u0,
+                  std::min<int64_t>(kBlock, H - u0));
     }
     for (int64_t item = in_first; item < in_last; ++item) {
-      const int64_t d = item / in_panels, c0_ = (item % in_panels) * kBlock;
-      const int64_t cols = std::min<int64_t>(kBlock, I - c0_);
-      float* panel = ih_packed + item * G * kBlock;
-      for (int64_t k = 0; k < G; ++k) {
-        std::memcpy(panel + k * kBlock, w_ih.typed_data() + (d * G + k) * I + c0_,
-                    cols * sizeof(float));
-        std::fill(panel + k * kBlock + cols, panel + (k + 1) * kBlock, 0.0f);
-      }
+      const int64_t d = item / in_panels, col0 = (item % in_panels) * kBlock;
+      const float* w = w_ih.typed_data() + d * G * I;
+      PackColumns(ih_packed + item * G * kBlock, G, [&](int64_t k) { return w + k * I; }, col0,
+                  std::min<int64_t>(kBlock, I - col0));
     }
     barrier.Wait();  // every thread's products read every W_ih panel's rows of dz
     const Vec one = Set1(1.0f);
@@ -796,25 +822,9 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
       // H = 200 on 2 threads); each W_ih panel is read once per chunk, not once per step.
       const int64_t rows_k = (hi - lo + 1) * B;
       for (int64_t d = 0; d < D; ++d) {
-        // dx rows of the chunk, [rows_k, I], in row tiles of kRows.
         const float* dz = half + d * C * B * G;
-        float* dx_chunk = dx_out + (d * T + lo) * B * I;
-        const int64_t tiles = (rows_k + kRows - 1) / kRows;
-        for (int64_t tl = tiles * tid / nt; tl < tiles * (tid + 1) / nt; ++tl) {
-          const int64_t m = tl * kRows;
-          const int rows = static_cast<int>(std::min<int64_t>(kRows, rows_k - m));
-          for (int64_t p = 0; p < in_panels; ++p) {
-            const int64_t col = p * kBlock, cols = std::min<int64_t>(kBlock, I - col);
-            const float* panel = ih_packed + (d * in_panels + p) * G * kBlock;
-            if (cols == kBlock) {
-              TileRows(rows, dz + m * G, G, 1, panel, kBlock, G, dx_chunk + m * I + col, I);
-              continue;
-            }
-            TileRows(rows, dz + m * G, G, 1, panel, kBlock, G, tile, kBlock);  // zero-padded
-            for (int r = 0; r < rows; ++r)
-              std::memcpy(dx_chunk + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
-          }
-        }
+        ChunkInputGradient(dz, G, ih_packed + d * in_panels * G * kBlock, in_panels, G, I, rows_k,
+                           dx_out + (d * T + lo) * B * I, tile, tid, nt);
         // dw_t[d][rows of this thread] += [x, h_prev]^T @ dz over the chunk, dbias (thread
         // 0) likewise. [x, h_prev]^T of the chunk is packed in tiles of kRows rows.
         const int64_t first_tile = row_tiles * tid / nt, last_tile = row_tiles * (tid + 1) / nt;
@@ -1153,24 +1163,17 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
     float* tile = b_packed + C * B * kBlock;
     for (int64_t blk = first; blk < last; ++blk) {
       const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
-      const int64_t units = std::min<int64_t>(kBlock, H - u0);
-      float* panel = packed + blk * G * kBlock;
-      for (int64_t k = 0; k < G; ++k) {
-        std::memcpy(panel + k * kBlock, w_hh.typed_data() + (d * G + k) * H + u0,
-                    units * sizeof(float));
-        std::fill(panel + k * kBlock + units, panel + (k + 1) * kBlock, 0.0f);
-      }
+      const float* w = w_hh.typed_data() + d * G * H;
+      PackColumns(packed + blk * G * kBlock, G, [&](int64_t k) { return w + k * H; }, u0,
+                  std::min<int64_t>(kBlock, H - u0));
     }
     for (int64_t item = in_first; item < in_last; ++item) {
       const int64_t d = item / in_panels, col0 = (item % in_panels) * kBlock;
-      const int64_t cols = std::min<int64_t>(kBlock, I - col0);
-      float* panel = ih_packed + item * G * kBlock;
-      for (int64_t k = 0; k < G; ++k) {
-        const int64_t row = Cell::kDxGate[k / H] * H + k % H;
-        std::memcpy(panel + k * kBlock, w_ih.typed_data() + (d * G + row) * I + col0,
-                    cols * sizeof(float));
-        std::fill(panel + k * kBlock + cols, panel + (k + 1) * kBlock, 0.0f);
-      }
+      const float* w = w_ih.typed_data() + d * G * I;
+      PackColumns(  // rows in the order of the ring's gate gradients
+          ih_packed + item * G * kBlock, G,
+          [&](int64_t k) { return w + (Cell::kDxGate[k / H] * H + k % H) * I; }, col0,
+          std::min<int64_t>(kBlock, I - col0));
     }
     barrier.Wait();
     int64_t chunk = 0;
@@ -1228,24 +1231,8 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
       const int64_t rows_k = (hi - lo + 1) * B;
       for (int64_t d = 0; d < D; ++d) {
         const float* dg = half + d * C * B * W;
-        const float* dg_x = dg + Cell::kDxFrom * H;
-        float* dx_chunk = dx_out + (d * T + lo) * B * I;
-        const int64_t tiles = (rows_k + kRows - 1) / kRows;
-        for (int64_t tl = tiles * tid / nt; tl < tiles * (tid + 1) / nt; ++tl) {
-          const int64_t m = tl * kRows;
-          const int rows = static_cast<int>(std::min<int64_t>(kRows, rows_k - m));
-          for (int64_t p = 0; p < in_panels; ++p) {
-            const int64_t col = p * kBlock, cols = std::min<int64_t>(kBlock, I - col);
-            const float* panel = ih_packed + (d * in_panels + p) * G * kBlock;
-            if (cols == kBlock) {
-              TileRows(rows, dg_x + m * W, W, 1, panel, kBlock, G, dx_chunk + m * I + col, I);
-              continue;
-            }
-            TileRows(rows, dg_x + m * W, W, 1, panel, kBlock, G, tile, kBlock);
-            for (int r = 0; r < rows; ++r)
-              std::memcpy(dx_chunk + (m + r) * I + col, tile + r * kBlock, cols * sizeof(float));
-          }
-        }
+        ChunkInputGradient(dg + Cell::kDxFrom * H, W, ih_packed + d * in_panels * G * kBlock,
+                           in_panels, G, I, rows_k, dx_out + (d * T + lo) * B * I, tile, tid, nt);
         // Row tiles of x^T (the first x_tiles) and of h_prev^T over the chunk, packed.
         const int64_t first_tile = row_tiles * tid / nt, last_tile = row_tiles * (tid + 1) / nt;
         for (int64_t tl = first_tile; tl < last_tile; ++tl) {
@@ -1351,95 +1338,38 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Attr<int64_t>("max_threads"));
 
 
-// The bindings of CellForward<GruCell> and CellBackward<GruCell>.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GruForward, CellForward<GruCell>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
+// The bindings of CellForward<Cell> as `Name`Forward and CellBackward<Cell> as
+// `Name`Backward (arguments and results as in "GRU and RNN" above).
+#define LSTM_JAX_CELL_HANDLERS(Name, ...)                                   \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(Name##Forward, CellForward<__VA_ARGS__>,    \
+                                ffi::Ffi::Bind()                            \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::PRED>>()          \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Attr<int64_t>("max_threads"));         \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(Name##Backward, CellBackward<__VA_ARGS__>,  \
+                                ffi::Ffi::Bind()                            \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()           \
+                                    .Arg<ffi::Buffer<ffi::PRED>>()          \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Ret<ffi::Buffer<ffi::F32>>()           \
+                                    .Attr<int64_t>("max_threads"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GruBackward, CellBackward<GruCell>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
-
-// The bindings of CellForward<RnnCell<false>> and CellBackward<RnnCell<false>>.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnTanhForward, CellForward<RnnCell<false>>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnTanhBackward, CellBackward<RnnCell<false>>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
-
-// The bindings of CellForward<RnnCell<true>> and CellBackward<RnnCell<true>>.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnReluForward, CellForward<RnnCell<true>>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnReluBackward, CellBackward<RnnCell<true>>,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::PRED>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
+LSTM_JAX_CELL_HANDLERS(Gru, GruCell)
+LSTM_JAX_CELL_HANDLERS(RnnTanh, RnnCell<false>)
+LSTM_JAX_CELL_HANDLERS(RnnRelu, RnnCell<true>)
