@@ -881,7 +881,7 @@ EXPERIMENTS = (
     ),
     (
         "4b. the LSTM's descendants: LSTM, GRU, sLSTM, minLSTM, minGRU at matched "
-        "parameters, adding T = 50 and 100",
+        "parameters, adding T = 50, 100, 200, copy T = 20",
         "`descendants.py:<task>-<T>`",
         "see `descendants.py`'s docstring",
         "descendants",

@@ -27,11 +27,13 @@ Commands: one setting, then the table and figure:
 Smoke variant (CI, seconds): ``--config experiments/configs/descendants.py:smoke``.
 
 Hardware: 2-core AMD EPYC CPU (AVX-512), jax 0.10.2 (CPU), two runs side by side. Run
-at commit ebefb32: adding at T = 50 and 100, 2,226 s for the 30 runs. Result there
-(median steps to solve, 3/3 seeds solved by every cell at both T): LSTM 750 / 1,250, GRU
-375 / 750, sLSTM 375 / 500, minLSTM 250 / 500, minGRU 375 / 500. Not run at a clean commit
-yet: copy (``copy-20``, 10,000 steps; ~1.5 h of the two cores for the five cells), adding
-at T = 200, and ``char`` (~20 min a seed and cell).
+at commit ebefb32: adding at T = 50, 100 and 200 and copy at T = 20, 12,044 s for the 60
+runs (each cell's seeds one after the other). Result there
+(median steps to solve; every cell solves adding at every T in 3/3 seeds): adding T = 50 /
+100 / 200, LSTM 750 / 1,250 / 2,000, GRU 375 / 750 / 1,000, sLSTM 375 / 500 / 1,000,
+minLSTM 250 / 500 / 500, minGRU 375 / 500 / 500; copy T = 20, GRU 3,250 (3/3), sLSTM
+2,500 (3/3), LSTM 8,875 (2/3), minLSTM 7,125 (2/3), minGRU 6,375 (2/3). Not run yet:
+``char`` (15 runs of 7,700 steps).
 """
 
 import re
