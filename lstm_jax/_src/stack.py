@@ -285,7 +285,7 @@ def stack_quantities(
       >>> x = jnp.ones((7, 2, 3), jnp.float32)
       >>> result = stack_quantities(F.GRU_CELL, params, x, F.GRUState(zeros))
       >>> out, _ = run_stack(F.GRU_CELL, params, x, F.GRUState(zeros))
-      >>> list(result[1][0]), bool(jnp.all(result[1][1]["h"] == out[..., 5:]))
+      >>> list(result[1][0]), bool(jnp.allclose(result[1][1]["h"], out[..., 5:], atol=1e-6))
       (['r', 'z', 'n', 'h'], True)
     """
     options = options or RecurrentOptions()
