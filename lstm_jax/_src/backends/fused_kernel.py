@@ -31,11 +31,6 @@ def _layers(params):
     return [p for layer in params for p in layer]
 
 
-def _native_gru_rnn(cell, layer_params, dtypes) -> bool:
-    """Whether the native GRU and RNN layer runs these parameters of ``cell`` in these dtypes."""
-    return fused_gru_rnn.native_unsupported_reason(cell, layer_params, dtypes) is None
-
-
 class NativeCpuKernel(Kernel):
     """The fused LSTM, GRU and RNN layers' loops as native CPU code: a sub-kernel of
     :data:`FUSED`, never asked for by name; where it supports a layer, the fused
@@ -110,7 +105,8 @@ class FusedKernel(Kernel):
                 checkpoint=plan.checkpoint,
             )
         dtypes = [a.dtype for a in jax.tree.leaves((params, x, state))]
-        if plan.recurrent_mask is None and _native_gru_rnn(cell, params, dtypes):
+        native = fused_gru_rnn.native_unsupported_reason(cell, params, dtypes) is None
+        if plan.recurrent_mask is None and native:
             return fused_gru_rnn.run_native_layer(
                 cell,
                 params,

@@ -279,6 +279,39 @@ void ChunkInputGradient(const float* dz, int64_t ldz, const float* panels, int64
   }
 }
 
+// One block's gate gradients over a chunk: `units` columns of rows_k rows (row k at
+// src + k * ld) into b_packed [rows_k][32], zero past `units`; with `db`, their column
+// sums stored there (added to it when `accumulate`).
+void PackGateGradients(const float* src, int64_t ld, int64_t rows_k, int64_t units,
+                       float* b_packed, float* db, bool accumulate) {
+  for (int64_t k = 0; k < rows_k; ++k)
+    for (int v = 0; v < kVecs; ++v)
+      Store(b_packed + k * kBlock + v * kLanes,
+            LoadN(src + k * ld + v * kLanes, units - v * kLanes));
+  for (int v = 0; db && v < kVecs; ++v) {
+    Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
+    for (int64_t k = 0; k < rows_k; ++k) sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
+    StoreN(db + v * kLanes, sum, units - v * kLanes);
+  }
+}
+
+// dw[rows][units] (row r at dw + r * ldw) = a^T b_packed over rows_k (added to it when
+// `accumulate`): a, a tile of kRows inputs over the chunk's rows; b_packed from
+// PackGateGradients. A partial block goes through `tile`: its 32 columns would reach into
+// the next gate's.
+void WeightGradientTile(int rows, const float* a, const float* b_packed, int64_t rows_k,
+                        float* dw, int64_t ldw, int64_t units, bool accumulate, float* tile) {
+  if (units == kBlock) {
+    TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, ldw, accumulate);
+    return;
+  }
+  for (int r = 0; accumulate && r < rows; ++r)
+    std::memcpy(tile + r * kBlock, dw + r * ldw, units * sizeof(float));
+  TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
+  for (int r = 0; r < rows; ++r)
+    std::memcpy(dw + r * ldw, tile + r * kBlock, units * sizeof(float));
+}
+
 template <class Buffer>
 int64_t Count(const Buffer& buffer) {
   return static_cast<int64_t>(buffer.element_count());
@@ -848,34 +881,13 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
           const int64_t units = std::min<int64_t>(kBlock, H - u0);
           for (int gate = 0; gate < 4; ++gate) {
             const int64_t col = gate * H + u0;
-            const float* src = dz + col;
-            float* db = db_out + d * G + col;
-            for (int64_t k = 0; k < rows_k; ++k)
-              for (int v = 0; v < kVecs; ++v)  // the padding columns of b_packed are zero
-                Store(b_packed + k * kBlock + v * kLanes,
-                      LoadN(src + k * G + v * kLanes, units - v * kLanes));
-            for (int v = 0; tid == 0 && v < kVecs; ++v) {
-              Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
-              for (int64_t k = 0; k < rows_k; ++k)
-                sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
-              StoreN(db + v * kLanes, sum, units - v * kLanes);
-            }
-            for (int64_t tl = first_tile; tl < last_tile; ++tl) {
-              const int rows = static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows));
-              const float* a = a_packed + (tl - first_tile) * rows_k * kRows;
-              float* dw = dw_out + (d * M + tl * kRows) * G + col;
-              if (units == kBlock) {
-                TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, G, accumulate);
-                continue;
-              }
-              // A partial block goes through the tile: its 32 columns would reach into the
-              // next gate's.
-              for (int r = 0; accumulate && r < rows; ++r)
-                std::memcpy(tile + r * kBlock, dw + r * G, units * sizeof(float));
-              TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
-              for (int r = 0; r < rows; ++r)
-                std::memcpy(dw + r * G, tile + r * kBlock, units * sizeof(float));
-            }
+            PackGateGradients(dz + col, G, rows_k, units, b_packed,
+                              tid == 0 ? db_out + d * G + col : nullptr, accumulate);
+            for (int64_t tl = first_tile; tl < last_tile; ++tl)
+              WeightGradientTile(static_cast<int>(std::min<int64_t>(kRows, M - tl * kRows)),
+                                 a_packed + (tl - first_tile) * rows_k * kRows, b_packed,
+                                 rows_k, dw_out + (d * M + tl * kRows) * G + col, G, units,
+                                 accumulate, tile);
           }
         }
       }
@@ -1026,7 +1038,8 @@ ffi::Error CellForward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     alignas(64) float tile[P * kRows * kBlock];
     auto gx = [&](int64_t blk, int p) {
-      return projected + tid * per_thread + ((blk - first) * x_panels + x_index[p]) * C * B * kBlock;
+      const int64_t slot = (blk - first) * x_panels + x_index[p];
+      return projected + tid * per_thread + slot * C * B * kBlock;
     };
     for (int64_t blk = first; blk < last; ++blk) {
       const int64_t d = blk / blocks_per_dir, u0 = (blk % blocks_per_dir) * kBlock;
@@ -1195,7 +1208,8 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
             for (int64_t u = u0; u < end; u += kLanes) {
               const int64_t n = end - u;
               Vec a[A], g[R], direct;
-              for (int k = 0; k < A; ++k) a[k] = LoadN(a_in + (step * B + b) * A * H + k * H + u, n);
+              const float* ar = a_in + (step * B + b) * A * H + u;
+              for (int k = 0; k < A; ++k) a[k] = LoadN(ar + k * H, n);
               Vec dh_in = LoadN(dh + b * H + u, n);
               Vec dm = live ? Add(dh_in, LoadN(dy_in + (step * B + b) * H + u, n)) : Zero();
               Cell::Gradients(a, dm, LoadN(h_prev + (step * B + b) * H + u, n), g, &direct);
@@ -1253,36 +1267,19 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
         for (int64_t u0 = 0; u0 < H; u0 += kBlock) {
           const int64_t units = std::min<int64_t>(kBlock, H - u0);
           for (int source = 0; source < R; ++source) {
-            const float* src = dg + source * H + u0;
             float* db = db_out + d * Cell::kBias * H + Cell::kBiasSlot[source] * H + u0;
-            for (int64_t k = 0; k < rows_k; ++k)
-              for (int v = 0; v < kVecs; ++v)
-                Store(b_packed + k * kBlock + v * kLanes,
-                      LoadN(src + k * W + v * kLanes, units - v * kLanes));
-            for (int v = 0; tid == 0 && v < kVecs; ++v) {
-              Vec sum = accumulate ? LoadN(db + v * kLanes, units - v * kLanes) : Zero();
-              for (int64_t k = 0; k < rows_k; ++k)
-                sum = Add(sum, Load(b_packed + k * kBlock + v * kLanes));
-              StoreN(db + v * kLanes, sum, units - v * kLanes);
-            }
+            PackGateGradients(dg + source * H + u0, W, rows_k, units, b_packed,
+                              tid == 0 ? db : nullptr, accumulate);
             for (int64_t tl = first_tile; tl < last_tile; ++tl) {
               const bool is_x = tl < x_tiles;
               const int gate = is_x ? Cell::kIhGate[source] : Cell::kHhGate[source];
               if (gate < 0) continue;
               const int64_t m0 = (is_x ? tl : tl - x_tiles) * kRows, width = is_x ? I : H;
-              const int rows = static_cast<int>(std::min<int64_t>(kRows, width - m0));
-              const float* a = a_packed + (tl - first_tile) * rows_k * kRows;
               float* dw = (is_x ? dwi_out + (d * I + m0) * G : dwh_out + (d * H + m0) * G) +
                           gate * H + u0;
-              if (units == kBlock) {
-                TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, dw, G, accumulate);
-                continue;
-              }
-              for (int r = 0; accumulate && r < rows; ++r)
-                std::memcpy(tile + r * kBlock, dw + r * G, units * sizeof(float));
-              TileRows(rows, a, 1, kRows, b_packed, kBlock, rows_k, tile, kBlock, accumulate);
-              for (int r = 0; r < rows; ++r)
-                std::memcpy(dw + r * G, tile + r * kBlock, units * sizeof(float));
+              WeightGradientTile(static_cast<int>(std::min<int64_t>(kRows, width - m0)),
+                                 a_packed + (tl - first_tile) * rows_k * kRows, b_packed,
+                                 rows_k, dw, G, units, accumulate, tile);
             }
           }
         }
