@@ -2,15 +2,10 @@
 
 :func:`scan` is the reference (``lax.scan`` of the cell, differentiated by autodiff);
 :func:`fused` is the fused layer with the same arguments; :func:`loss` reads every output.
-Each returns a function of ``(params, x, state)``. :func:`pytest_on_avx2_build` reruns a
-test file's checks on the native kernel's AVX2 version; :func:`assert_same_nonfinite_pattern`
+Each returns a function of ``(params, x, state)``. :func:`assert_same_nonfinite_pattern`
 compares the NaN and inf of two runs; :func:`assert_second_order_and_vmap_match` checks a
 native layer's gradient of a gradient and ``vmap`` against a float64 scan.
 """
-
-import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -50,22 +45,6 @@ def fused(seq_lengths=None, reverse=False, checkpoint=None, unroll=1):
         )
 
     return run
-
-
-def pytest_on_avx2_build(test_file: str, selection: str, cwd) -> None:
-    """Runs ``pytest test_file -k selection`` in a subprocess on the AVX2 build of the
-    native kernel (``LSTM_JAX_NATIVE_ISA=avx2``) and asserts that the checks ran and passed."""
-    env = dict(os.environ, LSTM_JAX_NATIVE_ISA="avx2")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", test_file, "-k", selection],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-500:]
 
 
 def assert_same_nonfinite_pattern(got, expected):

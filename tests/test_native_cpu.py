@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fused_runs import assert_second_order_and_vmap_match, pytest_on_avx2_build
+from fused_runs import assert_second_order_and_vmap_match
 from fused_runs import float64 as _float64
 from fused_runs import fused as _fused
 from fused_runs import loss as _loss
@@ -196,17 +196,6 @@ def test_native_gate_functions_are_accurate_to_float32_rounding():
     sigmoid, tanh = 1 / (1 + np.exp(-z64)), np.tanh(z64)
     for got, expected in ((i, sigmoid), (f, sigmoid), (g, tanh), (o, sigmoid)):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-37)
-
-
-@pytest.mark.skipif(
-    _REASON is None and not {"avx512f"} <= lstm_cpu._cpu_flags(),
-    reason="the native build is already the AVX2 one on this CPU",
-)
-def test_avx2_build_passes_the_same_checks(tmp_path):
-    """The AVX2 version of the kernel (what CPUs without AVX-512 build), built with
-    ``LSTM_JAX_NATIVE_ISA=avx2`` and run through this file's checks in a subprocess."""
-    checks = "equals_float64_scan or several_chunks or gate_functions"
-    pytest_on_avx2_build(__file__, checks, tmp_path)
 
 
 def test_native_calls_leave_every_other_threads_cpus_as_they_were():

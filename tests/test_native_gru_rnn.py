@@ -6,8 +6,6 @@ The reference is autodiff of the plain scan of the same cell
 inputs: it shares no code with the C++ loops or with the layer's XLA loops.
 """
 
-import os
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,7 +15,6 @@ from flax import nnx
 from fused_runs import (
     assert_same_nonfinite_pattern,
     assert_second_order_and_vmap_match,
-    pytest_on_avx2_build,
 )
 from fused_runs import float64 as _float64
 
@@ -211,14 +208,6 @@ def test_native_layer_lowers_for_gpu_and_tpu_without_the_native_calls(kind):
     for platform in ("cuda", "tpu"):
         text = f.trace(params, x, state).lower(lowering_platforms=(platform,)).as_text()
         assert "lstm_jax_native" not in text and "while" in text
-
-
-@pytest.mark.skipif(
-    os.environ.get("LSTM_JAX_NATIVE_ISA") == "avx2" or "avx512f" not in lstm_cpu._cpu_flags(),
-    reason="the AVX2 build is what runs here already",
-)
-def test_avx2_build_passes_the_same_checks(tmp_path):
-    pytest_on_avx2_build(__file__, "equals_float64_scan and not beyond", os.path.dirname(__file__))
 
 
 nan, inf = float("nan"), float("inf")

@@ -13,13 +13,12 @@ and an inf input must not reach the real units through the block's missing ones.
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fused_runs import assert_same_nonfinite_pattern, pytest_on_avx2_build
+from fused_runs import assert_same_nonfinite_pattern
 
 import lstm_jax
 from lstm_jax import functional as F
@@ -138,14 +137,3 @@ def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients()
     assert np.isnan(dx[:, 1]).all(axis=-1).tolist() == [True, True, False, False, True, False]
     assert np.isnan(dh0[0, 1]).all() and np.isnan(dc0[0, 1]).all()
     assert np.isfinite(dx[:, [0, 2, 3]]).all() and np.isfinite(dh0[0, [0, 2, 3]]).all()
-
-
-@pytest.mark.skipif(
-    _REASON is None
-    and (not {"avx512f"} <= lstm_cpu._cpu_flags() or os.environ.get("LSTM_JAX_NATIVE_ISA")),
-    reason="the native build is already the AVX2 one on this CPU",
-)
-def test_avx2_build_propagates_nonfinite_values_alike(tmp_path):
-    """The AVX2 version of the kernel, built with ``LSTM_JAX_NATIVE_ISA=avx2``, through
-    this file's checks in a subprocess."""
-    pytest_on_avx2_build(__file__, "not avx2", tmp_path)
