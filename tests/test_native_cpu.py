@@ -6,6 +6,8 @@ loops, and its rounding error is far below float32's.
 """
 
 import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -196,6 +198,40 @@ def test_native_gate_functions_are_accurate_to_float32_rounding():
     sigmoid, tanh = 1 / (1 + np.exp(-z64)), np.tanh(z64)
     for got, expected in ((i, sigmoid), (f, sigmoid), (g, tanh), (o, sigmoid)):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-37)
+
+
+def _busy_on(cpu):
+    """A process that keeps ``cpu`` busy until killed."""
+    code = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_calls_on_busy_cpus_run_on_the_caller_alone_unless_the_team_is_fixed(fixed, monkeypatch):
+    """With another busy process on every CPU, a team's threads wait for each other at
+    every step; the native loops then run the next calls on the caller alone, with the
+    same bits, unless ``LSTM_JAX_NATIVE_THREADS`` fixes the team."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the native loops run on the caller alone")
+    if fixed:
+        monkeypatch.setenv("LSTM_JAX_NATIVE_THREADS", "2")  # read when traced
+    args = _problem(jax.random.key(4), hidden=256, batch=32, time=40)
+    grad = jax.jit(jax.grad(_loss(_fused()), argnums=(0, 1)))
+    expected = jax.block_until_ready(grad(*args))
+    busy = [_busy_on(cpu) for cpu in sorted(os.sched_getaffinity(0))]
+    try:
+        teams = []
+        for _ in range(40):
+            got = jax.block_until_ready(grad(*args))
+            teams.append(lstm_cpu.last_call_team())
+            chex.assert_trees_all_equal(got, expected)
+            if not fixed and teams[-1] == 1:
+                break
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert set(teams) == {2} if fixed else teams[-1] == 1, teams
 
 
 def test_native_calls_leave_every_other_threads_cpus_as_they_were():

@@ -343,8 +343,15 @@ int ThreadCount(int64_t blocks, double flops_per_step, int64_t step_weight_bytes
   return static_cast<int>(std::max<int64_t>(1, std::min(max_threads, blocks)));
 }
 
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // A barrier for the threads of one call. It spins, since a step lasts microseconds,
-// and yields the core after a while so that it cannot starve other work.
+// and yields the core after a while so that it cannot starve other work; it adds up the
+// time its threads waited past their spins (see SharedCpus).
 class SpinBarrier {
  public:
   explicit SpinBarrier(int threads) : threads_(threads) {}
@@ -356,15 +363,56 @@ class SpinBarrier {
       generation_.fetch_add(1, std::memory_order_release);
       return;
     }
+    int64_t since = 0;
     for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
-      if (spins < 256) _mm_pause();
-      else std::this_thread::yield();
+      if (spins < 256) {
+        _mm_pause();
+        continue;
+      }
+      if (spins == 256) since = NowNs();
+      std::this_thread::yield();
     }
+    if (since) stalled_ns_.fetch_add(NowNs() - since, std::memory_order_relaxed);
   }
+  int64_t StalledNs() const { return stalled_ns_.load(std::memory_order_relaxed); }
 
  private:
   const int threads_;
   std::atomic<int> arrived_{0}, generation_{0};
+  std::atomic<int64_t> stalled_ns_{0};
+};
+
+// CPUs shared with other busy work (another training process, a second notebook): the
+// scheduler takes a member of the team off its CPU for a time slice (milliseconds) while
+// the others wait for it at the barrier of every step (microseconds). Such calls ran 3-4x
+// slower than the caller alone (2 x 200 LSTM, T 35, B 20, beside two busy processes on 2
+// cores). So a call whose threads lost more than a tenth of their time waiting past the
+// barrier's spins makes the calls of the next quarter second run on the caller alone
+// (doubled while it recurs, up to 4 s); then a call tries the team again. Results do not
+// depend on the team's size. A fixed team (LSTM_JAX_NATIVE_THREADS set) is never cut.
+class SharedCpus {
+ public:
+  // The team a call may use: `threads`, or 1 while the CPUs are found shared.
+  static int Team(int threads, bool fixed) {
+    return fixed || NowNs() >= alone_until_ns_ ? threads : 1;
+  }
+  // Records a call of `team` threads that took `elapsed_ns`; callers hold CallMutex.
+  static void Record(int team, int64_t elapsed_ns, int64_t stalled_ns, bool fixed) {
+    last_team_.store(team, std::memory_order_relaxed);
+    if (team == 1 || fixed) return;
+    if (stalled_ns * 10 > elapsed_ns * team) {
+      alone_until_ns_ = NowNs() + backoff_ns_;
+      backoff_ns_ = std::min<int64_t>(2 * backoff_ns_, kLongestNs);
+    } else {
+      backoff_ns_ = kFirstNs;
+    }
+  }
+  static int LastTeam() { return last_team_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr int64_t kFirstNs = 250'000'000, kLongestNs = 4'000'000'000;
+  static inline int64_t alone_until_ns_ = 0, backoff_ns_ = kFirstNs;
+  static inline std::atomic<int> last_team_{0};
 };
 
 // The team of a call: the caller and workers kept from call to call, each worker pinned
@@ -482,15 +530,19 @@ class CallerPlacement {
 };
 
 // Runs body(thread, team, barrier) on up to `threads` threads, the caller's included.
-// Where a worker cannot start, or the caller may run on fewer CPUs, the team shrinks:
-// every body splits its work by the team it is given. Callers hold CallMutex.
+// Where a worker cannot start, the caller may run on fewer CPUs, or the CPUs are shared
+// (SharedCpus), the team shrinks: every body splits its work by the team it is given.
+// Callers hold CallMutex.
 template <class Body>
-void RunParallel(int threads, Body&& body) {
+void RunParallel(int threads, bool fixed, Body&& body) {
+  threads = SharedCpus::Team(threads, fixed);
   if (threads <= 1) {
     SpinBarrier alone(1);
     body(0, 1, alone);
+    SharedCpus::Record(1, 0, 0, fixed);
     return;
   }
+  const int64_t start = NowNs();
   const CallerPlacement placement;
   std::vector<Worker*> team;
   for (int cpu : placement.OtherCpus(threads - 1))
@@ -503,6 +555,7 @@ void RunParallel(int threads, Body&& body) {
   for (int i = 1; i < n; ++i) team[i - 1]->Post(&jobs[i - 1]);
   body(0, n, barrier);
   for (Worker* worker : team) worker->Wait();
+  SharedCpus::Record(n, NowNs() - start, barrier.StalledNs(), fixed);
 }
 
 // One call at a time: XLA may run independent calls (the two directions of a
@@ -553,7 +606,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
                    ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> y,
                    ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
                    ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> cs,
-                   int64_t max_threads) {
+                   int64_t max_threads,
+                   bool fixed_threads) {
   auto dims = x_in.dimensions(), h_dims = h0.dimensions();
   if (dims.size() != 4 || h_dims.size() != 3)
     return ffi::Error::InvalidArgument("x must be [D, T, B, I] and h0 [D, B, H]");
@@ -594,7 +648,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   const int64_t per_thread = chunked ? (blocks + threads - 1) / threads * 4 * C * B * kBlock : 0;
   float* projected = chunked ? Scratch(kPerThread, threads * per_thread) : nullptr;
   if (!packed || !h_carry || !c_carry || (chunked && !projected)) return OutOfMemory();
-  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+  RunParallel(threads, fixed_threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     alignas(64) float tile[kRows * 2 * kBlock];
     auto gx = [&](int64_t blk, int q, int half) {
@@ -717,7 +771,8 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                     ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> dx,
                     ffi::ResultBuffer<ffi::F32> dw_t, ffi::ResultBuffer<ffi::F32> dbias,
                     ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
-                    int64_t max_threads) {
+                    int64_t max_threads,
+                   bool fixed_threads) {
   auto dims = cs.dimensions(), xd = x_in.dimensions();
   if (dims.size() != 4 || xd.size() != 4)
     return ffi::Error::InvalidArgument("cs must be [D, T, B, H] and x [D, T, B, I]");
@@ -761,7 +816,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   // The carry of step t lives at parity t & 1; the incoming gradients are step T's.
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
   std::memcpy(dc_carry + (T & 1) * state, dc_last.typed_data(), state * sizeof(float));
-  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+  RunParallel(threads, fixed_threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     const int64_t in_first = D * in_panels * tid / nt, in_last = D * in_panels * (tid + 1) / nt;
     float* a_packed = thread_scratch + tid * per_thread;
@@ -996,7 +1051,8 @@ ffi::Error CellForward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
                        ffi::Buffer<ffi::F32> bias_in, ffi::Buffer<ffi::F32> w_hh,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
                        ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
-                       ffi::ResultBuffer<ffi::F32> acts, int64_t max_threads) {
+                       ffi::ResultBuffer<ffi::F32> acts, int64_t max_threads,
+                   bool fixed_threads) {
   constexpr int P = Cell::kPanels, A = Cell::kActs;
   auto dims = x_in.dimensions(), h_dims = h0.dimensions(), hh = w_hh.dimensions();
   if (dims.size() != 4 || h_dims.size() != 3)
@@ -1034,7 +1090,7 @@ ffi::Error CellForward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
       chunked ? (blocks + threads - 1) / threads * x_panels * C * B * kBlock : 0;
   float* projected = chunked ? Scratch(kPerThread, threads * per_thread) : nullptr;
   if (!packed || !h_carry || (chunked && !projected)) return OutOfMemory();
-  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+  RunParallel(threads, fixed_threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     alignas(64) float tile[P * kRows * kBlock];
     auto gx = [&](int64_t blk, int p) {
@@ -1128,7 +1184,8 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
                         ffi::Buffer<ffi::F32> h_prev_in, ffi::Buffer<ffi::PRED> valid,
                         ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw_ih_t,
                         ffi::ResultBuffer<ffi::F32> dw_hh_t, ffi::ResultBuffer<ffi::F32> dbias,
-                        ffi::ResultBuffer<ffi::F32> dh0, int64_t max_threads) {
+                        ffi::ResultBuffer<ffi::F32> dh0, int64_t max_threads,
+                   bool fixed_threads) {
   constexpr int A = Cell::kActs, R = Cell::kRing;
   auto dims = h_prev_in.dimensions(), xd = x_in.dimensions();
   if (dims.size() != 4 || xd.size() != 4)
@@ -1168,7 +1225,7 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
   float* ih_packed = packed + D * blocks_per_dir * G * kBlock;
   const int64_t state = D * B * H;
   std::memcpy(dh_carry + (T & 1) * state, dh_last.typed_data(), state * sizeof(float));
-  RunParallel(threads, [&](int tid, int nt, SpinBarrier& barrier) {
+  RunParallel(threads, fixed_threads, [&](int tid, int nt, SpinBarrier& barrier) {
     const int64_t first = blocks * tid / nt, last = blocks * (tid + 1) / nt;
     const int64_t in_first = D * in_panels * tid / nt, in_last = D * in_panels * (tid + 1) / nt;
     float* a_packed = thread_scratch + tid * per_thread;
@@ -1312,7 +1369,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
+                                  .Attr<int64_t>("max_threads")
+                                  .Attr<bool>("fixed_threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                               ffi::Ffi::Bind()
@@ -1332,7 +1390,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("max_threads"));
+                                  .Attr<int64_t>("max_threads")
+                                  .Attr<bool>("fixed_threads"));
 
 
 // The bindings of CellForward<Cell> as `Name`Forward and CellBackward<Cell> as
@@ -1349,7 +1408,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
-                                    .Attr<int64_t>("max_threads"));         \
+                                    .Attr<int64_t>("max_threads")          \
+                                    .Attr<bool>("fixed_threads"));         \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(Name##Backward, CellBackward<__VA_ARGS__>,  \
                                 ffi::Ffi::Bind()                            \
                                     .Arg<ffi::Buffer<ffi::F32>>()           \
@@ -1365,8 +1425,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
                                     .Ret<ffi::Buffer<ffi::F32>>()           \
-                                    .Attr<int64_t>("max_threads"));
+                                    .Attr<int64_t>("max_threads")          \
+                                    .Attr<bool>("fixed_threads"));
 
 LSTM_JAX_CELL_HANDLERS(Gru, GruCell)
 LSTM_JAX_CELL_HANDLERS(RnnTanh, RnnCell<false>)
 LSTM_JAX_CELL_HANDLERS(RnnRelu, RnnCell<true>)
+
+// The team of the last call (1: the caller alone), for lstm_cpu.last_call_team().
+extern "C" int LstmJaxNativeLastTeam() { return SharedCpus::LastTeam(); }

@@ -15,7 +15,11 @@ Environment variables (the threads are read at each trace, the others at the fir
 - ``LSTM_JAX_NATIVE_ISA``: ``native`` (default: AVX-512 where the CPU has it) or ``avx2``
   (the AVX2 version on an AVX-512 machine; the tests use it to check that version).
 - ``LSTM_JAX_NATIVE_THREADS``: the most threads a native loop may use, a positive
-  integer (default: the CPUs this process may run on).
+  integer (default: the CPUs this process may run on). Unset, a loop whose threads lost
+  more than a tenth of their time waiting for each other (its CPUs busy with other work,
+  which takes a thread off its CPU for milliseconds) runs the calls of the next quarter
+  second on the calling thread alone, then tries again (the same results either way);
+  set, the team is never cut.
 - ``LSTM_JAX_CACHE_DIR``: where built libraries are kept (default ``~/.cache/lstm_jax``).
 
 The cache holds one ``lstm_cpu-<key>.so`` per source, jax version, compiler, options and
@@ -423,6 +427,27 @@ def max_threads() -> int:
     return int(value)
 
 
+def _thread_attrs() -> dict[str, np.generic]:
+    """The threads attributes of a native call: the most threads, and whether that team is
+    fixed (``LSTM_JAX_NATIVE_THREADS`` set) or may be cut to the caller alone while other
+    work keeps the CPUs busy."""
+    fixed = bool(os.environ.get("LSTM_JAX_NATIVE_THREADS", "").strip())
+    return {"max_threads": np.int64(max_threads()), "fixed_threads": np.bool_(fixed)}
+
+
+def last_call_team() -> int:
+    """The threads the last native call of this process ran on: 1 for the caller alone,
+    0 before the first call or where the native loops are unavailable.
+
+    Example:
+      >>> last_call_team() >= 0
+      True
+    """
+    if unavailable_reason() is not None:
+        return 0
+    return ctypes.CDLL(str(_load().library)).LstmJaxNativeLastTeam()
+
+
 def _mask(valid: jax.Array | None) -> jax.Array:
     return jnp.zeros((0,), bool) if valid is None else valid
 
@@ -455,8 +480,7 @@ def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
         vmap_method="sequential",
     )
     bias = jnp.zeros((d, g), jnp.float32) if bias is None else bias
-    threads = np.int64(max_threads())
-    y, h_t, c_t, acts, cs = call(x, w_ih, bias, w_hh, h0, c0, _mask(valid), max_threads=threads)
+    y, h_t, c_t, acts, cs = call(x, w_ih, bias, w_hh, h0, c0, _mask(valid), **_thread_attrs())
     return (y, h_t, c_t, acts, cs) if save else (y, h_t, c_t, None, None)
 
 
@@ -490,7 +514,7 @@ def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
         x,
         h_prev,
         _mask(valid),
-        max_threads=np.int64(max_threads()),
+        **_thread_attrs(),
     )
     dw = jnp.swapaxes(dw_t, 1, 2)
     return dx, dw[..., :i], dw[..., i:], dbias, dh0, dc0
@@ -516,7 +540,7 @@ def cell_forward(kind, x, w_ih, bias, w_hh, h0, valid, save):
         (_f32(d, t, b, h), _f32(d, b, h), stored),
         vmap_method="sequential",
     )
-    y, h_t, acts = call(x, w_ih, bias, w_hh, h0, _mask(valid), max_threads=np.int64(max_threads()))
+    y, h_t, acts = call(x, w_ih, bias, w_hh, h0, _mask(valid), **_thread_attrs())
     return y, h_t, acts if save else None
 
 
@@ -539,6 +563,6 @@ def cell_backward(kind, acts, dy, dh_t, w_hh, w_ih, x, h_prev, valid):
         vmap_method="sequential",
     )
     dx, dw_ih_t, dw_hh_t, dbias, dh0 = call(
-        acts, dy, dh_t, w_hh, w_ih, x, h_prev, _mask(valid), max_threads=np.int64(max_threads())
+        acts, dy, dh_t, w_hh, w_ih, x, h_prev, _mask(valid), **_thread_attrs()
     )
     return dx, jnp.swapaxes(dw_ih_t, 1, 2), jnp.swapaxes(dw_hh_t, 1, 2), dbias, dh0
