@@ -114,6 +114,14 @@ def test_native_backward_over_several_chunks_equals_float64_scan(time, batch, hi
     _assert_native_equals_float64(_fused(seq), _scan(seq), (params, x, state))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_native_batch_of_one_equals_float64_scan(reverse):
+    """One row: the forward call takes the input projections of each chunk of 256 steps
+    at its first step (T = 300: 256 and 44), here with a partial block."""
+    params, x, state = _problem(jax.random.key(11), time=300, batch=1, hidden=100)
+    _assert_native_equals_float64(_fused(None, reverse), _scan(None, reverse), (params, x, state))
+
+
 def test_native_forward_with_weights_beyond_the_cache_equals_float64_scan():
     """Weights over 6 MiB (8 MB at I = H = 500): the forward call takes the input
     projections of each chunk of ceil(256 / B) steps at its first step (T = 9 at B = 64:

@@ -114,6 +114,16 @@ def test_native_backward_over_several_chunks_equals_float64_scan(kind, time, bat
     _assert_native_equals_float64(kind, _native(kind, seq), _scan(kind, seq), (params, x, state))
 
 
+@pytest.mark.parametrize("kind", ["gru", "rnn_relu"])
+def test_native_batch_of_one_equals_float64_scan(kind):
+    """One row: the forward call takes the input products of each chunk of 256 steps at
+    its first step (T = 300: 256 and 44), here with a partial block, backwards."""
+    params, x, state = _problem(kind, jax.random.key(11), time=300, batch=1, hidden=100)
+    _assert_native_equals_float64(
+        kind, _native(kind, reverse=True), _scan(kind, reverse=True), (params, x, state)
+    )
+
+
 @pytest.mark.parametrize("kind,size", [("gru", 520), ("rnn_relu", 900)])
 def test_native_forward_with_weights_beyond_the_cache_equals_float64_scan(kind, size):
     """Weights over 6 MiB (GRU, I = H = 520: 6.5 MB; RNN, I = H = 900: 6.5 MB): the forward

@@ -15,11 +15,11 @@ Environment variables (the threads are read at each trace, the others at the fir
 - ``LSTM_JAX_NATIVE_ISA``: ``native`` (default: AVX-512 where the CPU has it) or ``avx2``
   (the AVX2 version on an AVX-512 machine; the tests use it to check that version).
 - ``LSTM_JAX_NATIVE_THREADS``: the most threads a native loop may use, a positive
-  integer (default: the CPUs this process may run on). Unset, a loop whose threads lost
-  more than a tenth of their time waiting for each other (its CPUs busy with other work,
-  which takes a thread off its CPU for milliseconds) runs the calls of the next quarter
-  second on the calling thread alone, then tries again (the same results either way);
-  set, the team is never cut.
+  integer (default: the CPUs this process may run on). Unset, a loop whose threads spent
+  more than half their time waiting for each other (its CPUs busy with other work, which
+  takes a thread off its CPU for milliseconds) runs the calls of the next quarter second
+  on the calling thread alone, then tries again (the same results either way); set, the
+  team is never cut.
 - ``LSTM_JAX_CACHE_DIR``: where built libraries are kept (default ``~/.cache/lstm_jax``).
 
 The cache holds one ``lstm_cpu-<key>.so`` per source, jax version, compiler, options and
