@@ -898,6 +898,17 @@ EXPERIMENTS = (
         "not run at this commit",
     ),
     (
+        "4c. the LSTM's descendants on the char-LM: the five cells at the 2 x 256 LSTM's "
+        "recurrent parameters, char-rnn's split",
+        "`descendants.py:char`",
+        "`python -m experiments.run --config experiments/configs/descendants.py:char`",
+        "descendants_char",
+        "no number on this split; the claim: minLSTM and minGRU model characters about as "
+        "well as recent sequence models (Feng et al. 2024, arXiv:2410.01201, sec. 4, "
+        "Shakespeare)",
+        "not run yet (15 runs of 7,700 steps, ~4 h on a 2-core CPU two at a time)",
+    ),
+    (
         "5. vanishing gradients: ‖dL/dh_t‖ vs T − t, adding T = 100",
         "`vanishing.py:fb1`, `:torch`",
         "loop in `vanishing.py`'s docstring",
@@ -989,7 +1000,7 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
             st = seed_stats([r[0] for r in group])
             name = os.path.relpath(setting, src)
             f = group[0][2]["final"]
-            if kind == "char_lm":
+            if kind in ("char_lm", "descendants_char"):
                 value = (
                     f"valid nats/char {fmt(st['final_eval'], 3)} at the end, "
                     f"{fmt(st['best_eval'], 3)} at best"

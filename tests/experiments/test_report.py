@@ -86,6 +86,18 @@ def test_old_single_seed_layout_reads_as_one_seed(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
+def test_descendants_char_row_gives_each_cells_validation_over_seeds(tmp_path):
+    src = tmp_path / "descendants_char"
+    for cell, losses in (("lstm", (1.40, 1.30, 1.35)), ("min_gru", (1.50, 1.45))):
+        for k, loss in enumerate(losses):
+            write_run(src / cell / f"seed{k}", cell=cell, evals=[(500, loss + 0.1), (1000, loss)])
+    hardware, wall, number, _ = report._summary_line("descendants_char", str(src))
+    assert wall == "50 s"
+    assert "lstm: valid nats/char 1.350 [1.226, 1.474] at the end" in number
+    assert "min_gru: valid nats/char 1.475 [1.157, 1.793] at the end" in number
+    assert "(n=2)" in number and "(n=3)" in number
+
+
 def test_results_table_on_the_committed_results():
     results = os.path.join(ROOT, "experiments", "results")
     text = report.results_table(results)
