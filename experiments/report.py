@@ -43,6 +43,7 @@ import statistics
 import sys
 
 from experiments import analytic
+from experiments.configs.memory import INITS as MEMORY_INITS
 from lstm_jax import train
 
 SOLVED_FRACTION = 0.1  # "solved": final eval loss below 10% of the memoryless baseline
@@ -434,7 +435,6 @@ def runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
     return out
 
 
-MEMORY_INITS = ("fb1", "torch", "chrono")
 
 
 _MATCHED = " ({} units, matched)"  # a memory model label's width, when matched
@@ -449,14 +449,15 @@ def _without_width(model: str) -> str:
 def memory_settings(workdir: str) -> dict[tuple, dict]:
     """``{(task, T, model, learning rate): seed_stats}`` of the memory runs below
     ``workdir``; ``model`` is the cell, with the LSTM's initialisation (``lstm (fb1)``)
-    and the hidden size when it was matched to another cell's parameters."""
+    or the RNN's orthogonal one (``rnn (orth)``), and the hidden size when it was
+    matched to another cell's parameters."""
     out: dict[tuple, list[str]] = {}
     for runs in _grouped(runs_under(workdir)).values():
         _, config, summary = runs[0]
         cell = summary["cell"]
         parts = config["name"].split("/")
         init = next((p for p in parts if p in MEMORY_INITS), "fb1")
-        model = f"lstm ({init})" if cell == "lstm" else cell
+        model = f"{cell} ({init})" if cell == "lstm" or init == "orth" else cell
         if config["model"].get("match_params") not in (None, cell):
             width, layers = summary.get("hidden_size", "?"), summary.get("num_layers", 1)
             model += _MATCHED.format(f"{layers} x {width}" if layers > 1 else width)

@@ -262,6 +262,8 @@ class Task:
             kwargs["forget_bias"] = m.lstm_forget_bias
         if cell == "lstm" and m.lstm_chrono_init is not None:
             kwargs["chrono_init"] = m.lstm_chrono_init
+        if m.get("recurrent_init", "uniform") != "uniform":
+            kwargs["recurrent_init"] = m.recurrent_init
         if m.bidirectional:
             kwargs["bidirectional"] = True
         if m.get("backend", "auto") != "auto":
@@ -430,6 +432,7 @@ def validate_config(c) -> None:
     check("model.nonlinearity", lambda v: v in ("tanh", "relu"), "'tanh' or 'relu'")
     check("model.lstm_forget_bias", lambda v: v is None or _is_number(v), "a number or None")
     check("model.lstm_chrono_init", lambda v: v is None or positive(v), "a number > 0 or None")
+    check("model.recurrent_init", lambda v: v in ("uniform", "orthogonal"), "uniform or orthogonal")
     check("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
     check("optimizer.learning_rate", positive, "a number > 0")
     check("optimizer.clip_norm", lambda v: v is None or positive(v), "a number > 0 or None")

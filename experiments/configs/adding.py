@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.embed_size = 0  # token tasks only
     c.model.bidirectional = False
     c.model.lstm_chrono_init = None  # T_max of chrono initialisation (Tallec & Ollivier 2018)
+    c.model.recurrent_init = "uniform"  # or "orthogonal": every gate's W_hh block orthogonal
     c.model.io_dropout = 0.0  # token tasks: dropout on the embedding and top-layer outputs
     c.model.init_scale = 0.0  # > 0: every parameter uniform in [-s, s] (Zaremba et al. 2014)
     c.model.backend = "auto"  # auto | scan | fused | cudnn: the kernel of every cell

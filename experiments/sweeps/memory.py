@@ -12,7 +12,8 @@ is the longest T it solved, on the assumption that a cell which fails at T also 
 every longer T (the adding and copy tasks get harder with T).
 
   python -m experiments.sweeps.memory [--runs runs] [--tasks adding,copy]
-      [--lengths 10,20,50,100,200,400] [--lrs 3e-4,1e-3,3e-3] [--inits fb1,torch,chrono]
+      [--lengths 10,20,50,100,200,400] [--lrs 3e-4,1e-3,3e-3,1e-2]
+      [--inits fb1,torch,chrono,orth]
       [--jobs 2] [--config.<key>=<value> ...]
   python -m experiments.report memory runs/memory experiments/figures/memory_vs_length.png
 
@@ -34,7 +35,7 @@ import sys
 from experiments import report
 from experiments.configs import memory
 
-CELLS = {"fb1": ("rnn", "gru", "lstm"), "torch": ("lstm",), "chrono": ("lstm",)}
+CELLS = {"fb1": ("rnn", "gru", "lstm"), "torch": ("lstm",), "chrono": ("lstm",), "orth": ("rnn",)}
 _RUNNING: set[subprocess.Popen] = set()  # the runs started and not yet finished
 _STOPPING: list[int] = []  # the signal received: no run starts after it
 

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -70,7 +71,13 @@ def test_depth_and_memory_variants():
     )
     c = memory.get_config("copy-200-chrono")
     assert (c.task, c.seq_len, c.cells, c.model.lstm_chrono_init) == ("copy", 200, ("lstm",), 200)
-    assert c.steps == memory.BUDGET["copy"][200] and c.seeds == (0, 1, 2)
+    assert c.steps == memory.BUDGET["copy"] and c.seeds == (0, 1, 2)
+    assert c.eval_every == memory.EVAL_EVERY  # steps to solve at the same resolution at any T
+    orth = memory.get_config("copy-50-orth-lr1e-2")
+    assert orth.cells == ("rnn",) and orth.optimizer.learning_rate == 1e-2
+    rnn = run_module.Task(run_module.seed_config(orth, 0), None).model("rnn")
+    w_hh = np.asarray(rnn.core.weight_hh_l0.value)  # orthogonal: no decay along any direction
+    np.testing.assert_allclose(w_hh @ w_hh.T, np.eye(len(w_hh)), atol=1e-5)
     a = memory.get_config("adding-100-lr3e-3")
     assert a.model.lstm_forget_bias == 1.0 and a.optimizer.learning_rate == 3e-3
     assert a.cells == ("rnn", "gru", "lstm") and a.model.match_params == "lstm"
@@ -166,7 +173,7 @@ def test_lookahead_smoke_bidirectional_beats_nothing_yet_but_runs(tmp_path):
 def test_descendants_match_the_lstm_with_stacked_min_cells(tmp_path):
     c = descendants.get_config("copy-20")
     assert c.name == "descendants/copy/T20/lr0.003" and c.cells == descendants.CELLS
-    assert c.steps == memory.BUDGET["copy"][20] and c.model.lstm_forget_bias == 1.0
+    assert c.steps == memory.BUDGET["copy"] and c.model.lstm_forget_bias == 1.0
     task = run_module.Task(run_module.seed_config(c, 0), None)
     count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m.core, nnx.Param)))  # noqa: E731
     lstm = count(task.model("lstm"))
