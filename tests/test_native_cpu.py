@@ -239,7 +239,7 @@ def test_calls_on_busy_cpus_run_on_the_caller_alone_unless_the_team_is_fixed(fix
         for process in busy:
             process.kill()
             process.wait()
-    assert set(teams) == {2} if fixed else teams[-1] == 1, teams
+    assert (set(teams) == {2}) if fixed else (teams[-1] == 1), teams
 
 
 def test_native_calls_leave_every_other_threads_cpus_as_they_were():

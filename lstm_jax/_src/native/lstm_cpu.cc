@@ -608,8 +608,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
                    ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> y,
                    ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
                    ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> cs,
-                   int64_t max_threads,
-                   bool fixed_threads) {
+                   int64_t max_threads, bool fixed_threads) {
   auto dims = x_in.dimensions(), h_dims = h0.dimensions();
   if (dims.size() != 4 || h_dims.size() != 3)
     return ffi::Error::InvalidArgument("x must be [D, T, B, I] and h0 [D, B, H]");
@@ -775,8 +774,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                     ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> dx,
                     ffi::ResultBuffer<ffi::F32> dw_t, ffi::ResultBuffer<ffi::F32> dbias,
                     ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
-                    int64_t max_threads,
-                   bool fixed_threads) {
+                    int64_t max_threads, bool fixed_threads) {
   auto dims = cs.dimensions(), xd = x_in.dimensions();
   if (dims.size() != 4 || xd.size() != 4)
     return ffi::Error::InvalidArgument("cs must be [D, T, B, H] and x [D, T, B, I]");
@@ -1056,7 +1054,7 @@ ffi::Error CellForward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
                        ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::PRED> valid,
                        ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> acts, int64_t max_threads,
-                   bool fixed_threads) {
+                       bool fixed_threads) {
   constexpr int P = Cell::kPanels, A = Cell::kActs;
   auto dims = x_in.dimensions(), h_dims = h0.dimensions(), hh = w_hh.dimensions();
   if (dims.size() != 4 || h_dims.size() != 3)
@@ -1189,7 +1187,7 @@ ffi::Error CellBackward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> dy,
                         ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw_ih_t,
                         ffi::ResultBuffer<ffi::F32> dw_hh_t, ffi::ResultBuffer<ffi::F32> dbias,
                         ffi::ResultBuffer<ffi::F32> dh0, int64_t max_threads,
-                   bool fixed_threads) {
+                        bool fixed_threads) {
   constexpr int A = Cell::kActs, R = Cell::kRing;
   auto dims = h_prev_in.dimensions(), xd = x_in.dimensions();
   if (dims.size() != 4 || xd.size() != 4)
