@@ -243,3 +243,14 @@ def test_explain_backend_takes_models_by_keyword():
     )
     assert [c.backend for c in choices] == ["fused", "fused"]
     assert [c.native_cpu for c in choices][1] is False  # the variant's layer is derived
+
+
+def test_explain_backend_passes_non_array_keywords_as_they_are():
+    params = F.init_lstm_params(jax.random.key(0), I, H)
+    x = jnp.ones((T, B, I), jnp.float32)
+    lengths = jnp.full((B,), T, jnp.int32)
+    [choice] = lstm_jax.explain_backend(
+        F.lstm, params, x, seq_lengths=lengths, dtype=jnp.bfloat16, checkpoint=2
+    )
+    assert choice.backend == "fused" and choice.native_cpu is False  # bfloat16 products
+    assert choice.reasons["native_cpu"] == "the native loops run float32 only, got bfloat16"

@@ -952,7 +952,8 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
         ``jax.jit``, ``nnx.jit``, ``nnx.vmap`` or ``nnx.value_and_grad``).
       *args: its arguments (arrays, or ``jax.ShapeDtypeStruct``; models are passed here,
         not closed over, for the NNX transforms).
-      **kwargs: its keyword arguments (models included).
+      **kwargs: its keyword arguments: models and arrays are traced, other values (a
+        ``dtype``, a number, a string) passed as they are.
 
     Returns:
       One :class:`BackendChoice` per stack call.
@@ -968,9 +969,18 @@ def explain_backend(fn: Any, *args: Any, **kwargs: Any) -> list[BackendChoice]:
     """
     if isinstance(fn, nnx.Module):
         fn, args = (lambda model, *a, **k: model(*a, **k)), (fn, *args)
+    static = {k: v for k, v in kwargs.items() if not _holds_arrays(v)}
+    traced = {k: v for k, v in kwargs.items() if k not in static}
     with recording_choices() as choices:
         # Every argument through nnx.eval_shape: a model among them is traced as a copy
         # (its state, dropout's RNG included, is not advanced), so a function under nnx.jit
         # or nnx.vmap gets a model of its own trace level.
-        nnx.eval_shape(lambda *a, **k: fn(*a, **k), *args, **kwargs)
+        nnx.eval_shape(lambda *a, **k: fn(*a, **k, **static), *args, **traced)
     return choices
+
+
+def _holds_arrays(value: Any) -> bool:
+    """Whether ``value`` is or holds an array or a model (a pytree of them)."""
+    leaves = jax.tree.leaves(value, is_leaf=lambda v: isinstance(v, nnx.Module))
+    array_like = (jax.Array, np.ndarray, jax.ShapeDtypeStruct, nnx.Module)
+    return any(isinstance(leaf, array_like) for leaf in leaves)
