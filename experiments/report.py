@@ -435,8 +435,6 @@ def runs_under(workdir: str) -> list[tuple[str, dict, dict]]:
     return out
 
 
-
-
 _MATCHED = " ({} units, matched)"  # a memory model label's width, when matched
 
 

@@ -433,6 +433,11 @@ def validate_config(c) -> None:
     check("model.lstm_forget_bias", lambda v: v is None or _is_number(v), "a number or None")
     check("model.lstm_chrono_init", lambda v: v is None or positive(v), "a number > 0 or None")
     check("model.recurrent_init", lambda v: v in ("uniform", "orthogonal"), "uniform or orthogonal")
+    check("optimizer.plateau_patience", count(0), "an integer >= 0 (0: no cut on a plateau)")
+    check("optimizer.plateau_factor", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)")
+    check("optimizer.plateau_max_reductions", count(-1), "an integer >= -1 (-1: never stop)")
+    if c.get("optimizer", {}).get("plateau_patience") and not c.get("eval_every"):
+        errors.append("config.optimizer.plateau_patience needs evaluations (eval_every != 0)")
     check("optimizer.name", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}")
     check("optimizer.learning_rate", positive, "a number > 0")
     check("optimizer.clip_norm", lambda v: v is None or positive(v), "a number > 0 or None")
@@ -591,6 +596,7 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
             desc=f"{c.name}/{cell}",
             stop_check=_exit_if_stopped,
             stop_when=solved_mark(task.baseline) if c.get("stop_when_solved") else None,
+            reduce_on_plateau=plateau(c.optimizer),
             hparams=config,
             config=config,
             extra_summary={
@@ -626,6 +632,16 @@ def train_cell(task: Task, cell: str, run_dir: str, resume: bool) -> dict:
         if jax.process_index() == 0:
             train.write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
+
+
+def plateau(o) -> train.ReduceOnPlateau | None:
+    """The optimizer config's cut of the rate when eval/loss stops improving, or ``None``."""
+    if not o.get("plateau_patience"):
+        return None
+    most = o.get("plateau_max_reductions", -1)
+    return train.ReduceOnPlateau(
+        "eval/loss", o.plateau_patience, o.plateau_factor, max_reductions=None if most < 0 else most
+    )
 
 
 def solved_mark(baseline: float):

@@ -20,6 +20,7 @@ from lstm_jax._src.train.callers import spelled_as as spelled_as
 from lstm_jax._src.train.checkpoint import Checkpointer as Checkpointer
 from lstm_jax._src.train.checkpoint import CheckpointError as CheckpointError
 from lstm_jax._src.train.early_stopping import EarlyStopping as EarlyStopping
+from lstm_jax._src.train.early_stopping import ReduceOnPlateau as ReduceOnPlateau
 from lstm_jax._src.train.loop import FitResult as FitResult
 from lstm_jax._src.train.loop import NonFiniteLossError as NonFiniteLossError
 from lstm_jax._src.train.loop import fit as fit
@@ -63,6 +64,7 @@ __all__ = [
     "FitResult",
     "MetricsWriter",
     "NonFiniteLossError",
+    "ReduceOnPlateau",
     "SequenceRegressor",
     "TokenModel",
     "TrainState",

@@ -63,6 +63,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.decay_steps = 0  # > 0: cosine decay over this many steps
     c.optimizer.decay_rate = 1.0  # != 1: multiply the rate by this every epoch (needs epochs)
     c.optimizer.decay_after_epochs = 0  # ... after this many epochs at the full rate
+    c.optimizer.plateau_patience = 0  # > 0: cut the rate after this many evaluations without
+    # a better eval/loss (lstm_jax.train.ReduceOnPlateau), by plateau_factor
+    c.optimizer.plateau_factor = 0.25
+    c.optimizer.plateau_max_reductions = -1  # the run ends at the plateau after this many
+    # cuts (early stopping); -1: never
 
     c.steps = 2000
     c.epochs = 0  # text tasks: > 0 trains this many passes over the training split instead

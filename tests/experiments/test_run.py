@@ -166,6 +166,9 @@ def test_bad_values_exit_2_before_anything_is_built(tmp_path):
         ("stop_when_solved", "yes", "config.stop_when_solved must be True or False"),
         ("seq_len", 1, "config.seq_len is the adding task's length: length must be >= 2, got 1"),
         ("seq_len", 0, "config.seq_len must be an integer >= 1, got 0"),
+        ("optimizer.plateau_factor", 1.0, "config.optimizer.plateau_factor must be a number in"),
+        ("optimizer.plateau_max_reductions", -2, "plateau_max_reductions must be an integer >="),
+        ("model.recurrent_init", "identity", "config.model.recurrent_init must be uniform or"),
     ],
 )
 def test_validate_config_names_the_field_value_and_rule(field, value, message):

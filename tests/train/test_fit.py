@@ -1,5 +1,6 @@
 """The training loop: run files, resume equals an uninterrupted run, NaN and misuse."""
 
+import dataclasses
 import json
 import os
 import re
@@ -126,6 +127,47 @@ def test_stop_when_ends_training_at_an_evaluation_with_a_checkpoint(tmp_path):
     never = run(tmp_path / "never", 6, eval_batches=eval_batches, eval_every=3,
                 stop_when=lambda m: False)  # fmt: skip
     assert never.summary["stopped_at_step"] is None and int(never.state.step) == 6
+
+
+def test_reduce_on_plateau_scales_the_updates_resumes_alike_and_stops(tmp_path):
+    """With a min_delta no change can pass, every evaluation after the first is a plateau
+    (patience 1): the rate halves after the evaluations at steps 4 and 6, a resumed run
+    scales as the uninterrupted one, and max_reductions=1 ends the run at step 6."""
+    eval_batches = lambda: [TASK.batch(10_000)]  # noqa: E731
+    plateau = train.ReduceOnPlateau("eval/loss", patience=1, factor=0.5, min_delta=1e9)
+    common = dict(eval_batches=eval_batches, eval_every=2, reduce_on_plateau=plateau)
+    full = run(tmp_path / "full", 8, **common)
+    records = train.read_metrics(tmp_path / "full" / "metrics.jsonl")
+    rates = {r["step"]: r["train/learning_rate"] for r in records if "train/learning_rate" in r}
+    np.testing.assert_allclose([rates[s] for s in (2, 4, 6, 8)], [1e-2, 1e-2, 5e-3, 2.5e-3])
+    plain = run(tmp_path / "plain", 8, eval_batches=eval_batches, eval_every=2)
+    assert plain.summary["params_sha256"] != full.summary["params_sha256"]
+
+    calls = []
+
+    def stop_check():  # interrupted before step 6 (0-based 5): saved at 5, evaluated at 2, 4
+        calls.append(None)
+        if len(calls) == 6:
+            raise SystemExit(143)
+
+    with pytest.raises(SystemExit):
+        run(tmp_path / "part", 8, stop_check=stop_check, **common)
+    resumed = run(tmp_path / "part", 8, resume=True, **common)
+    assert resumed.summary["resumed_from_step"] == 5
+    assert resumed.summary["params_sha256"] == full.summary["params_sha256"]
+
+    once = dataclasses.replace(plateau, max_reductions=1)
+    stopped = run(tmp_path / "once", 8, **dict(common, reduce_on_plateau=once))
+    assert stopped.summary["stopped_at_step"] == 6 and int(stopped.state.step) == 6
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("patience", 0, "patience"), ("factor", 1.0, "factor"), ("max_reductions", -1, "max_red")],
+)
+def test_reduce_on_plateau_rejects_bad_settings(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        train.ReduceOnPlateau(**{field: value})
 
 
 def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):

@@ -38,7 +38,7 @@ from lstm_jax._src.train import metrics as metrics_lib
 from lstm_jax._src.train import sharding as sharding_lib
 from lstm_jax._src.train.callers import spelled
 from lstm_jax._src.train.checkpoint import Checkpointer
-from lstm_jax._src.train.early_stopping import EarlyStopping
+from lstm_jax._src.train.early_stopping import EarlyStopping, ReduceOnPlateau
 from lstm_jax._src.train.step import (
     LossFn,
     applied_learning_rate,
@@ -276,6 +276,7 @@ def fit(
     config: Mapping[str, Any] | None = None,
     early_stopping: EarlyStopping | None = None,
     restore_best: bool = False,
+    reduce_on_plateau: ReduceOnPlateau | None = None,
 ) -> FitResult:
     """Trains ``model`` for ``steps`` updates, with logging, evaluation and checkpoints.
 
@@ -345,6 +346,14 @@ def fit(
       restore_best: keep a checkpoint of the best step (``run_dir/best_checkpoint/``) of
         ``early_stopping``'s metric (else ``"eval/loss"`` with ``eval_batches``, else
         ``"train/loss"``) and end on its parameters.
+      reduce_on_plateau: a :class:`ReduceOnPlateau`: every update is scaled by its
+        :meth:`~ReduceOnPlateau.scale` of its metric's history (an
+        ``optax.inject_hyperparams(optax.scale)`` chained after ``optimizer``, its
+        ``step_size`` set after each log of the metric and on resume, so that a resumed
+        run scales as an uninterrupted one; a finished run resumed with a longer budget
+        keeps its last evaluation in that history), ``train/learning_rate`` shows the
+        scaled rate, and training ends (with a checkpoint) at the plateau after its last
+        reduction.
 
     While it runs, ``fit`` holds an exclusive lock on ``run_dir`` (``run.lock``, released
     when it returns or the process ends): a second run started in the same directory is
@@ -418,6 +427,9 @@ def fit(
         per_step, unit = items_per_step(first)
         lines = progress and jax.process_index() == 0 and not metrics_lib.is_interactive()
 
+        if reduce_on_plateau is not None:
+            plateau_scale = optax.inject_hyperparams(optax.scale, hyperparam_dtype=np.float32)
+            optimizer = optax.chain(optimizer, plateau_scale(step_size=1.0))
         graphdef, state = create_train_state(model, optimizer, carry)
         model.eval()
         eval_graphdef = nnx.graphdef(model)
@@ -459,10 +471,31 @@ def fit(
         )
         stop_requested = False
 
+        def scale_on_plateau() -> None:
+            # The multiplier of the metric's history so far into the last stage of the
+            # optimizer (chained above), same dtype and placement: no recompilation.
+            nonlocal state, stop_requested
+            _, history = _logged(records, reduce_on_plateau.monitor)
+            *rest, scaling = state.opt_state
+            old = scaling.hyperparams["step_size"]
+            new = jax.device_put(
+                np.asarray(reduce_on_plateau.scale(history), old.dtype), old.sharding
+            )
+            hyperparams = {**scaling.hyperparams, "step_size": new}
+            opt_state = (*rest, scaling._replace(hyperparams=hyperparams))
+            state = state.replace(opt_state=opt_state)
+            if reduce_on_plateau.should_stop(history):
+                stop_requested = True
+
+        if reduce_on_plateau is not None:
+            scale_on_plateau()
+
         def log_metrics(step: int, values: dict[str, float]) -> None:
             nonlocal stop_requested
             writer.write(step, values)
             records.append({"step": step, **values})
+            if reduce_on_plateau is not None and reduce_on_plateau.monitor in values:
+                scale_on_plateau()
             if monitor.monitor not in values:
                 return
             _, monitored = _logged(records, monitor.monitor)
@@ -565,6 +598,8 @@ def fit(
                     train_metrics = {f"train/{k}": v for k, v in window.items()}
                     monitoring = {}
                     lr = applied_learning_rate(state.opt_state)
+                    if lr is not None and reduce_on_plateau is not None:
+                        lr = lr * state.opt_state[-1].hyperparams["step_size"]
                     if lr is not None:
                         monitoring[LEARNING_RATE] = float(jax.device_get(lr))
                     if window_steps:
