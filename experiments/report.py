@@ -865,6 +865,16 @@ EXPERIMENTS = (
         "not run at this commit (~6 h on a 2-core CPU for the 15 runs)",
     ),
     (
+        "2b. depth on word-level PTB: 1 / 2 / 3 layers, equal parameters and equal width, "
+        "trained until validation stops improving",
+        "`ptb_depth.py:<params|width>-<L>-d<dropout>-lr<rate>`",
+        "see `ptb_depth.py`'s docstring",
+        "ptb_depth",
+        "at about equal parameters, a depth of at least two helps, two against three layers "
+        "is mixed (Karpathy et al. 2015, sec. 4.1, Table 1)",
+        "not run: ~30 runs, 50-70 CPU-hours on a 2-core CPU (minutes each on a GPU)",
+    ),
+    (
         "3. char-LM, tiny-shakespeare, char-rnn's split (last 5% of each of 50 rows), 2x256",
         "`char_lm.py`",
         "`python -m experiments.run --config experiments/configs/char_lm.py`",

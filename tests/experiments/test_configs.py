@@ -1,4 +1,4 @@
-"""Issue 6's experiment configs: their variants, and their smoke runs with the reports."""
+"""The experiment configs: their variants, and their smoke runs with the reports."""
 
 import json
 import os
@@ -11,7 +11,8 @@ from flax import nnx
 import lstm_jax
 from experiments import report
 from experiments import run as run_module
-from experiments.configs import bidirectional, depth, descendants, memory, ptb, vanishing
+from experiments.configs import bidirectional, depth, descendants, memory, ptb, ptb_depth, vanishing
+from lstm_jax import train
 
 
 def smoke_run(config, workdir, cells):
@@ -168,6 +169,24 @@ def test_lookahead_smoke_bidirectional_beats_nothing_yet_but_runs(tmp_path):
     assert bidirectional.get_config().model.bidirectional and bidirectional.get_config().task == (
         "lookahead"
     )
+
+
+def test_ptb_depth_matches_the_whole_model_and_cuts_the_rate_on_plateaus():
+    sizes = {L: ptb_depth.get_config(f"params-{L}").model.hidden_size for L in (1, 2, 3)}
+    assert sizes == {1: 226, 2: 200, 3: 183}
+    reference = ptb_depth.model_params(200, 2)
+    for L, hidden in sizes.items():
+        assert abs(ptb_depth.model_params(hidden, L) - reference) / reference < 0.002
+    c = ptb_depth.get_config("width-3-d0.2-lr0.5")
+    assert c.model.hidden_size == 200 and c.model.dropout == c.model.io_dropout == 0.2
+    assert c.optimizer.learning_rate == 0.5 and c.optimizer.decay_rate == 1.0
+    assert run_module.plateau(c.optimizer) == train.ReduceOnPlateau(
+        "eval/loss", patience=1, factor=0.25, max_reductions=3
+    )
+    assert c.select_best and c.name == "ptb_depth/width/L3/d0.2/lr0.5"
+    run_module.validate_config(c)
+    with pytest.raises(ValueError, match="params|width"):
+        ptb_depth.get_config("depth-2")
 
 
 def test_descendants_match_the_lstm_with_stacked_min_cells(tmp_path):
