@@ -867,7 +867,7 @@ EXPERIMENTS = (
     (
         "2b. depth on word-level PTB: 1 / 2 / 3 layers, equal parameters and equal width, "
         "trained until validation stops improving",
-        "`ptb_depth.py:<params|width>-<L>-d<dropout>-lr<rate>`",
+        "`ptb_depth.py:params-<L>-d<dropout>-lr<rate>`, `:width-<L>-...`",
         "see `ptb_depth.py`'s docstring",
         "ptb_depth",
         "at about equal parameters, a depth of at least two helps, two against three layers "
