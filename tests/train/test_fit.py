@@ -168,6 +168,8 @@ def test_reduce_on_plateau_scales_the_updates_resumes_alike_and_stops(tmp_path):
 def test_reduce_on_plateau_rejects_bad_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
         train.ReduceOnPlateau(**{field: value})
+    with pytest.raises(ValueError, match="monitors 'eval/loss', logged only with eval_batches"):
+        run(None, 2, reduce_on_plateau=train.ReduceOnPlateau())
 
 
 def test_interrupt_saves_the_step_reached_and_resume_matches(tmp_path):

@@ -365,7 +365,8 @@ def fit(
     Raises:
       TypeError: ``train_batch`` is not a function of the step (e.g. one batch's dict).
       ValueError: ``steps``, ``log_every``, ``checkpoint_every`` or ``keep_checkpoints``
-        below 1, ``eval_every`` below 0, neither or both of ``steps`` and ``epochs``.
+        below 1, ``eval_every`` below 0, neither or both of ``steps`` and ``epochs``, a
+        ``reduce_on_plateau`` on an ``eval/`` metric without ``eval_batches``.
       FileExistsError: ``run_dir`` holds checkpoints and ``resume`` is false.
       BlockingIOError: another process is running in ``run_dir`` (named in the message).
       OSError: ``run_dir`` cannot be created or written (e.g. ``PermissionError``).
@@ -416,6 +417,11 @@ def fit(
         ("eval_every", eval_every, 0),
     ):
         _check_count(name, value, minimum)
+    if reduce_on_plateau and reduce_on_plateau.monitor.startswith("eval/") and not eval_batches:
+        raise ValueError(
+            f"reduce_on_plateau monitors {reduce_on_plateau.monitor!r}, logged only with "
+            "eval_batches: pass them, or monitor a train/ metric"
+        )
     monitor = early_stopping or EarlyStopping(
         "eval/loss" if eval_batches else "train/loss", patience=None
     )
