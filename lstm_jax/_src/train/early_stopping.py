@@ -14,6 +14,26 @@ from collections.abc import Sequence
 MODES = ("min", "max")
 
 
+def _improves(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    """Whether ``value`` improves on ``best`` (none yet: any value but NaN does)."""
+    if math.isnan(value):
+        return False
+    sign = 1.0 if mode == "min" else -1.0
+    return best is None or sign * (best - value) > min_delta
+
+
+def _is_count(value, minimum: int) -> bool:
+    """An ``int`` (not a ``bool``) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_mode_and_min_delta(mode: str, min_delta: float) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not min_delta >= 0:
+        raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
     """Stop training once ``monitor`` has not improved for ``patience`` of its logs.
@@ -43,25 +63,15 @@ class EarlyStopping:
     mode: str = "min"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.patience is not None and (
-            isinstance(self.patience, bool)
-            or not isinstance(self.patience, int)
-            or self.patience < 1
-        ):
+        _check_mode_and_min_delta(self.mode, self.min_delta)
+        if self.patience is not None and not _is_count(self.patience, 1):
             raise ValueError(f"patience must be an integer >= 1 or None, got {self.patience!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
 
     def best_index(self, values: Sequence[float]) -> int | None:
         """The index of the best value (the first of equals; NaN never counts), or ``None``."""
-        sign = 1.0 if self.mode == "min" else -1.0
         best = None
         for i, value in enumerate(values):
-            if math.isnan(value):
-                continue
-            if best is None or sign * (values[best] - value) > self.min_delta:
+            if _improves(value, None if best is None else values[best], self.mode, self.min_delta):
                 best = i
         return best
 
@@ -109,23 +119,12 @@ class ReduceOnPlateau:
     max_reductions: int | None = None
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if (
-            isinstance(self.patience, bool)
-            or not isinstance(self.patience, int)
-            or self.patience < 1
-        ):
+        _check_mode_and_min_delta(self.mode, self.min_delta)
+        if not _is_count(self.patience, 1):
             raise ValueError(f"patience must be an integer >= 1, got {self.patience!r}")
         if not 0 < self.factor < 1:
             raise ValueError(f"factor must be in (0, 1), got {self.factor!r}")
-        if not self.min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {self.min_delta!r}")
-        if self.max_reductions is not None and (
-            isinstance(self.max_reductions, bool)
-            or not isinstance(self.max_reductions, int)
-            or self.max_reductions < 0
-        ):
+        if self.max_reductions is not None and not _is_count(self.max_reductions, 0):
             raise ValueError(
                 f"max_reductions must be an integer >= 0 or None, got {self.max_reductions!r}"
             )
@@ -133,10 +132,9 @@ class ReduceOnPlateau:
     def _plateaus(self, values: Sequence[float]) -> int:
         """The plateaus reached in ``values``: every ``patience`` logs in a row without an
         improvement on the best so far."""
-        sign = 1.0 if self.mode == "min" else -1.0
         best, waited, plateaus = None, 0, 0
         for value in values:
-            if not math.isnan(value) and (best is None or sign * (best - value) > self.min_delta):
+            if _improves(value, best, self.mode, self.min_delta):
                 best, waited = value, 0
                 continue
             waited += 1
