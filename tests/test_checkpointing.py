@@ -5,6 +5,8 @@ scan, itself checked against the float64 NumPy loop and torch elsewhere), in flo
 that recomputation can only differ by rounding.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -25,18 +27,30 @@ def _value_and_grads(params, x, **kwargs):
         out, state = F.lstm(params, x, **kwargs)
         return jnp.sum(out**2) + jnp.sum(jnp.sin(state.c)) + jnp.sum(state.h)
 
-    return jax.value_and_grad(loss, argnums=(0, 1))(params, x)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+
+def _stack_inputs():
+    params = F.init_lstm_params(
+        jax.random.key(0), IN, H, num_layers=2, bidirectional=True, dtype=jnp.float64
+    )
+    return params, jax.random.normal(jax.random.key(1), (T, B, IN), jnp.float64)
+
+
+@functools.cache
+def _plain_stack(packed: bool):
+    """The reference: the same stack's value and gradients on the scan, not checkpointed."""
+    return _value_and_grads(
+        *_stack_inputs(), backend="scan", seq_lengths=LENGTHS if packed else None
+    )
 
 
 @pytest.mark.parametrize("backend", ["scan", "fused"])
 @pytest.mark.parametrize("checkpoint", [3, T + 5])  # chunks with a padded tail; one chunk
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "packed"])
 def test_checkpointed_stack_equals_the_plain_one(backend, checkpoint, lengths):
-    params = F.init_lstm_params(
-        jax.random.key(0), IN, H, num_layers=2, bidirectional=True, dtype=jnp.float64
-    )
-    x = jax.random.normal(jax.random.key(1), (T, B, IN), jnp.float64)
-    expected = _value_and_grads(params, x, backend="scan", seq_lengths=lengths)
+    params, x = _stack_inputs()
+    expected = _plain_stack(lengths is not None)
     got = _value_and_grads(params, x, backend=backend, seq_lengths=lengths, checkpoint=checkpoint)
     chex.assert_trees_all_close(got, expected, rtol=1e-12, atol=1e-12)
 

@@ -1,6 +1,6 @@
 """The kernels under data parallelism: sharded inputs under ``jit`` and ``jax.shard_map``.
 
-Each device count runs in a subprocess with forced host CPU devices. The reference for
+Everything runs in one subprocess with 4 forced host CPU devices. The reference for
 every value is the same computation on one device with the scan backend.
 """
 
@@ -11,7 +11,7 @@ from forced_devices import run_on_devices
 
 SCRIPT = textwrap.dedent(
     """
-    import json, re, sys
+    import json, re
     import numpy as np
     import jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -127,10 +127,6 @@ SCRIPT = textwrap.dedent(
     many, calls = train_losses(None)
     result["train_step"] = {"one": one, "many": many, "calls": calls}
 
-    if sys.argv[1] == "jit":
-        print("RESULT" + json.dumps(result))
-        sys.exit(0)
-
     # -- shard_map with its default checks, on every backend -----------------------------
     lstm_params = F.init_lstm_params(jax.random.key(2), I, H)
     h0 = jax.random.normal(jax.random.key(3), (1, B, H))
@@ -186,13 +182,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module", params=[4, 8])
-def run(request, tmp_path_factory):
-    """4 devices: every check; 8 devices: sharded ``jit`` and the training step only."""
-    devices = request.param
-    checks = "all" if devices == 4 else "jit"
-    cwd = tmp_path_factory.mktemp("sharding")
-    return devices, run_on_devices(SCRIPT, devices, checks, cwd=cwd)
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The script's results on 4 devices (2 make the mixed meshes of tests/test_meshes.py)."""
+    return run_on_devices(SCRIPT, 4, cwd=tmp_path_factory.mktemp("sharding"))
 
 
 def _native_available() -> bool:
@@ -202,7 +195,7 @@ def _native_available() -> bool:
 
 
 def test_sharded_jit_runs_each_devices_rows(run):
-    devices, result = run
+    result = run
     r = result["jit"]
     assert r["error"] < 5e-4, r  # values and all gradients equal one device's scan
     assert not r["all_gather"], "the batch was gathered onto every device"
@@ -222,7 +215,7 @@ def test_sharded_jit_runs_each_devices_rows(run):
 
 @pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
 def test_sharded_jit_of_the_native_gru_and_rnn_runs_each_devices_rows(run, kind):
-    _, result = run
+    result = run
     r = result[f"{kind.split('_')[0]}_fused"]
     assert r["error"] < 1e-5 and not r["all_gather"], r  # float32: ~1e-7 to 1e-6
     if _native_available():
@@ -232,13 +225,13 @@ def test_sharded_jit_of_the_native_gru_and_rnn_runs_each_devices_rows(run, kind)
 
 
 def test_sharded_jit_of_the_fused_layer_derived_from_a_cell(run):
-    _, result = run
+    result = run
     r = result["layer_norm_fused"]
     assert r["error"] < 1e-5 and not r["all_gather"] and not r["calls"], r
 
 
 def test_explicit_mesh_axes_shard_every_backend(run):
-    _, result = run
+    result = run
     r = result["explicit"]
     assert r["error"] < 5e-4 and not r["all_gather"], r
     if _native_available():
@@ -246,7 +239,7 @@ def test_explicit_mesh_axes_shard_every_backend(run):
 
 
 def test_train_step_on_many_devices_matches_one(run):
-    devices, result = run
+    result = run
     r = result["train_step"]
     for a, b in zip(r["one"], r["many"], strict=True):
         assert abs(a - b) <= 1e-5 * max(1.0, abs(a)), r
@@ -256,9 +249,7 @@ def test_train_step_on_many_devices_matches_one(run):
 
 
 def test_shard_map_with_default_checks_on_every_backend(run):
-    devices, result = run
-    if devices != 4:
-        pytest.skip("shard_map runs on 4 devices")
+    result = run
     cases = result["shard_map"]
     assert len(cases) == 12
     for name, error in cases.items():
