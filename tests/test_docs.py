@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from once_per_session import once_per_session
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PUBLIC_MODULES = (
@@ -42,10 +43,12 @@ def build_docs(out: pathlib.Path, *overrides: str) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("docs") / "html"
-    result = build_docs(out)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    def build(workdir):
+        result = build_docs(workdir / "html")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return str(workdir / "html")
+
+    return pathlib.Path(once_per_session(tmp_path_factory, "docs", build))
 
 
 def signature_text(api: str, anchor: str) -> str:

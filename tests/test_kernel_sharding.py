@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 from forced_devices import run_on_devices
+from once_per_session import once_per_session
 
 SCRIPT = textwrap.dedent(
     """
@@ -185,7 +186,9 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The script's results on 4 devices (2 make the mixed meshes of tests/test_meshes.py)."""
-    return run_on_devices(SCRIPT, 4, cwd=tmp_path_factory.mktemp("sharding"))
+    return once_per_session(
+        tmp_path_factory, "kernel_sharding", lambda cwd: run_on_devices(SCRIPT, 4, cwd=cwd)
+    )
 
 
 def _native_available() -> bool:

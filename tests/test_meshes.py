@@ -18,6 +18,7 @@ import textwrap
 
 import pytest
 from forced_devices import run_on_devices
+from once_per_session import once_per_session
 
 SCRIPT = textwrap.dedent(
     """
@@ -302,7 +303,9 @@ TOLERANCE = 1e-5  # relative to the norm of each value and gradient
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return run_on_devices(SCRIPT, 4, cwd=tmp_path_factory.mktemp("meshes"))
+    return once_per_session(
+        tmp_path_factory, "meshes", lambda cwd: run_on_devices(SCRIPT, 4, cwd=cwd)
+    )
 
 
 def _check(cases, expected_count):

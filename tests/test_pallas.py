@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from forced_devices import run_on_devices
 from jax import export
+from once_per_session import once_per_session
 
 from lstm_jax._src.backends import pallas_loops as pk
 from lstm_jax._src.cells import GRU_CELL, LSTM_CELL, RNN_RELU_CELL, RNN_TANH_CELL, CellDef
@@ -302,7 +303,11 @@ print("RESULT" + json.dumps({f"{a}-{h}": case(a, h) for a, h in cases}))
 def sharded_results(tmp_path_factory):
     """Every sharding case, run in one subprocess with 2 forced host devices."""
     cases = json.dumps(SHARDING_CASES)
-    return run_on_devices(SHARDED_SCRIPT, 2, cases, cwd=tmp_path_factory.mktemp("sharded"))
+    return once_per_session(
+        tmp_path_factory,
+        "pallas_sharded",
+        lambda cwd: run_on_devices(SHARDED_SCRIPT, 2, cases, cwd=cwd),
+    )
 
 
 @pytest.mark.parametrize("axis_type, how", SHARDING_CASES)
