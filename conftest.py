@@ -15,6 +15,8 @@ import os
 import shutil
 import tempfile
 
+import jax
+
 # Notebooks executed by the tests (nbmake) run at their small size; kernels inherit this.
 os.environ.setdefault("LSTM_JAX_SMALL", "1")
 
@@ -23,9 +25,7 @@ if _OWN_COMPILATION_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lstm_jax_tests_xla_")
 # Programs that compile in under half a second are not worth a file.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-
-import jax  # noqa: E402  (after the environment it reads)
-
+# The environment reaches the workers and subprocesses; this process reads it here.
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update(
     "jax_persistent_cache_min_compile_time_secs",

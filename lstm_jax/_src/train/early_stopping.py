@@ -69,10 +69,10 @@ class EarlyStopping:
 
     def best_index(self, values: Sequence[float]) -> int | None:
         """The index of the best value (the first of equals; NaN never counts), or ``None``."""
-        best = None
+        best, best_value = None, None
         for i, value in enumerate(values):
-            if _improves(value, None if best is None else values[best], self.mode, self.min_delta):
-                best = i
+            if _improves(value, best_value, self.mode, self.min_delta):
+                best, best_value = i, value
         return best
 
     def should_stop(self, values: Sequence[float]) -> bool:
