@@ -20,23 +20,27 @@ import jax
 # Notebooks executed by the tests (nbmake) run at their small size; kernels inherit this.
 os.environ.setdefault("LSTM_JAX_SMALL", "1")
 
-_OWN_COMPILATION_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
-if _OWN_COMPILATION_CACHE:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lstm_jax_tests_xla_")
-# Programs that compile in under half a second are not worth a file.
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-# The environment reaches the workers and subprocesses; this process reads it here.
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs",
-    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
-)
-
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+_own_compilation_cache = []  # the directory this process made, if it made one
+
+
+def pytest_configure(config):
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # workers and subprocesses inherit it
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lstm_jax_tests_xla_")
+        _own_compilation_cache.append(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    # Programs that compile in under half a second are not worth a file.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+
+
 def pytest_unconfigure(config):
-    if _OWN_COMPILATION_CACHE and not hasattr(config, "workerinput"):
-        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    for directory in _own_compilation_cache:
+        shutil.rmtree(directory, ignore_errors=True)
