@@ -131,11 +131,14 @@ def test_word_lm_port_and_torch_example_train_in_paired_rounds(tmp_path):
     args = ["--quick", "--rounds", "2", "--steps", "2", "--warmup", "1", "--out", str(tmp_path)]
     result = word_lm.main(args)
     assert json.loads((tmp_path / "results.json").read_text()) == result
+    assert set(result["seconds"]) == {"torch", *word_lm.OURS}
     assert {len(s) for s in result["seconds"].values()} == {2}
     assert all(t > 0 for s in result["seconds"].values() for t in s)
-    ratio = result["ratio_torch_over_ours"]
-    assert ratio["min"] <= ratio["median"] <= ratio["max"]
-    assert result["workers"]["lstm_jax"]["threads"] >= 1 and result["workers"]["torch"]["torch"]
+    assert set(result["ratio_torch_over"]) == set(word_lm.OURS)
+    for ratio in result["ratio_torch_over"].values():
+        assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    assert all(result["workers"][name]["threads"] >= 1 for name in word_lm.OURS)
+    assert result["workers"]["torch"]["torch"]
     assert result["machine"]["git_commit"] and "git_dirty" in result["machine"]
     window = word_lm.windows(None, quick=True)[0][0]  # BPTT + 1 rows of BATCH columns
     assert window.shape == (word_lm.BPTT + 1, word_lm.BATCH) == (36, 20)
