@@ -155,6 +155,10 @@ def fmt_fraction(k: int, n: int) -> str:
     return f"{k}/{n} [{lo:.2f}, {hi:.2f}]"
 
 
+# Tasks scored by their loss alone: no solved mark, no steps to solve.
+LANGUAGE_MODEL_TASKS = ("char", "ptb")
+
+
 def is_solved(eval_loss: float, baseline: float) -> bool:
     """Whether an evaluation loss is under the solved mark of the memoryless ``baseline``."""
     return eval_loss < SOLVED_FRACTION * baseline
@@ -219,7 +223,11 @@ def seed_stats(dirs: list[str]) -> dict:
 def table(workdir: str, cells: list[str]) -> str:
     """A Markdown table of each cell's final losses (mean [95% interval] over its seeds)
     against the task's baseline, with the fraction of seeds that solve (Wilson interval)
-    and their median steps."""
+    and their median steps; for a language model (:data:`LANGUAGE_MODEL_TASKS`), which
+    has no solved mark, its final and best evaluation losses instead."""
+    summary, _ = load_run(seed_runs(os.path.join(workdir, cells[0]))[0])
+    if summary.get("task") in LANGUAGE_MODEL_TASKS:
+        return _language_model_table(workdir, cells)
     rows = [
         "| cell | seeds | final train loss | final eval loss | baseline | eval / baseline | "
         "solved | median steps to solve | wall time (s) |",
@@ -232,6 +240,22 @@ def table(workdir: str, cells: list[str]) -> str:
             f"| {cell} | {st['n']} | {fmt(st['final_train'])} | {fmt(st['final_eval'])} | "
             f"{st['baseline']:.4f} | {fmt(st['ratio'], 3)} | "
             f"{fmt_fraction(st['solved'], st['n'])} | {median} | {st['wall_time_s']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def _language_model_table(workdir: str, cells: list[str]) -> str:
+    rows = [
+        "| cell | seeds | final train loss | final eval loss | best eval loss | steps of the "
+        "best | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell in cells:
+        st = seed_stats(seed_runs(os.path.join(workdir, cell)))
+        steps = ", ".join(f"{s:,}" for s in st["best_step"])
+        rows.append(
+            f"| {cell} | {st['n']} | {fmt(st['final_train'])} | {fmt(st['final_eval'])} | "
+            f"{fmt(st['best_eval'])} | {steps} | {st['wall_time_s']:.0f} |"
         )
     return "\n".join(rows)
 

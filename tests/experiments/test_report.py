@@ -13,7 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BASE = 1 / 6
 
 
-def write_run(d, *, cell, evals, lr=1e-3, seq_len=100, name="memory/adding/T100/fb1/lr1e-3"):
+def write_run(
+    d, *, cell, evals, lr=1e-3, seq_len=100, name="memory/adding/T100/fb1/lr1e-3", task="adding"
+):
     """A finished run: evaluations ``[(step, loss)]``, the last one final."""
     d.mkdir(parents=True)
     config = {"name": name, "model": {"match_params": None, "bidirectional": False}}
@@ -22,7 +24,7 @@ def write_run(d, *, cell, evals, lr=1e-3, seq_len=100, name="memory/adding/T100/
     lines = [{"step": s, "train/loss": loss, "eval/loss": loss} for s, loss in evals]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     summary = {
-        "status": "completed", "cell": cell, "task": "adding", "seq_len": seq_len,
+        "status": "completed", "cell": cell, "task": task, "seq_len": seq_len,
         "baseline": BASE, "steps": evals[-1][0], "wall_time_s": 10.0,
         "final": {"eval/loss": evals[-1][1], "train/loss": evals[-1][1]},
     }  # fmt: skip
@@ -90,7 +92,8 @@ def test_descendants_char_row_gives_each_cells_validation_over_seeds(tmp_path):
     src = tmp_path / "descendants_char"
     for cell, losses in (("lstm", (1.40, 1.30, 1.35)), ("min_gru", (1.50, 1.45))):
         for k, loss in enumerate(losses):
-            write_run(src / cell / f"seed{k}", cell=cell, evals=[(500, loss + 0.1), (1000, loss)])
+            evals = [(500, loss + 0.1), (1000, loss)]
+            write_run(src / cell / f"seed{k}", cell=cell, evals=evals, task="char")
     hardware, wall, number, _ = report._summary_line("descendants_char", str(src))
     assert wall == "50 s"
     assert "lstm: valid nats/char 1.350 [1.226, 1.474] at the end" in number
@@ -221,3 +224,14 @@ def test_intervals_match_scipy_and_statsmodels():
     for k, n in ((0, 3), (2, 3), (3, 3), (7, 20)):
         wilson = proportion.proportion_confint(k, n, alpha=0.05, method="wilson")
         assert report.wilson_interval(k, n) == pytest.approx(wilson, abs=1e-6)
+
+
+def test_language_model_table_has_best_losses_and_no_solved_mark(tmp_path):
+    src = tmp_path / "char"
+    for k, evals in enumerate(([(500, 1.5), (1000, 1.3), (1500, 1.4)], [(500, 1.6), (1500, 1.2)])):
+        write_run(src / "lstm" / f"seed{k}", cell="lstm", evals=evals, task="char")
+    table = report.table(str(src), ["lstm"])
+    assert "solved" not in table and "best eval loss" in table
+    # final 1.4 and 1.2; best 1.3 at step 1,000 and 1.2 at 1,500
+    assert "| lstm | 2 | 1.3000 [0.0294, 2.5706] | 1.3000 [0.0294, 2.5706] |" in table
+    assert "| 1.2500 [0.6147, 1.8853] | 1,000, 1,500 | 20 |" in table
