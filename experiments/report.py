@@ -224,39 +224,26 @@ def table(workdir: str, cells: list[str]) -> str:
     """A Markdown table of each cell's final losses (mean [95% interval] over its seeds)
     against the task's baseline, with the fraction of seeds that solve (Wilson interval)
     and their median steps; for a language model (:data:`LANGUAGE_MODEL_TASKS`), which
-    has no solved mark, its final and best evaluation losses instead."""
+    has no solved mark, its best evaluation loss and the step of each seed's best instead."""
     summary, _ = load_run(seed_runs(os.path.join(workdir, cells[0]))[0])
-    if summary.get("task") in LANGUAGE_MODEL_TASKS:
-        return _language_model_table(workdir, cells)
-    rows = [
-        "| cell | seeds | final train loss | final eval loss | baseline | eval / baseline | "
-        "solved | median steps to solve | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    language_model = summary.get("task") in LANGUAGE_MODEL_TASKS
+    middle = (
+        ["best eval loss", "steps of the best"]
+        if language_model
+        else ["baseline", "eval / baseline", "solved", "median steps to solve"]
+    )
+    columns = ["cell", "seeds", "final train loss", "final eval loss", *middle, "wall time (s)"]
+    rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for cell in cells:
         st = seed_stats(seed_runs(os.path.join(workdir, cell)))
-        median = "-" if st["median_steps"] is None else f"{st['median_steps']:.0f}"
-        rows.append(
-            f"| {cell} | {st['n']} | {fmt(st['final_train'])} | {fmt(st['final_eval'])} | "
-            f"{st['baseline']:.4f} | {fmt(st['ratio'], 3)} | "
-            f"{fmt_fraction(st['solved'], st['n'])} | {median} | {st['wall_time_s']:.0f} |"
-        )
-    return "\n".join(rows)
-
-
-def _language_model_table(workdir: str, cells: list[str]) -> str:
-    rows = [
-        "| cell | seeds | final train loss | final eval loss | best eval loss | steps of the "
-        "best | wall time (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for cell in cells:
-        st = seed_stats(seed_runs(os.path.join(workdir, cell)))
-        steps = ", ".join(f"{s:,}" for s in st["best_step"])
-        rows.append(
-            f"| {cell} | {st['n']} | {fmt(st['final_train'])} | {fmt(st['final_eval'])} | "
-            f"{fmt(st['best_eval'])} | {steps} | {st['wall_time_s']:.0f} |"
-        )
+        if language_model:
+            middle = [fmt(st["best_eval"]), ", ".join(f"{s:,}" for s in st["best_step"])]
+        else:
+            median = "-" if st["median_steps"] is None else f"{st['median_steps']:.0f}"
+            solved = fmt_fraction(st["solved"], st["n"])
+            middle = [f"{st['baseline']:.4f}", fmt(st["ratio"], 3), solved, median]
+        values = [cell, str(st["n"]), fmt(st["final_train"]), fmt(st["final_eval"]), *middle]
+        rows.append("| " + " | ".join([*values, f"{st['wall_time_s']:.0f}"]) + " |")
     return "\n".join(rows)
 
 
