@@ -10,10 +10,10 @@ NNX and optax (``optax.clip_by_global_norm`` then ``optax.sgd``), one jitted ste
 forms: ``lstm_jax``, line for line (``jax.nn.log_softmax``, then the target's entry taken
 as ``NLLLoss`` does), and ``lstm_jax[optax loss]``, the same model and step with the loss
 written as JAX users write torch's ``CrossEntropyLoss`` (``log_softmax`` + ``NLLLoss``):
-``optax.softmax_cross_entropy_with_integer_labels`` on the decoder's logits. On XLA:CPU
-the gradient of ``log_softmax`` followed by ``take_along_axis`` is several times slower
-than that of optax's form, which never builds the ``[tokens, vocab]`` log-probabilities
-(RESULTS.md); both compute the same loss and gradients.
+``optax.softmax_cross_entropy_with_integer_labels`` on the decoder's logits, which never
+builds the ``[tokens, vocab]`` log-probabilities. Both compute the same loss and
+gradients; timed alone on one core, the first form's gradient is several times slower
+on XLA:CPU, within the whole step the two run at the same speed (RESULTS.md).
 
 Each implementation runs in its own process (this module with ``--worker``): torch's
 and XLA's thread pools in one process slow each other. Both build their model, then take
