@@ -13,8 +13,8 @@ whatever their number (``config.json``, ``metrics.jsonl``, ``tensorboard/``,
 ``<workdir>/config.json`` (the last job's: jobs that share a workdir, one cell or seed
 each, or a budget raised on resume, overwrite it; each run's own ``config.json`` is the
 record), and with several cells or seeds the job ends with a table of final losses (mean
-± std over seeds) against the task's baseline and a plot,
-``<workdir>/comparison.{md,png}``. The seed sets the model's initialisation, dropout and
+over seeds, 95% interval) against the task's baseline, or with the best losses for a
+language model, and a plot, ``<workdir>/comparison.{md,png}``. The seed sets the model's initialisation, dropout and
 the training and evaluation streams. ``--resume`` continues each seed's run, skips a
 seed that has completed its budget, and refuses a workdir laid out otherwise or a config
 that differs from the stored one in anything but the step budget and the logging,
