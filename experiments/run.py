@@ -3,24 +3,24 @@ r"""The one entry point for experiments: a config file, overrides, a run directo
   python -m experiments.run --config experiments/configs/<name>.py[:smoke] \
       [--config.key=value ...] [--workdir runs/<name>] [--resume] [--data_dir DIR]
 
-Configs are ml_collections config files (as in Flax's examples and big_vision); any
-field can be overridden on the command line, and a field that does not exist is an
-error, and so is a value out of range (checked by :func:`validate_config` before
-anything is built). A config lists one or more recurrent cells (``config.cells``) and
-seeds (``config.seeds``); each (cell, seed) is trained in ``<workdir>/<cell>/seed<k>/``
-whatever their number (``config.json``, ``metrics.jsonl``, ``tensorboard/``,
-``checkpoints/``, ``summary.json``), the job's whole config goes to
-``<workdir>/config.json`` (the last job's: jobs that share a workdir, one cell or seed
-each, or a budget raised on resume, overwrite it; each run's own ``config.json`` is the
-record), and with several cells or seeds the job ends with a table of final losses (mean
-over seeds, 95% interval) against the task's baseline, or with the best losses for a
-language model, and a plot, ``<workdir>/comparison.{md,png}``. The seed sets the model's initialisation, dropout and
-the training and evaluation streams. ``--resume`` continues each seed's run, skips a
-seed that has completed its budget, and refuses a workdir laid out otherwise or a config
-that differs from the stored one in anything but the step budget and the logging,
-evaluation and checkpoint cadence (:data:`RESUMABLE`). With ``config.select_best`` the
-checkpoint of the best validation loss is kept in ``best/`` and evaluated on the
-validation and test sets (``summary.json``'s ``best``).
+Configs are ml_collections config files (as in Flax's examples and big_vision); any field
+can be overridden on the command line, and a field that does not exist is an error, and so
+is a value out of range (checked by :func:`validate_config` before anything is built). A
+config lists one or more recurrent cells (``config.cells``) and seeds (``config.seeds``);
+each (cell, seed) is trained in ``<workdir>/<cell>/seed<k>/`` whatever their number
+(``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``,
+``summary.json``), the job's whole config goes to ``<workdir>/config.json`` (the last
+job's: jobs that share a workdir, one cell or seed each, or a budget raised on resume,
+overwrite it; each run's own ``config.json`` is the record), and with several cells or
+seeds the job ends with a table of final losses (mean over seeds, 95% interval) against
+the task's baseline, or with the best losses for a language model, and a plot,
+``<workdir>/comparison.{md,png}``. The seed sets the model's initialisation, dropout and
+the training and evaluation streams. ``--resume`` continues each seed's run, skips a seed
+that has completed its budget, and refuses a workdir laid out otherwise or a config that
+differs from the stored one in anything but the step budget and the logging, evaluation
+and checkpoint cadence (:data:`RESUMABLE`). With ``config.select_best`` the checkpoint of
+the best validation loss is kept in ``best/`` and evaluated on the validation and test
+sets (``summary.json``'s ``best``).
 When stdout is not a terminal (a scheduler's log) progress is plain lines, not a bar.
 
 Data for the text tasks is found under ``--data_dir``, which defaults to

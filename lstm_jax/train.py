@@ -21,6 +21,7 @@ from lstm_jax._src.train.checkpoint import Checkpointer as Checkpointer
 from lstm_jax._src.train.checkpoint import CheckpointError as CheckpointError
 from lstm_jax._src.train.early_stopping import EarlyStopping as EarlyStopping
 from lstm_jax._src.train.early_stopping import ReduceOnPlateau as ReduceOnPlateau
+from lstm_jax._src.train.linear_cross_entropy import linear_cross_entropy as linear_cross_entropy
 from lstm_jax._src.train.loop import FitResult as FitResult
 from lstm_jax._src.train.loop import NonFiniteLossError as NonFiniteLossError
 from lstm_jax._src.train.loop import fit as fit
@@ -78,6 +79,7 @@ __all__ = [
     "fit",
     "history_of",
     "init_uniform",
+    "linear_cross_entropy",
     "initialize_distributed",
     "make_eval_step",
     "make_mesh",

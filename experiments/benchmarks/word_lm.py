@@ -6,17 +6,20 @@ layers, dropout 0.2 on the embedding and on the LSTM's output, a linear decoder 
 vocabulary, ``log_softmax`` and ``NLLLoss``, batch 20 in contiguous columns, BPTT 35 with
 the state carried from window to window (detached), gradients clipped at norm 0.25 and
 plain SGD at rate 20. The port runs the same model and step with ``lstm_jax.LSTM``, Flax
-NNX and optax (``optax.clip_by_global_norm`` then ``optax.sgd``), one jitted step, in two
+NNX and optax (``optax.clip_by_global_norm`` then ``optax.sgd``), one jitted step, in three
 forms: ``lstm_jax``, line for line (``jax.nn.log_softmax``, then the target's entry taken
-as ``NLLLoss`` does), and ``lstm_jax[optax loss]``, the same model and step with the loss
+as ``NLLLoss`` does); ``lstm_jax[optax loss]``, the same model and step with the loss
 written as JAX users write torch's ``CrossEntropyLoss`` (``log_softmax`` + ``NLLLoss``):
 ``optax.softmax_cross_entropy_with_integer_labels`` on the decoder's logits, which never
-builds the ``[tokens, vocab]`` log-probabilities. Both compute the same loss and
-gradients; timed alone on one core, the first form's gradient is several times slower
-on XLA:CPU, within the whole step the two run at the same speed (RESULTS.md).
+builds the ``[tokens, vocab]`` log-probabilities; and ``lstm_jax[fused loss]``, the decoder
+and the loss as one operation with its own gradient, ``lstm_jax.train.linear_cross_entropy``
+(what ``lstm_jax.train.token_loss`` uses for its own language models). All three compute
+the same loss and gradients (timed alone on one core, the first form's gradient is
+several times slower than the second's on XLA:CPU; within the whole step they run at the
+same speed, RESULTS.md).
 
 Each implementation runs in its own process (this module with ``--worker``): torch's
-and XLA's thread pools in one process slow each other. Both build their model, then take
+and XLA's thread pools in one process slow each other. Each builds their model, then take
 ``--warmup`` steps; then ``--rounds`` rounds follow, in each of which the workers take
 turns (the order alternating) to time ``--steps`` consecutive training steps on the same
 PTB windows. The ratios are paired: per round, torch's time over each of ours; reported
@@ -112,15 +115,18 @@ def torch_trainer(vocab: int, sizes: tuple[int, int]):
     return step, info
 
 
-def lstm_jax_trainer(vocab: int, sizes: tuple[int, int], optax_loss: bool = False):
+def lstm_jax_trainer(vocab: int, sizes: tuple[int, int], loss: str = "nll"):
     """The port: the same model in Flax NNX with ``lstm_jax.LSTM``, one jitted step; the
-    loss as ``log_softmax`` + ``NLLLoss``, or optax's integer-label cross-entropy."""
+    loss (``loss``) as ``log_softmax`` + ``NLLLoss`` (``"nll"``), optax's integer-label
+    cross-entropy on the decoder's logits (``"optax"``), or the decoder and the loss as
+    ``lstm_jax.train.linear_cross_entropy`` (``"fused"``)."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
     import lstm_jax
+    from lstm_jax import train
 
     embed, hidden = sizes
     uniform = nnx.initializers.uniform(0.2)  # [0, 0.2), shifted below to [-0.1, 0.1)
@@ -138,8 +144,7 @@ def lstm_jax_trainer(vocab: int, sizes: tuple[int, int], optax_loss: bool = Fals
 
         def __call__(self, x, state):
             output, state = self.rnn(self.drop(self.encoder(x)), state)
-            logits = self.decoder(self.drop(output))
-            return (logits if optax_loss else jax.nn.log_softmax(logits)), state
+            return self.drop(output), state
 
     model = WordLM(nnx.Rngs(0))
     optimizer = nnx.Optimizer(
@@ -149,11 +154,16 @@ def lstm_jax_trainer(vocab: int, sizes: tuple[int, int], optax_loss: bool = Fals
     @nnx.jit
     def train_step(model, optimizer, window, state):
         def loss_fn(model):
-            out, new_state = model(window[:-1], state)
-            if optax_loss:
-                nll = optax.softmax_cross_entropy_with_integer_labels(out, window[1:])
+            output, new_state = model(window[:-1], state)
+            decoder, targets = model.decoder, window[1:]
+            if loss == "fused":
+                kernel, bias = decoder.kernel[...], decoder.bias[...]
+                nll, _ = train.linear_cross_entropy(output, kernel, bias, targets)
+            elif loss == "optax":
+                nll = optax.softmax_cross_entropy_with_integer_labels(decoder(output), targets)
             else:
-                nll = -jnp.take_along_axis(out, window[1:, :, None], axis=-1)
+                log_probs = jax.nn.log_softmax(decoder(output))
+                nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)
             return jnp.mean(nll), new_state
 
         (_, new_state), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -178,9 +188,10 @@ def lstm_jax_trainer(vocab: int, sizes: tuple[int, int], optax_loss: bool = Fals
 TRAINERS = {
     "torch": torch_trainer,
     "lstm_jax": lstm_jax_trainer,
-    "lstm_jax[optax loss]": functools.partial(lstm_jax_trainer, optax_loss=True),
+    "lstm_jax[optax loss]": functools.partial(lstm_jax_trainer, loss="optax"),
+    "lstm_jax[fused loss]": functools.partial(lstm_jax_trainer, loss="fused"),
 }
-OURS = ("lstm_jax", "lstm_jax[optax loss]")
+OURS = ("lstm_jax", "lstm_jax[optax loss]", "lstm_jax[fused loss]")
 
 
 def worker(name: str, data_dir: str | None, quick: bool, warmup: int) -> None:

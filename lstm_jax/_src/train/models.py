@@ -274,12 +274,19 @@ class TokenModel(nnx.Module):
         """The zero state for ``batch_size`` rows."""
         return zero_carry(self.core, batch_size, self.embed_size)
 
-    def __call__(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
-        """``tokens`` int ``[time, batch]`` to ``(logits [time, batch, vocab], carry)``."""
+    def features(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
+        """``tokens`` int ``[time, batch]`` to ``(features [time, batch, F], carry)``, what
+        the read-out ``self.head`` maps to logits (:func:`lstm_jax.train.token_loss` fuses
+        the two with the loss)."""
         x = self.embed(tokens)
         if self.io_dropout is not None:
             x = self.io_dropout(x)
         out, carry = self.core(x, carry)
         if self.io_dropout is not None:
             out = self.io_dropout(out)
+        return out, carry
+
+    def __call__(self, tokens: jax.Array, carry: Any = None) -> tuple[jax.Array, Any]:
+        """``tokens`` int ``[time, batch]`` to ``(logits [time, batch, vocab], carry)``."""
+        out, carry = self.features(tokens, carry)
         return self.head(out), carry

@@ -1,0 +1,154 @@
+"""A linear read-out and its softmax cross-entropy as one operation, with a written-out VJP.
+
+A language model's last layer maps ``[tokens, features]`` to ``[tokens, vocab]`` logits
+and its loss reduces them again; at a word-level vocabulary that pair is most of a small
+model's step. Composed from ``nnx.Linear`` and optax, autodiff materialises the logits'
+log-softmax or its gradient through a scatter of the labels into a zero array; here the
+forward keeps only the logits and their log-normaliser, and the backward forms the logits'
+gradient ``softmax - one_hot`` in one elementwise pass that feeds the three gradient
+products (features, kernel, bias).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def linear_cross_entropy(
+    features: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    labels: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-token cross-entropy of ``features @ kernel + bias`` against integer labels.
+
+    Equal to ``optax.softmax_cross_entropy_with_integer_labels(features @ kernel + bias,
+    labels)`` and to ``torch.nn.functional.cross_entropy(..., reduction="none")`` of
+    ``nn.Linear``'s output, with the same gradients; faster to differentiate, since the
+    backward builds the logits' gradient in one pass (the logits are computed in at least
+    float32 whatever the inputs' dtype; gradients come back in the inputs' dtypes). The kernel is
+    in ``nnx.Linear``'s layout, ``[features, vocab]`` (torch's ``nn.Linear.weight`` is its
+    transpose). Also returns the most likely token of each row, for an accuracy metric
+    without a second pass over the logits.
+
+    A label outside ``[0, vocab)`` gives a NaN loss and a NaN gradient row (torch raises
+    there; a jitted function cannot), so a training loop's non-finite check stops on it.
+    Differentiable in reverse mode to any order (``jax.grad`` of ``jax.grad``); forward mode
+    (``jax.jvp``, ``jax.hessian``) is not defined for it.
+
+    Args:
+      features: ``[..., features]``, e.g. an LSTM's output ``[time, batch, hidden_size]``.
+      kernel: ``[features, vocab]``.
+      bias: ``[vocab]`` or ``None``.
+      labels: int ``[...]``, the target token of each row of ``features``.
+
+    Returns:
+      ``(losses [...], predictions int32 [...])``: the cross-entropy in nats and the
+      argmax of each row's logits.
+
+    Raises:
+      ValueError: shapes that do not fit together, or labels that are not integers.
+
+    Example:
+      >>> from lstm_jax import train
+      >>> features, kernel = jnp.ones((5, 3, 8)), jnp.zeros((8, 10))
+      >>> losses, predictions = train.linear_cross_entropy(
+      ...     features, kernel, jnp.zeros(10), jnp.zeros((5, 3), jnp.int32))
+      >>> losses.shape, round(float(losses[0, 0]), 4), predictions.dtype  # log(10)
+      ((5, 3), 2.3026, dtype('int32'))
+    """
+    features, kernel, labels = jnp.asarray(features), jnp.asarray(kernel), jnp.asarray(labels)
+    _check(features, kernel, bias, labels)
+    # the widest of the inputs' float types (explicitly: strict promotion has no bf16 + f32)
+    dtype = max(
+        (a.dtype for a in (features, kernel, *(() if bias is None else (jnp.asarray(bias),)))),
+        key=lambda t: t.itemsize,
+    )
+    rows = features.reshape(-1, features.shape[-1]).astype(dtype)
+    flat_labels = labels.reshape(-1).astype(jnp.int32)
+    if bias is None:
+        losses, predictions = _no_bias(rows, kernel.astype(dtype), flat_labels)
+    else:
+        losses, predictions = _with_bias(
+            rows, kernel.astype(dtype), jnp.asarray(bias).astype(dtype), flat_labels
+        )
+    return losses.reshape(labels.shape), predictions.reshape(labels.shape)
+
+
+def _check(features, kernel, bias, labels) -> None:
+    if kernel.ndim != 2 or features.ndim < 1 or features.shape[-1] != kernel.shape[0]:
+        raise ValueError(
+            f"features [..., F] and kernel [F, vocab] must share F, got features "
+            f"{features.shape} and kernel {kernel.shape}"
+        )
+    if bias is not None and jnp.shape(bias) != kernel.shape[1:]:
+        raise ValueError(f"bias must be [vocab] = {kernel.shape[1:]}, got {jnp.shape(bias)}")
+    if labels.shape != features.shape[:-1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be integers of shape features.shape[:-1] = {features.shape[:-1]}, "
+            f"got {labels.dtype} {labels.shape}"
+        )
+
+
+def _forward(rows, kernel, bias, labels):
+    """``(losses, predictions), residuals``; ``bias`` may be ``None``."""
+    accumulate = jnp.float64 if rows.dtype == jnp.float64 else jnp.float32
+    logits = jnp.dot(rows, kernel, preferred_element_type=accumulate)
+    if bias is not None:
+        logits = logits + bias.astype(accumulate)[None, :]
+    log_normaliser = jax.nn.logsumexp(logits, axis=-1)
+    valid = (labels >= 0) & (labels < logits.shape[-1])
+    picked = jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+    losses = jnp.where(valid, log_normaliser - picked, jnp.nan)
+    predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return (losses, predictions), (rows, kernel, logits, log_normaliser, labels, valid)
+
+
+def _backward(residuals, cotangents):
+    """The gradients of ``sum(cotangent * losses)``: ``(d_rows, d_kernel, d_bias)``."""
+    rows, kernel, logits, log_normaliser, labels, valid = residuals
+    loss_cotangent = cotangents[0]  # the predictions' (float0) cotangent is unused
+    one_hot = jnp.arange(logits.shape[-1], dtype=jnp.int32)[None, :] == labels[:, None]
+    softmax = jnp.exp(logits - log_normaliser[:, None])
+    d_logits = (
+        jnp.where(valid[:, None], softmax - one_hot.astype(softmax.dtype), jnp.nan)
+        * loss_cotangent[:, None]
+    )
+    d_rows = jnp.dot(d_logits, kernel.T.astype(d_logits.dtype)).astype(rows.dtype)
+    d_kernel = jnp.dot(rows.T.astype(d_logits.dtype), d_logits).astype(kernel.dtype)
+    return d_rows, d_kernel, jnp.sum(d_logits, axis=0)
+
+
+@jax.custom_vjp
+def _with_bias(rows, kernel, bias, labels):
+    return _forward(rows, kernel, bias, labels)[0]
+
+
+def _with_bias_fwd(rows, kernel, bias, labels):
+    return _forward(rows, kernel, bias, labels)
+
+
+def _with_bias_bwd(residuals, cotangents):
+    d_rows, d_kernel, d_bias = _backward(residuals, cotangents)
+    return d_rows, d_kernel, d_bias.astype(residuals[0].dtype), None
+
+
+_with_bias.defvjp(_with_bias_fwd, _with_bias_bwd)
+
+
+@jax.custom_vjp
+def _no_bias(rows, kernel, labels):
+    return _forward(rows, kernel, None, labels)[0]
+
+
+def _no_bias_fwd(rows, kernel, labels):
+    return _forward(rows, kernel, None, labels)
+
+
+def _no_bias_bwd(residuals, cotangents):
+    d_rows, d_kernel, _ = _backward(residuals, cotangents)
+    return d_rows, d_kernel, None
+
+
+_no_bias.defvjp(_no_bias_fwd, _no_bias_bwd)
