@@ -293,6 +293,47 @@ SCRIPT = textwrap.dedent(
                 except Exception as e:
                     cases[f"{mesh_name}/{kind}/{backend}"] = repr(e)[:300]
     result["shard_map"] = cases
+
+    # -- train.linear_cross_entropy: rows over "data", read-out weights replicated --------
+    from lstm_jax import train
+    V = 10
+    kernel = jax.random.normal(jax.random.key(3), (I, V))
+    bias = jax.random.normal(jax.random.key(4), (V,))
+    labels = jax.random.randint(jax.random.key(5), (T, B), 0, V)
+
+    def xent(kernel, bias, x, labels):
+        losses, _ = train.linear_cross_entropy(x, kernel, bias, labels)
+        return jnp.mean(losses), losses
+
+    xent_grad = jax.value_and_grad(xent, argnums=(0, 1, 2), has_aux=True)
+    ref = xent_grad(kernel, bias, x, labels)
+    cases = {}
+    for mesh_name in ("explicit", "auto"):
+        mesh = MESHES[mesh_name]
+        rows = NamedSharding(mesh, P(None, "data"))
+        for ctx_name, ctx in contexts():
+            try:
+                with ctx(mesh):
+                    args = (kernel, bias, placed(mesh), jax.device_put(labels, rows))
+                    compiled = jax.jit(xent_grad).lower(*args).compile()
+                    got = compiled(*args)
+                cases[f"jit/{mesh_name}/{ctx_name}"] = {
+                    "error": rel(got, ref),
+                    "gathered": batch_gathered(compiled.as_text()),
+                    "split": rows_per_shard(got[0][1]) == B // 4,
+                }
+            except Exception as e:
+                cases[f"jit/{mesh_name}/{ctx_name}"] = repr(e)[:300]
+        mapped = jax.shard_map(lambda k, b, x, y: train.linear_cross_entropy(x, k, b, y)[0],
+                               mesh=mesh, in_specs=(P(), P(), P(None, "data"), P(None, "data")),
+                               out_specs=P(None, "data"))
+        try:
+            step = jax.jit(jax.value_and_grad(lambda *a: jnp.mean(mapped(*a)), argnums=(0, 1, 2)))
+            got = step(kernel, bias, placed(mesh), jax.device_put(labels, rows))
+            cases[f"shard_map/{mesh_name}"] = rel(got, (ref[0][0], ref[1]))
+        except Exception as e:
+            cases[f"shard_map/{mesh_name}"] = repr(e)[:300]
+    result["linear_cross_entropy"] = cases
     result["seconds"] = time.time() - start
     print("RESULT" + json.dumps(result))
     """
@@ -354,3 +395,8 @@ def test_a_batch_the_devices_do_not_divide(result):
 
 def test_shard_map_on_explicit_and_automatic_axes(result):
     _check(result["shard_map"], 2 * 2 * 2)
+
+
+def test_linear_cross_entropy_splits_rows_under_jit_and_shard_map(result):
+    contexts = 2 + any("/use_mesh/" in name for name in result["jit"])
+    _check(result["linear_cross_entropy"], 2 * contexts + 2)

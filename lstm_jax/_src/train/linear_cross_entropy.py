@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from lstm_jax._src import compat, custom_calls
 
 
 def linear_cross_entropy(
@@ -61,19 +64,19 @@ def linear_cross_entropy(
     features, kernel, labels = jnp.asarray(features), jnp.asarray(kernel), jnp.asarray(labels)
     _check(features, kernel, bias, labels)
     # the widest of the inputs' float types (explicitly: strict promotion has no bf16 + f32)
+    bias = None if bias is None else jnp.asarray(bias)
     dtype = max(
-        (a.dtype for a in (features, kernel, *(() if bias is None else (jnp.asarray(bias),)))),
+        (a.dtype for a in (features, kernel, *(() if bias is None else (bias,)))),
         key=lambda t: t.itemsize,
     )
-    rows = features.reshape(-1, features.shape[-1]).astype(dtype)
-    flat_labels = labels.reshape(-1).astype(jnp.int32)
+    # Inside jax.shard_map the weights vary over the rows' axes too, so that their
+    # gradients, summed per shard here, are summed across shards by pvary's transpose.
+    rows_axes = compat.vma(features)
+    kernel = compat.pvary(kernel.astype(dtype), rows_axes)
+    features, labels = features.astype(dtype), labels.astype(jnp.int32)
     if bias is None:
-        losses, predictions = _no_bias(rows, kernel.astype(dtype), flat_labels)
-    else:
-        losses, predictions = _with_bias(
-            rows, kernel.astype(dtype), jnp.asarray(bias).astype(dtype), flat_labels
-        )
-    return losses.reshape(labels.shape), predictions.reshape(labels.shape)
+        return _no_bias(features, kernel, labels)
+    return _with_bias(features, kernel, compat.pvary(bias.astype(dtype), rows_axes), labels)
 
 
 def _check(features, kernel, bias, labels) -> None:
@@ -91,64 +94,69 @@ def _check(features, kernel, bias, labels) -> None:
         )
 
 
-def _forward(rows, kernel, bias, labels):
-    """``(losses, predictions), residuals``; ``bias`` may be ``None``."""
-    accumulate = jnp.float64 if rows.dtype == jnp.float64 else jnp.float32
-    logits = jnp.dot(rows, kernel, preferred_element_type=accumulate)
+def _forward(features, kernel, bias, labels):
+    """``(losses, predictions), residuals``; ``bias`` may be ``None``. The rows keep their
+    leading axes (no reshape: a batch axis sharded on an explicit mesh stays one)."""
+    accumulate = jnp.float64 if features.dtype == jnp.float64 else jnp.float32
+    logits = jnp.einsum("...f,fv->...v", features, kernel, preferred_element_type=accumulate)
     if bias is not None:
-        logits = logits + bias.astype(accumulate)[None, :]
+        logits = logits + jnp.expand_dims(bias.astype(accumulate), tuple(range(logits.ndim - 1)))
     log_normaliser = jax.nn.logsumexp(logits, axis=-1)
     valid = (labels >= 0) & (labels < logits.shape[-1])
-    picked = jnp.take_along_axis(logits, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+    safe = jnp.where(valid, labels, 0)[..., None]
+    picked = jnp.take_along_axis(logits, safe, axis=-1)[..., 0]
     losses = jnp.where(valid, log_normaliser - picked, jnp.nan)
     predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return (losses, predictions), (rows, kernel, logits, log_normaliser, labels, valid)
+    return (losses, predictions), (features, kernel, logits, log_normaliser, labels, valid)
 
 
 def _backward(residuals, cotangents):
-    """The gradients of ``sum(cotangent * losses)``: ``(d_rows, d_kernel, d_bias)``."""
-    rows, kernel, logits, log_normaliser, labels, valid = residuals
+    """The gradients of ``sum(cotangent * losses)``: ``(d_features, d_kernel, d_bias)``."""
+    features, kernel, logits, log_normaliser, labels, valid = residuals
     loss_cotangent = cotangents[0]  # the predictions' (float0) cotangent is unused
-    one_hot = jnp.arange(logits.shape[-1], dtype=jnp.int32)[None, :] == labels[:, None]
-    softmax = jnp.exp(logits - log_normaliser[:, None])
-    d_logits = (
-        jnp.where(valid[:, None], softmax - one_hot.astype(softmax.dtype), jnp.nan)
-        * loss_cotangent[:, None]
-    )
-    d_rows = jnp.dot(d_logits, kernel.T.astype(d_logits.dtype)).astype(rows.dtype)
-    d_kernel = jnp.dot(rows.T.astype(d_logits.dtype), d_logits).astype(kernel.dtype)
-    return d_rows, d_kernel, jnp.sum(d_logits, axis=0)
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    one_hot = (vocab == labels[..., None]).astype(logits.dtype)
+    softmax = jnp.exp(logits - log_normaliser[..., None])
+    d_logits = jnp.where(valid[..., None], softmax - one_hot, jnp.nan) * loss_cotangent[..., None]
+    d_features = jnp.einsum("...v,fv->...f", d_logits, kernel.astype(d_logits.dtype))
+    # A sum over rows sharded on explicit mesh axes: JAX asks what the result's sharding
+    # is; the kernel's gradient is whole on every device, like the kernel.
+    explicit = any(getattr(jax.typeof(features).sharding, "spec", None) or ())
+    options = {"out_sharding": custom_calls.sharding_like(features, P())} if explicit else {}
+    d_kernel = jnp.einsum("...f,...v->fv", features.astype(d_logits.dtype), d_logits, **options)
+    d_bias = jnp.sum(d_logits, axis=tuple(range(d_logits.ndim - 1)))
+    return d_features.astype(features.dtype), d_kernel.astype(kernel.dtype), d_bias
 
 
 @jax.custom_vjp
-def _with_bias(rows, kernel, bias, labels):
-    return _forward(rows, kernel, bias, labels)[0]
+def _with_bias(features, kernel, bias, labels):
+    return _forward(features, kernel, bias, labels)[0]
 
 
-def _with_bias_fwd(rows, kernel, bias, labels):
-    return _forward(rows, kernel, bias, labels)
+def _with_bias_fwd(features, kernel, bias, labels):
+    return _forward(features, kernel, bias, labels)
 
 
 def _with_bias_bwd(residuals, cotangents):
-    d_rows, d_kernel, d_bias = _backward(residuals, cotangents)
-    return d_rows, d_kernel, d_bias.astype(residuals[0].dtype), None
+    d_features, d_kernel, d_bias = _backward(residuals, cotangents)
+    return d_features, d_kernel, d_bias.astype(residuals[0].dtype), None
 
 
 _with_bias.defvjp(_with_bias_fwd, _with_bias_bwd)
 
 
 @jax.custom_vjp
-def _no_bias(rows, kernel, labels):
-    return _forward(rows, kernel, None, labels)[0]
+def _no_bias(features, kernel, labels):
+    return _forward(features, kernel, None, labels)[0]
 
 
-def _no_bias_fwd(rows, kernel, labels):
-    return _forward(rows, kernel, None, labels)
+def _no_bias_fwd(features, kernel, labels):
+    return _forward(features, kernel, None, labels)
 
 
 def _no_bias_bwd(residuals, cotangents):
-    d_rows, d_kernel, _ = _backward(residuals, cotangents)
-    return d_rows, d_kernel, None
+    d_features, d_kernel, _ = _backward(residuals, cotangents)
+    return d_features, d_kernel, None
 
 
 _no_bias.defvjp(_no_bias_fwd, _no_bias_bwd)
