@@ -29,16 +29,18 @@ def linear_cross_entropy(
     Equal to ``optax.softmax_cross_entropy_with_integer_labels(features @ kernel + bias,
     labels)`` and to ``torch.nn.functional.cross_entropy(..., reduction="none")`` of
     ``nn.Linear``'s output, with the same gradients; faster to differentiate, since the
-    backward builds the logits' gradient in one pass (the logits are computed in at least
-    float32 whatever the inputs' dtype; gradients come back in the inputs' dtypes). The kernel is
-    in ``nnx.Linear``'s layout, ``[features, vocab]`` (torch's ``nn.Linear.weight`` is its
-    transpose). Also returns the most likely token of each row, for an accuracy metric
-    without a second pass over the logits.
+    backward builds the logits' gradient in one pass. The logits are computed in at least
+    float32 whatever the inputs' dtype; gradients come back in the inputs' dtypes. The
+    kernel is in ``nnx.Linear``'s layout, ``[features, vocab]`` (torch's
+    ``nn.Linear.weight`` is its transpose). Also returns the most likely token of each
+    row, for an accuracy metric without a second pass over the logits.
 
     A label outside ``[0, vocab)`` gives a NaN loss and a NaN gradient row (torch raises
     there; a jitted function cannot), so a training loop's non-finite check stops on it.
-    Differentiable in reverse mode to any order (``jax.grad`` of ``jax.grad``); forward mode
-    (``jax.jvp``, ``jax.hessian``) is not defined for it.
+    Differentiable in reverse mode to any order (``jax.grad`` of ``jax.grad``); forward
+    mode (``jax.jvp``, ``jax.hessian``) is not defined for it. Composes with ``jit``,
+    ``vmap``, ``jax.export``, rows sharded over a mesh under ``jit`` (each device computes
+    its own rows; the weights' gradients are summed across them) and ``jax.shard_map``.
 
     Args:
       features: ``[..., features]``, e.g. an LSTM's output ``[time, batch, hidden_size]``.
@@ -63,8 +65,8 @@ def linear_cross_entropy(
     """
     features, kernel, labels = jnp.asarray(features), jnp.asarray(kernel), jnp.asarray(labels)
     _check(features, kernel, bias, labels)
-    # the widest of the inputs' float types (explicitly: strict promotion has no bf16 + f32)
     bias = None if bias is None else jnp.asarray(bias)
+    # the widest of the inputs' float types (explicitly: strict promotion has no bf16 + f32)
     dtype = max(
         (a.dtype for a in (features, kernel, *(() if bias is None else (bias,)))),
         key=lambda t: t.itemsize,
