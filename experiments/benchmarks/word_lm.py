@@ -19,7 +19,7 @@ several times slower than the second's on XLA:CPU; within the whole step they ru
 same speed, RESULTS.md).
 
 Each implementation runs in its own process (this module with ``--worker``): torch's
-and XLA's thread pools in one process slow each other. Each builds their model, then take
+and XLA's thread pools in one process slow each other. Each builds its model, then takes
 ``--warmup`` steps; then ``--rounds`` rounds follow, in each of which the workers take
 turns (the order alternating) to time ``--steps`` consecutive training steps on the same
 PTB windows. The ratios are paired: per round, torch's time over each of ours; reported
