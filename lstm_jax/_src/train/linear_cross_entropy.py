@@ -101,7 +101,7 @@ def _check(features, kernel, bias, labels) -> None:
 def _forward(features, kernel, bias, labels):
     """``(losses, predictions), residuals`` of rows ``[..., F]``; ``bias`` may be ``None``."""
     accumulate = jnp.float64 if features.dtype == jnp.float64 else jnp.float32
-    logits = jnp.einsum("...f,fv->...v", features, kernel, preferred_element_type=accumulate)
+    logits = compat.einsum("...f,fv->...v", features, kernel, preferred_element_type=accumulate)
     if bias is not None:
         logits = logits + jnp.expand_dims(bias.astype(accumulate), tuple(range(logits.ndim - 1)))
     log_normaliser = jax.nn.logsumexp(logits, axis=-1)
@@ -123,7 +123,7 @@ def _backward(residuals, cotangents, with_bias: bool):
     one_hot = (vocab == labels[..., None]).astype(logits.dtype)
     softmax = jnp.exp(logits - log_normaliser[..., None])
     d_logits = jnp.where(valid[..., None], softmax - one_hot, jnp.nan) * loss_cotangent[..., None]
-    d_features = jnp.einsum("...v,fv->...f", d_logits, kernel.astype(d_logits.dtype))
+    d_features = compat.einsum("...v,fv->...f", d_logits, kernel.astype(d_logits.dtype))
     # The bias's gradient, a sum over rows, comes out of the kernel's product through a
     # column of ones: every use of d_logits is then a product, and XLA:CPU forms d_logits
     # once (a separate row sum made it form the softmax and d_logits twice: 1.16x slower).
@@ -134,7 +134,7 @@ def _backward(residuals, cotangents, with_bias: bool):
     # is; the weights' gradient is whole on every device, like the weights.
     explicit = any(getattr(jax.typeof(features).sharding, "spec", None) or ())
     options = {"out_sharding": custom_calls.sharding_like(features, P())} if explicit else {}
-    d_weights = jnp.einsum("...f,...v->fv", inputs, d_logits, **options)
+    d_weights = compat.einsum("...f,...v->fv", inputs, d_logits, **options)
     d_kernel = d_weights[: kernel.shape[0]].astype(kernel.dtype)
     d_bias = d_weights[kernel.shape[0]] if with_bias else None
     return d_features.astype(features.dtype), d_kernel, d_bias
