@@ -906,6 +906,17 @@ EXPERIMENTS = (
         "not run at this commit",
     ),
     (
+        "4a. memory without the confounds (one budget for every cell, evaluations every "
+        "100 steps, chrono initialisation): first settings run",
+        "`memory.py:<task>-<T>-<init>-lr<lr>`",
+        "`python -m experiments.sweeps.memory --jobs 2` (see `memory.py`'s docstring)",
+        "memory_v2",
+        "the LSTM beats the copy baseline at T = 100 only, after thousands of steps (Arjovsky "
+        "et al. 2016, arXiv:1511.06464, sec. 4.1, Fig. 1); chrono initialisation is made "
+        "for such tasks (Tallec & Ollivier 2018, arXiv:1804.11188)",
+        "not run at this commit",
+    ),
+    (
         "4b. the LSTM's descendants: LSTM, GRU, sLSTM, minLSTM, minGRU at matched "
         "parameters, adding T = 50, 100, 200, copy T = 20",
         "`descendants.py:<task>-<T>`",
@@ -988,7 +999,7 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
     hardware = f"{device.get('kind', '?')} ({device.get('cpu_count', '?')} cores)"
     wall = f"{sum(r[2].get('wall_time_s', 0.0) for r in runs):,.0f} s"
     parts = []
-    if kind == "descendants":
+    if kind in ("descendants", "memory_v2"):
         for (task, length, model, _), st in memory_settings(src).items():
             median = "-" if st["median_steps"] is None else f"{st['median_steps']:,.0f}"
             parts.append(
