@@ -56,7 +56,7 @@ perplexity 37.99 / 48.45 / 37.87). Where they differ:
 Small's validation gap, examined: seeds 0-2 give valid 117.9 / 117.3 / 117.7 and test
 113.6 / 112.3 / 112.2 (mean 117.6 [116.9, 118.4] and 112.7 [110.7, 114.7], 95% t
 intervals), 2.6% / 1.6% below the paper's 120.7 / 114.5 and 3.1% / 2.8% below TF's rerun;
-the two published runs differ by 0.6% / 1.2% between themselves. Every seed is 2.4-2.8%
+the two published runs differ by 0.6% / 1.2% between themselves. Every seed is 2.3-2.8%
 below the paper in validation: not one seed's luck. Our last epoch's training perplexity
 (the mean of its logged windows) is 43.4-44.2 against TF's 37.99: these models fit the
 training text less and the validation text better than TF's run, i.e. the gap is in what
