@@ -346,11 +346,14 @@ def gradient_norms(workdir: str) -> dict[str, list[dict]]:
 
 def _vanishing_label(setting: str) -> str:
     """``fb1/lstm`` -> ``lstm (forget bias 1)``, ``torch/lstm`` -> ``lstm (torch init)``,
-    ``fb1/gru`` -> ``gru``: the forget bias is the LSTM's alone."""
+    ``orth/rnn`` -> ``rnn (orthogonal init)``, ``fb1/gru`` -> ``gru``: the forget bias is
+    the LSTM's alone."""
     variant, _, cell = setting.rpartition("/")
-    if cell != "lstm" or not variant:
+    if not variant or (variant == "fb1" and cell != "lstm"):
         return cell or setting
-    return "lstm (forget bias 1)" if variant == "fb1" else f"lstm ({variant} init)"
+    if variant == "fb1":
+        return "lstm (forget bias 1)"
+    return f"{cell} ({'orthogonal' if variant == 'orth' else variant} init)"
 
 
 def vanishing_ratios(workdir: str) -> dict[str, dict[str, list[float]]]:

@@ -7,14 +7,17 @@ Adam, 2,000 steps, LSTM forget-gate bias 1), with a probe: before training and a
 one sequence's squared error with respect to the recurrent state after step ``t``, for
 every ``t``, and writes ``<workdir>/<cell>/gradient_norms.json``.
 
-Two variants, each over ``config.seeds`` (three): ``fb1`` (default) trains the RNN, the
-GRU and the LSTM with forget-gate bias 1; ``torch`` trains the LSTM at torch's uniform
-initialisation (no forget bias), the same initialisation family as the GRU and the RNN,
-so the LSTM's gating and its bias are measured apart.
+Three variants, each over ``config.seeds`` (three): ``fb1`` (default) trains the RNN,
+the GRU and the LSTM with forget-gate bias 1; ``torch`` trains the LSTM at torch's
+uniform initialisation (no forget bias), the same initialisation family as the GRU and
+the RNN, so the LSTM's gating and its bias are measured apart; ``orth`` trains the RNN
+with orthogonal recurrent weights (Le et al. 2015's identity is the special case: no
+direction of the state shrinks through ``W_hh`` at the start), so the RNN's cell and its
+initialisation are measured apart.
 
 Commands, then the table and figure (``experiments/figures/vanishing_gradients.png``):
 
-  for init in fb1 torch; do
+  for init in fb1 torch orth; do
     python -m experiments.run --config experiments/configs/vanishing.py:$init \
         --workdir runs/vanishing/$init --resume
   done
@@ -39,11 +42,11 @@ import ml_collections
 
 from experiments.configs import adding
 
-VARIANTS = ("fb1", "torch")
+VARIANTS = ("fb1", "torch", "orth")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """``arg``: ``fb1`` (default), ``torch`` or ``smoke`` (seconds)."""
+    """``arg``: ``fb1`` (default), ``torch``, ``orth`` or ``smoke`` (seconds)."""
     if arg not in (None, *VARIANTS, "smoke"):
         raise ValueError(f"vanishing.py takes {VARIANTS} or smoke, got {arg!r}")
     variant = arg or "fb1"
@@ -53,4 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "torch":
         c.model.lstm_forget_bias = None
         c.cells = ("lstm",)
+    if variant == "orth":
+        c.model.recurrent_init = "orthogonal"
+        c.cells = ("rnn",)
     return c

@@ -119,6 +119,26 @@ def test_vanishing_smoke_writes_gradient_norms_and_figure(tmp_path):
     assert figure.stat().st_size > 0
 
 
+def test_vanishing_variants_name_the_initialisation_they_measure():
+    orth = vanishing.get_config("orth")
+    assert orth.cells == ("rnn",) and orth.model.recurrent_init == "orthogonal"
+    assert vanishing.get_config("torch").model.lstm_forget_bias is None
+    labels = {
+        setting: report._vanishing_label(setting)
+        for setting in ("fb1/lstm", "torch/lstm", "orth/rnn", "fb1/rnn", "fb1/gru", "lstm")
+    }
+    assert labels == {
+        "fb1/lstm": "lstm (forget bias 1)",
+        "torch/lstm": "lstm (torch init)",
+        "orth/rnn": "rnn (orthogonal init)",
+        "fb1/rnn": "rnn",
+        "fb1/gru": "gru",
+        "lstm": "lstm",
+    }
+    with pytest.raises(ValueError, match="orth"):
+        vanishing.get_config("identity")
+
+
 def test_memory_smoke_and_report(tmp_path):
     config = memory.get_config("smoke")
     config.steps, config.checkpoint_every = 10, 10
