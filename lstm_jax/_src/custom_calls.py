@@ -152,6 +152,24 @@ def sharding_like(x, spec: P) -> NamedSharding:
     return NamedSharding(jax.typeof(x).sharding.mesh, spec)
 
 
+def summed_out_sharding(x) -> dict:
+    """Keyword arguments for a product that sums over ``x``'s rows: ``out_sharding`` whole
+    (``P()``) on ``x``'s mesh where ``x``'s type carries a sharding, none elsewhere.
+
+    Under explicit mesh axes every array's type names its sharding, and a product that
+    contracts a sharded axis (a weight gradient over the batch) is ambiguous to JAX until
+    told: its result is whole on every device, like the weights. Elsewhere (one device,
+    automatic axes, inside ``shard_map``) the partitioner decides and nothing is passed.
+
+    Example:
+      >>> summed_out_sharding(jnp.ones((4, 2)))  # unsharded: nothing to say
+      {}
+    """
+    if not any(getattr(jax.typeof(x).sharding, "spec", None) or ()):
+        return {}
+    return {"out_sharding": sharding_like(x, P())}
+
+
 def sum_to_vma(cotangent: jax.Array, primal) -> jax.Array:
     """A cotangent summed over the manual mesh axes it varies over and ``primal`` does not.
 

@@ -50,7 +50,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src import compat, custom_calls
 from lstm_jax._src.cells import accumulation_dtype, lstm_variants
@@ -75,11 +74,8 @@ def direction_product(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array
     markedly slower than two products (measured).
     """
     spec = spec.replace("d", "")
-    # Under explicit sharding, a product over the sharded batch (a weight gradient) is
-    # ambiguous to JAX: its result is a replicated sum.
-    explicit = any(getattr(jax.typeof(a).sharding, "spec", None) or ())
-    summed = explicit and "b" not in spec.split("->")[1]
-    options = {"out_sharding": custom_calls.sharding_like(a, P())} if summed else {}
+    summed = "b" not in spec.split("->")[1]  # a weight gradient: a sum over the batch
+    options = custom_calls.summed_out_sharding(a) if summed else {}
     return jnp.stack(
         [
             compat.einsum(

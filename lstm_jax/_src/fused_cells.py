@@ -28,7 +28,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src import compat, custom_calls
 from lstm_jax._src.cells import CellDef, accumulation_dtype, recurrent_product_in_loop
@@ -102,14 +101,12 @@ def _forward(cell, unroll, reverse, params, gates_x, valid, state, recurrent_mas
 
 def _weight_gradient(dgates, inputs, dtype):
     """``sum_t,b dgates[t, b, g] inputs[t, b, k]`` ``[G, K]``, one product over all steps."""
-    # Under explicit sharding a product over the sharded batch is a replicated sum.
-    explicit = any(getattr(jax.typeof(inputs).sharding, "spec", None) or ())
     return compat.einsum(
         "tbg,tbk->gk",
         dgates.astype(dtype),
         inputs.astype(dtype),
         preferred_element_type=accumulation_dtype(dtype),
-        **({"out_sharding": custom_calls.sharding_like(inputs, P())} if explicit else {}),
+        **custom_calls.summed_out_sharding(inputs),
     )
 
 

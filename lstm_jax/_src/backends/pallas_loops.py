@@ -1031,14 +1031,12 @@ _recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 def _weight_gradient(inputs, dgates, dtype):
     """``sum_t,b inputs[t, b, k] dgates[t, b, g]`` ``[K, G]``: one product over all steps,
     operands in ``dtype``, accumulated in float32."""
-    # Under explicit sharding a product over the sharded batch is a replicated sum.
-    explicit = any(getattr(jax.typeof(inputs).sharding, "spec", None) or ())
     return compat.einsum(
         "tbk,tbg->kg",
         inputs.astype(dtype),
         dgates.astype(dtype),
         preferred_element_type=_F32,
-        **({"out_sharding": custom_calls.sharding_like(inputs, P())} if explicit else {}),
+        **custom_calls.summed_out_sharding(inputs),
     )
 
 

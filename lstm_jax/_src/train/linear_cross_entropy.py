@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
 from lstm_jax._src import compat, custom_calls
 
@@ -130,11 +129,9 @@ def _backward(residuals, cotangents, with_bias: bool):
     inputs = features.astype(d_logits.dtype)
     if with_bias:
         inputs = jnp.concatenate([inputs, jnp.ones_like(inputs[..., :1])], axis=-1)
-    # A sum over rows sharded on explicit mesh axes: JAX asks what the result's sharding
-    # is; the weights' gradient is whole on every device, like the weights.
-    explicit = any(getattr(jax.typeof(features).sharding, "spec", None) or ())
-    options = {"out_sharding": custom_calls.sharding_like(features, P())} if explicit else {}
-    d_weights = compat.einsum("...f,...v->fv", inputs, d_logits, **options)
+    d_weights = compat.einsum(
+        "...f,...v->fv", inputs, d_logits, **custom_calls.summed_out_sharding(features)
+    )
     d_kernel = d_weights[: kernel.shape[0]].astype(kernel.dtype)
     d_bias = d_weights[kernel.shape[0]] if with_bias else None
     return d_features.astype(features.dtype), d_kernel, d_bias
