@@ -944,7 +944,7 @@ EXPERIMENTS = (
     ),
     (
         "5. vanishing gradients: ‖dL/dh_t‖ vs T − t, adding T = 100",
-        "`vanishing.py:fb1`, `:torch`",
+        "`vanishing.py:fb1`, `:torch`, `:orth`",
         "loop in `vanishing.py`'s docstring",
         "vanishing",
         "the LSTM mitigates vanishing gradients (Hochreiter & Schmidhuber 1997, secs. 3-4: "
