@@ -33,6 +33,7 @@ least :data:`SOLVED_SEEDS` of the seeds solve it.
 
 from __future__ import annotations
 
+import collections
 import glob
 import json
 import math
@@ -1003,10 +1004,13 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
     wall = f"{sum(r[2].get('wall_time_s', 0.0) for r in runs):,.0f} s"
     parts = []
     if kind in ("descendants", "memory_v2"):
-        for (task, length, model, _), st in memory_settings(src).items():
+        settings = memory_settings(src)
+        rates = collections.Counter(key[:3] for key in settings)  # a model run at several
+        for (task, length, model, lr), st in settings.items():
             median = "-" if st["median_steps"] is None else f"{st['median_steps']:,.0f}"
+            at = f" at lr {lr:g}" if rates[task, length, model] > 1 else ""
             parts.append(
-                f"{task} T {length} {_without_width(model)}: solved "
+                f"{task} T {length} {_without_width(model)}{at}: solved "
                 f"{fmt_fraction(st['solved'], st['n'])}, median steps {median}"
             )
     elif kind == "memory":

@@ -147,6 +147,12 @@ def test_best_rate_solves_the_most_seeds_then_in_the_fewest_steps(tmp_path):
     settings = report.memory_settings(str(tmp_path / "memory"))
     horizon = report.memory_horizon(settings)[("adding", "lstm (fb1)")]
     assert horizon["best"][50][0] == 3e-3 and horizon["longest"] == 50
+    # the results table names the rate of each setting, a model having been run at three
+    number = report._summary_line("memory_v2", str(tmp_path / "memory"))[2]
+    assert "adding T 50 lstm (fb1) at lr 0.003: solved 3/3 [0.44, 1.00], median steps 200" in (
+        number
+    )
+    assert "lstm (fb1) at lr 0.0003: solved 1/3" in number
 
 
 def test_cost_over_repeats_gives_median_and_range(tmp_path):
