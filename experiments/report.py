@@ -911,7 +911,7 @@ EXPERIMENTS = (
     ),
     (
         "4a. memory without the confounds (one budget for every cell, evaluations every "
-        "100 steps, chrono initialisation): first settings run",
+        "100 steps, chrono and orthogonal initialisation): the settings run so far",
         "`memory.py:<task>-<T>-<init>-lr<lr>`",
         "`python -m experiments.sweeps.memory --jobs 2` (see `memory.py`'s docstring)",
         "memory_v2",
