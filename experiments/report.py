@@ -386,7 +386,7 @@ def vanishing(workdir: str, path: str | None = None) -> str:
     """
     runs = gradient_norms(workdir)
     rows = [
-        "| setting | seeds | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 [range] |",
+        "| setting | seeds | when | d = 0 | d = 10 | d = 50 | d = T-1 | ratio T-1 / 0 [95% t] |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
