@@ -1005,7 +1005,7 @@ def _summary_line(kind: str, src: str) -> tuple[str, str, str, str] | None:
     parts = []
     if kind in ("descendants", "memory_v2"):
         settings = memory_settings(src)
-        rates = collections.Counter(key[:3] for key in settings)  # a model run at several
+        rates = collections.Counter(key[:3] for key in settings)  # > 1: run at several rates
         for (task, length, model, lr), st in settings.items():
             median = "-" if st["median_steps"] is None else f"{st['median_steps']:,.0f}"
             at = f" at lr {lr:g}" if rates[task, length, model] > 1 else ""
