@@ -38,10 +38,11 @@ Hardware: meant for a quiet machine or a GPU. Run under this protocol so far (co
 c045617, 2-core AMD EPYC, two runs at a time, ``experiments/results/memory_v2``), seeds
 0-2: copy at T = 100, 3e-3, the ``chrono`` LSTM and the GRU (``fb1`` with
 ``--config.cells="('gru',)"``): both 3/3, at 10,000 / 10,500 / 10,100 steps (LSTM) and
-4,700 / 6,200 / 10,200 (GRU); the ``torch`` LSTM 0/3 (eval / baseline 1.000, 1.000,
+4,700 / 6,200 / 10,200 (GRU), at T = 50 both 3/3 too, at 5,600 / 6,100 / 6,100 and
+3,400 / 5,300 / 7,500; the ``torch`` LSTM at T = 100 0/3 (eval / baseline 1.000, 1.000,
 0.768); copy at T = 20, the RNN (``fb1`` with ``--config.cells="('rnn',)"``) at 3e-3 and
 the ``orth`` RNN at 3e-3 and 1e-3: 0/3 each (1.005 / 1.007 / 2.009; 1.003-1.008; 0.777 /
-1.001 / 0.778); 14,113 s of runs in all. The runs of ``experiments/results/memory`` are
+1.001 / 0.778); 15,039 s of runs in all. The runs of ``experiments/results/memory`` are
 older than this protocol: at commit 75a178a the budget grew with T (adding 5,000 steps
 to T = 50, 10,000 at 100, 20,000 from 200; copy 10,000 to T = 50, 20,000 at 100, 30,000
 from 200, and 30,000 for the LSTM from T = 50, raised after its first runs), evaluations
