@@ -38,16 +38,18 @@ Hardware: meant for a quiet machine or a GPU. Run under this protocol so far (co
 c045617, 2-core AMD EPYC, two runs at a time, ``experiments/results/memory_v2``), seeds
 0-2: copy at T = 100, 3e-3, the ``chrono`` LSTM and the GRU (``fb1`` with
 ``--config.cells="('gru',)"``): both 3/3, at 10,000 / 10,500 / 10,100 steps (LSTM) and
-4,700 / 6,200 / 10,200 (GRU), at T = 50 both 3/3 too, at 5,600 / 6,100 / 6,100 and
-3,400 / 5,300 / 7,500; the ``torch`` LSTM at T = 100 0/3 (eval / baseline 1.000, 1.000,
+4,700 / 6,200 / 10,200 (GRU), at T = 50 both 3/3 too, at 5,600 / 6,100 / 6,100 and 3,400
+/ 5,300 / 7,500; the ``torch`` LSTM at T = 100 0/3 (eval / baseline 1.000, 1.000,
 0.768); copy at T = 20, the RNN (``fb1`` with ``--config.cells="('rnn',)"``) at 3e-3 and
 the ``orth`` RNN at 3e-3 and 1e-3: 0/3 each (1.005 / 1.007 / 2.009; 1.003-1.008; 0.777 /
-1.001 / 0.778); 15,039 s of runs in all. The runs of ``experiments/results/memory`` are
-older than this protocol: at commit 75a178a the budget grew with T (adding 5,000 steps
-to T = 50, 10,000 at 100, 20,000 from 200; copy 10,000 to T = 50, 20,000 at 100, 30,000
-from 200, and 30,000 for the LSTM from T = 50, raised after its first runs), evaluations
-came every 2.5% of the budget, the rates were {3e-4, 1e-3, 3e-3} and no RNN was orthogonal. Run
-there on 2-core AMD EPYC CPUs (AVX-512), two or three runs side by side, three seeds
+1.001 / 0.778); at T = 10, 3e-3, the RNN 1/3 (1.003 / 0.096 / 0.295) and the ``orth``
+RNN 0/3 (1.011 / 1.007 / 1.008); 17,052 s of runs in all. The runs of
+``experiments/results/memory`` are older than this protocol: at commit 75a178a the
+budget grew with T (adding 5,000 steps to T = 50, 10,000 at 100, 20,000 from 200; copy
+10,000 to T = 50, 20,000 at 100, 30,000 from 200, and 30,000 for the LSTM from T = 50,
+raised after its first runs), evaluations came every 2.5% of the budget, the rates were
+{3e-4, 1e-3, 3e-3} and no RNN was orthogonal.
+Run there on 2-core AMD EPYC CPUs (AVX-512), two or three runs side by side, three seeds
 each setting (52,471 s of runs): adding, ``fb1``, all three rates up to T = 50 (3e-4 for
 the RNN to T = 20), {1e-3, 3e-3} from T = 100; the ``chrono`` and ``torch`` LSTMs at
 3e-3, T = 10-400; copy, ``fb1``, all three rates at T = 10 and 3e-3 from T = 20 (the GRU
