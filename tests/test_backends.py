@@ -47,7 +47,7 @@ def test_auto_on_cpu_takes_the_kernel_measured_faster():
 def test_explicit_backends_that_cannot_run_raise():
     with pytest.raises(ValueError, match="backend must be one of"):
         _kernel("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
-    with pytest.raises(ValueError, match="cannot run this configuration.*checkpoints the plain"):
+    with pytest.raises(ValueError, match="cannot run this configuration.*checkpoints the LSTM"):
         _kernel("fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False, checkpoint=4)
     with pytest.raises(ValueError, match="no projection"):
         _kernel("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)

@@ -45,7 +45,7 @@ with warnings.catch_warnings(record=True) as caught:
         w_ih[0, 32:64] = -0.2  # the forget gate: unused from c0 = 0
         zeros = np.zeros((1, 1, 32), np.float32)
         y = lstm_cpu.forward(x, w_ih, None, np.zeros((1, 128, 32), np.float32), zeros,
-                             zeros, None, False)[0]
+                             zeros, None, None, False)[0]
         sigmoid, z = (lambda a: 1 / (1 + np.exp(-a))), np.float32(0.3)
         expected = sigmoid(z) * np.tanh(sigmoid(z) * np.tanh(z))
         report["forward"] = bool(np.allclose(np.asarray(y), expected, atol=1e-6))

@@ -34,9 +34,9 @@ if _REASON is not None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 
 
-def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I):
+def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I, peephole=False):
     keys = jax.random.split(key, 4)
-    params = F.init_lstm_layer(keys[0], inputs, hidden)
+    params = F.init_lstm_layer(keys[0], inputs, hidden, peephole=peephole)
     f32 = jnp.float32
     x = scale * jax.random.normal(keys[1], (time, batch, inputs), f32)
     state = F.LSTMState(
@@ -63,16 +63,18 @@ def _assert_native_equals_float64(fused, scan, args):
 
 
 @pytest.mark.parametrize(
-    "reverse,lengths,checkpoint,scale",
+    "reverse,lengths,checkpoint,scale,peephole",
     [
-        (False, None, None, 1.0),
-        (True, LENGTHS, None, 1.0),
-        (False, LENGTHS, 4, 1.0),
-        (True, None, None, 30.0),  # saturated gates: exp and tanh at their extremes
+        (False, None, None, 1.0, False),
+        (True, LENGTHS, None, 1.0, False),
+        (False, LENGTHS, 4, 1.0, False),
+        (True, None, None, 30.0, False),  # saturated gates: exp and tanh at their extremes
+        (True, LENGTHS, None, 1.0, True),
+        (False, LENGTHS, 4, 30.0, True),
     ],
 )
-def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale):
-    params, x, state = _problem(jax.random.key(0), scale)
+def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale, peephole):
+    params, x, state = _problem(jax.random.key(0), scale, peephole=peephole)
     seq = None if lengths is None else jnp.asarray(lengths)
     _assert_native_equals_float64(
         _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
@@ -82,19 +84,21 @@ def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale):
 # Hidden sizes that leave the kernel's last block of 32 units partial: less than a vector
 # (8 lanes with AVX2, 16 with AVX-512), less than a block, a block and one unit, several.
 @pytest.mark.parametrize(
-    "hidden,reverse,lengths,checkpoint,scale",
+    "hidden,reverse,lengths,checkpoint,scale,peephole",
     [
-        (1, False, None, None, 1.0),
-        (5, True, LENGTHS, None, 1.0),
-        (20, False, LENGTHS, 4, 1.0),
-        (33, True, None, None, 30.0),
-        (100, False, LENGTHS, 4, 1.0),
+        (1, False, None, None, 1.0, False),
+        (5, True, LENGTHS, None, 1.0, False),
+        (20, False, LENGTHS, 4, 1.0, False),
+        (33, True, None, None, 30.0, False),
+        (100, False, LENGTHS, 4, 1.0, False),
+        (5, False, LENGTHS, None, 1.0, True),
+        (37, True, LENGTHS, None, 1.0, True),
     ],
 )
 def test_native_layer_of_any_hidden_size_equals_float64_scan(
-    hidden, reverse, lengths, checkpoint, scale
+    hidden, reverse, lengths, checkpoint, scale, peephole
 ):
-    params, x, state = _problem(jax.random.key(hidden), scale, hidden=hidden)
+    params, x, state = _problem(jax.random.key(hidden), scale, hidden=hidden, peephole=peephole)
     seq = None if lengths is None else jnp.asarray(lengths)
     _assert_native_equals_float64(
         _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
@@ -177,10 +181,11 @@ def test_unsupported_configurations_run_the_xla_loops():
         assert "lstm_jax_native" not in text and "while" in text
 
 
-def test_native_second_order_gradients_and_vmap_equal_the_scan():
+@pytest.mark.parametrize("peephole", [False, True])
+def test_native_second_order_gradients_and_vmap_equal_the_scan(peephole):
     """The native calls take their derivatives from the XLA loops (a gradient of a
     gradient), and ``vmap`` runs them once per mapped element."""
-    params, x, state = _problem(jax.random.key(5))
+    params, x, state = _problem(jax.random.key(5), peephole=peephole)
     seq = jnp.asarray(LENGTHS)
     fused, scan = _fused(seq), _scan(seq)
 
@@ -198,7 +203,7 @@ def test_native_gate_functions_are_accurate_to_float32_rounding():
     zeros = jnp.zeros((1, 1, h), jnp.float32)
     eye = jnp.eye(4 * h, dtype=jnp.float32)[None]
     w_hh = jnp.zeros((1, 4 * h, h), jnp.float32)
-    _, _, _, acts, _ = jax.jit(lambda *a: lstm_cpu.forward(*a, None, True))(
+    _, _, _, acts, _ = jax.jit(lambda *a: lstm_cpu.forward(*a, None, None, True))(
         x, eye, None, w_hh, zeros, zeros
     )
     i, f, g, o = np.split(np.asarray(acts, np.float64).reshape(4 * h), 4)

@@ -55,9 +55,9 @@ CASES = {
 }
 
 
-def _problem(bidirectional, hidden):
+def _problem(bidirectional, hidden, peephole=False):
     keys = jax.random.split(jax.random.key(0), 4)
-    params = F.init_lstm_params(keys[0], I, hidden, bidirectional=bidirectional)
+    params = F.init_lstm_params(keys[0], I, hidden, bidirectional=bidirectional, peephole=peephole)
     d = 2 if bidirectional else 1
     x = jax.random.normal(keys[1], (T, B, I), jnp.float32)
     h0 = jax.random.normal(keys[2], (d, B, hidden), jnp.float32)
@@ -65,8 +65,9 @@ def _problem(bidirectional, hidden):
     return params, x, h0, c0
 
 
-def _plant(case, params, x, h0, c0):
-    what, index, value = CASES[case]
+def _plant(planted, params, x, h0, c0):
+    """The problem with ``planted = (what, index, value)`` set (see :data:`CASES`)."""
+    what, index, value = planted
     if what == "x":
         return params, x.at[index].set(value), h0, c0
     if what in ("h0", "c0"):
@@ -81,7 +82,7 @@ def _plant(case, params, x, h0, c0):
 
 
 @functools.cache
-def _compiled(backend, bidirectional, padded, hidden):
+def _compiled(backend, bidirectional, padded, hidden, peephole=False):
     """Outputs, final states and the gradients of every argument, jitted once per grid
     point (every case has the same shapes)."""
     seq = jnp.asarray(LENGTHS) if padded else None
@@ -98,12 +99,13 @@ def _compiled(backend, bidirectional, padded, hidden):
     def values_and_grads(*args):
         return run(*args), jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
 
+    problem = _problem(bidirectional, hidden, peephole)
     if backend == "fused-xla":
         with lstm_jax.portable_kernels():
-            lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional, hidden))
+            lowered = jax.jit(values_and_grads).lower(*problem)
         assert "lstm_jax_native" not in lowered.as_text()
         return lowered.compile()
-    lowered = jax.jit(values_and_grads).lower(*_problem(bidirectional, hidden))
+    lowered = jax.jit(values_and_grads).lower(*problem)
     if backend == "fused":
         assert "lstm_jax_native_forward" in lowered.as_text()
         assert "lstm_jax_native_backward" in lowered.as_text()
@@ -120,7 +122,7 @@ def _compiled(backend, bidirectional, padded, hidden):
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, kernel, hidden):
-    args = _plant(case, *_problem(bidirectional, hidden))
+    args = _plant(CASES[case], *_problem(bidirectional, hidden))
     expected = _compiled("scan", bidirectional, padded, hidden)(*args)
     got = _compiled(kernel, bidirectional, padded, hidden)(*args)
     nonfinite = any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
@@ -128,9 +130,31 @@ def test_nonfinite_values_propagate_as_in_the_scan(case, bidirectional, padded, 
     assert_same_nonfinite_pattern(got, expected)
 
 
+# The peepholes carry c into the gates: a non-finite state or peephole weight reaches
+# them through the products the plain cell does not have.
+PEEPHOLE_CASES = {
+    "c0_nan": ("c0", (0, 2, 7), nan),
+    "c0_posinf_in_the_last_unit": ("c0", (-1, 0, -1), inf),
+    "x_nan_at_a_padded_step": ("x", (4, 1, 3), nan),
+    "weight_ci_nan": ("weight_ci", (0, 3), nan),
+    "weight_co_neginf_in_the_last_unit": ("weight_co", (-1, -1), -inf),
+}
+
+
+@pytest.mark.parametrize("kernel", ["fused", "fused-xla"])
+@pytest.mark.parametrize("case", list(PEEPHOLE_CASES))
+def test_nonfinite_values_propagate_through_peepholes_as_in_the_scan(case, kernel):
+    hidden = HIDDEN[1]
+    args = _plant(PEEPHOLE_CASES[case], *_problem(True, hidden, peephole=True))
+    expected = _compiled("scan", True, True, hidden, peephole=True)(*args)
+    got = _compiled(kernel, True, True, hidden, peephole=True)(*args)
+    assert any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
+    assert_same_nonfinite_pattern(got, expected)
+
+
 def test_native_padded_nan_stays_out_of_the_state_but_not_out_of_the_gradients():
     """What the scan does, and so the native loops, for a NaN at a padded step."""
-    args = _plant("x_nan_at_a_padded_step", *_problem(False, HIDDEN[0]))
+    args = _plant(CASES["x_nan_at_a_padded_step"], *_problem(False, HIDDEN[0]))
     (y, h_n, c_n), (_, dx, dh0, dc0) = _compiled("fused", False, True, HIDDEN[0])(*args)
     assert np.isfinite(y).all() and np.isfinite(h_n).all() and np.isfinite(c_n).all()
     # row 1: NaN at its padded step 4 and at its valid steps 0 and 1, zero in between

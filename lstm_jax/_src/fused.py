@@ -13,26 +13,28 @@ must be sequential inside the loops and moves every other product outside them:
   ``dW_ih = dZ^T x``, ``dW_hh = dZ^T h_{prev}``, ``db = sum dZ`` (and ``dW_hr`` with a
   projection) are single products over all steps after the loop.
 
-The forward loop stores the gate activations ``(i, f, g, o)`` and the cell state of
-every step for the backward loop. With ``checkpoint=K`` it stores only the state every
-``K`` steps and recomputes each chunk's activations in the backward pass (the effect of
-``jax.checkpoint`` over chunks of time), so memory for activations falls from
+The cell is ``torch.nn.LSTM``'s, with optional peepholes (``w_ci``, ``w_cf``, ``w_co``:
+``i`` and ``f`` see ``c_{t-1}``, ``o`` sees ``c_t``; their gradients are sums over the
+steps and rows). The forward loop stores the gate activations ``(i, f, g, o)`` and the
+cell state of every step for the backward loop. With ``checkpoint=K`` it stores only the
+state every ``K`` steps and recomputes each chunk's activations in the backward pass (the
+effect of ``jax.checkpoint`` over chunks of time), so memory for activations falls from
 ``O(T)`` to ``O(T / K + K)`` per layer at the cost of a second forward pass.
 
 Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
 bidirectional layer) are stacked on a leading axis and the reverse direction's input is
 flipped in time, so one loop advances both directions at once with batched products.
 
-On CPU, for float32 without a projection, of any hidden size, the forward and backward
-passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`, XLA FFI calls compiled
-on first use): the forward loop computes each step's recurrent product and input
-projection (per chunk of steps where the weights outgrow the cache) as register-blocked
-products with the gate math applied to them in cache, and the backward call computes the
-input and weight gradients per chunk of steps. Elsewhere, and for derivatives of the native
-calls themselves (second-order gradients), the XLA loops below run. Each native call
-is wrapped by :func:`~lstm_jax._src.custom_calls.batch_parallel`: sharded along the
-batch under ``jit`` (each device its own rows, weight gradients all-reduced), folded
-into one call under ``vmap``, and typed for ``jax.shard_map``.
+On CPU, for float32 without a projection, peepholes or not, of any hidden size, the
+forward and backward passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`,
+XLA FFI calls compiled on first use): the forward loop computes each step's recurrent
+product and input projection (per chunk of steps where the weights outgrow the cache) as
+register-blocked products with the gate math applied to them in cache, and the backward
+call computes the input and weight gradients per chunk of steps. Elsewhere, and for
+derivatives of the native calls themselves (second-order gradients), the XLA loops below
+run. Each native call is wrapped by :func:`~lstm_jax._src.custom_calls.batch_parallel`:
+sharded along the batch under ``jit`` (each device its own rows, weight gradients
+all-reduced), folded into one call under ``vmap``, and typed for ``jax.shard_map``.
 
 Semantics are those of :func:`~lstm_jax._src.scan.run_layer`, ``seq_lengths`` included:
 padded steps keep the state and output zeros, and the reverse direction runs over each
@@ -64,6 +66,7 @@ class _Weights(NamedTuple):
     w_hh: jax.Array  # [D, 4H, P]
     bias: jax.Array | None  # [D, 4H], b_ih + b_hh
     w_hr: jax.Array | None  # [D, P, H]
+    peep: jax.Array | None = None  # [D, 3, H]: w_ci, w_cf, w_co (zeros for an absent one)
 
 
 def direction_product(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
@@ -107,6 +110,19 @@ def _per_gate(like: jax.Array, values: tuple[float, float, float, float]) -> np.
     quarter = like.shape[-1] // 4
     row = np.repeat(np.asarray(values, like.dtype), quarter)
     return row.reshape((1,) * (like.ndim - 1) + row.shape)
+
+
+def _peephole_gates(z: jax.Array, c: jax.Array, peep: jax.Array):
+    """``(acts [D, B, 4H], c_new [D, B, H])`` of pre-activations ``z`` ``[D, B, 4H]``, the
+    state ``c`` ``[D, B, H]`` and the peephole weights ``peep`` ``[D, 3, H]``: ``i`` and
+    ``f`` see ``c``, ``o`` sees ``c_new`` (the equations of ``cells.lstm_quantities``)."""
+    z_i, z_f, z_g, z_o = jnp.split(z, 4, axis=-1)
+    i = jax.nn.sigmoid(z_i + peep[:, 0:1] * c)
+    f = jax.nn.sigmoid(z_f + peep[:, 1:2] * c)
+    g = jnp.tanh(z_g)
+    c_new = f * c + i * g
+    o = jax.nn.sigmoid(z_o + peep[:, 2:3] * c_new)
+    return jnp.concatenate([i, f, g, o], axis=-1), c_new
 
 
 def _gate_gradients(acts, dc_total, dm, c_prev, tanh_c) -> jax.Array:
@@ -204,7 +220,7 @@ def native_unsupported_reason(dtypes, projection: bool) -> str | None:
 
 
 def _native(w: _Weights, x: jax.Array, h0: jax.Array) -> bool:
-    arrays = (w.w_ih, w.w_hh, x, h0) + (() if w.bias is None else (w.bias,))
+    arrays = (w.w_ih, w.w_hh, x, h0) + tuple(a for a in (w.bias, w.peep) if a is not None)
     reason = native_unsupported_reason([a.dtype for a in arrays], w.w_hr is not None)
     return reason is None
 
@@ -222,18 +238,24 @@ def _chunk_forward(w, x, valid, h0, c0, unroll, save=True):
     return loop(w, x, valid, h0, c0)
 
 
-def _native_forward_rows(x, w_ih, bias, w_hh, h0, c0, valid, *, save):
-    outs = lstm_cpu.forward(x, w_ih, bias, w_hh, h0, c0, valid, save)
+def _native_forward_rows(x, w_ih, bias, w_hh, h0, c0, valid, peep, *, save):
+    outs = lstm_cpu.forward(x, w_ih, bias, w_hh, h0, c0, valid, peep, save)
     return outs if save else outs[:3]
+
+
+def _native_backward_rows(*args):
+    outs = lstm_cpu.backward(*args)
+    return outs if outs[-1] is not None else outs[:-1]
 
 
 # Batch axes of the native calls' arguments and results (``None``: shared weights, or
 # weight gradients summed over rows), for ``custom_calls.batch_parallel``.
-_FORWARD_IN_AXES = (2, None, None, None, 1, 1, 2)  # x, w_ih, bias, w_hh, h0, c0, valid
+_FORWARD_IN_AXES = (2, None, None, None, 1, 1, 2, None)  # x, w_ih, bias, w_hh, h0, c0, valid, peep
 _FORWARD_OUT_AXES = (2, 1, 1, 2, 2)  # y, h_T, c_T, acts, cs
-# acts, cs, c0, dy, dh_T, dc_T, w_hh, w_ih, x, h_prev, valid
-_BACKWARD_IN_AXES = (2, 2, 1, 2, 1, 1, None, None, 2, 2, 2)
+# acts, cs, c0, dy, dh_T, dc_T, w_hh, w_ih, x, h_prev, valid, peep
+_BACKWARD_IN_AXES = (2, 2, 1, 2, 1, 1, None, None, 2, 2, 2, None)
 _BACKWARD_OUT_AXES = (2, None, None, None, 1, 1)  # dx, dW_ih, dW_hh, dbias, dh0, dc0
+_BACKWARD_PEEPHOLE_OUT_AXES = (*_BACKWARD_OUT_AXES, None)  # and dpeep
 
 
 def _native_chunk_forward(w, x, valid, h0, c0, save):
@@ -241,7 +263,7 @@ def _native_chunk_forward(w, x, valid, h0, c0, save):
     run = custom_calls.batch_parallel(
         functools.partial(_native_forward_rows, save=save), _FORWARD_IN_AXES, out_axes
     )
-    outs = run(x, w.w_ih, w.bias, w.w_hh, h0, c0, valid)
+    outs = run(x, w.w_ih, w.bias, w.w_hh, h0, c0, valid, w.peep)
     return outs if save else (*outs, None, None)
 
 
@@ -270,9 +292,14 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
     def body(carry, inputs):
         h, c = carry
         inputs_t, valid_t = inputs
-        acts = _gates(preactivation(h, inputs_t))
-        i, f, g, o = jnp.split(acts, 4, axis=-1)
-        c_new = f * c + i * g
+        z = preactivation(h, inputs_t)
+        if w.peep is None:
+            acts = _gates(z)
+            i, f, g, o = jnp.split(acts, 4, axis=-1)
+            c_new = f * c + i * g
+        else:
+            acts, c_new = _peephole_gates(z, c, w.peep.astype(c.dtype))
+            o = jnp.split(acts, 4, axis=-1)[3]
         h_new = o * jnp.tanh(c_new)
         if w.w_hr is not None:
             h_new = direction_product("dbh,dhp->dbp", h_new, w_hr_t, dtype)
@@ -298,6 +325,7 @@ def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
     gradient of each step's output ``[D, T, B, P]``."""
     dtype = w.w_hh.dtype
     c_prev = _shift(cs, c0)
+    peep = None if w.peep is None else w.peep.astype(cs.dtype)  # [D, 3, H]
 
     def body(carry, inputs):
         dh, dc = carry
@@ -312,9 +340,14 @@ def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
         f, o = jnp.split(acts_t, 4, axis=-1)[1::2]
         tc = jnp.tanh(c_t)
         dc_tot = dc_new + dm * o * (1 - tc * tc)
+        if w.peep is not None:  # o saw c_t
+            dc_tot = dc_tot + dm * tc * o * (1 - o) * peep[:, 2:3]
         dz = _gate_gradients(acts_t, dc_tot, dm, c_prev_t, tc)
         dh_prev = direction_product("dbg,dgp->dbp", dz, w.w_hh, dtype)
         dc_prev = dc_tot * f
+        if w.peep is not None:  # i and f saw c_{t-1}
+            dz_i, dz_f = jnp.split(dz, 4, axis=-1)[:2]
+            dc_prev = dc_prev + dz_i * peep[:, 0:1] + dz_f * peep[:, 1:2]
         if valid_t is not None:
             # A padded step keeps the state: it passes the gradient through and adds its
             # own, zero unless its activations are NaN (as autodiff of the scan's select).
@@ -345,12 +378,14 @@ def _chunk_backward(w, x, valid, h0, c0, y, acts, cs, dy, dh_t, dc_t, unroll):
 
 
 def _native_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t):
-    run = custom_calls.batch_parallel(lstm_cpu.backward, _BACKWARD_IN_AXES, _BACKWARD_OUT_AXES)
-    dx, dw_ih, dw_hh, dbias, dh0, dc0 = run(
-        acts, cs, c0, dy, dh_t, dc_t, w.w_hh, w.w_ih, x, h_prev, valid
+    out_axes = _BACKWARD_OUT_AXES if w.peep is None else _BACKWARD_PEEPHOLE_OUT_AXES
+    run = custom_calls.batch_parallel(_native_backward_rows, _BACKWARD_IN_AXES, out_axes)
+    dx, dw_ih, dw_hh, dbias, dh0, dc0, *dpeep = run(
+        acts, cs, c0, dy, dh_t, dc_t, w.w_hh, w.w_ih, x, h_prev, valid, w.peep
     )
     dbias = None if w.bias is None else dbias
-    return _Weights(dw_ih, dw_hh, dbias, None), dx, dh0, dc0
+    dpeep = dpeep[0] if dpeep else None
+    return _Weights(dw_ih, dw_hh, dbias, None, dpeep), dx, dh0, dc0
 
 
 def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unroll):
@@ -366,7 +401,15 @@ def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unrol
     if w.w_hr is not None:
         o = jnp.split(acts, 4, axis=-1)[3]
         dw_hr = direction_product("dtbp,dtbh->dph", dh_out, o * jnp.tanh(cs), dtype)
-    return _Weights(dw_ih, dw_hh, dbias, dw_hr), dx, dh0, dc0
+    dpeep = None
+    if w.peep is not None:  # i and f saw the state before each step, o the state after it
+        dz_i, dz_f, _, dz_o = jnp.split(dz, 4, axis=-1)
+        c_prev = _shift(cs, c0)
+        dpeep = jnp.stack(
+            [jnp.sum(g * c, axis=(1, 2)) for g, c in ((dz_i, c_prev), (dz_f, c_prev), (dz_o, cs))],
+            axis=1,
+        )
+    return _Weights(dw_ih, dw_hh, dbias, dw_hr, dpeep), dx, dh0, dc0
 
 
 def _chunked(a, chunks):
@@ -453,21 +496,23 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 def unsupported_reason(params: LSTMParams) -> str | None:
     """Why this layer cannot run a layer's parameters, or ``None`` when it can.
 
-    It runs ``torch.nn.LSTM``'s cell (projection included), not the variants.
+    It runs ``torch.nn.LSTM``'s cell (projection included) with or without peepholes,
+    not layer normalisation or coupled input-forget gates.
 
     Example:
       >>> from lstm_jax._src.init import init_lstm_layer
-      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, proj_size=2)) is None
+      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True)) is None
       True
-      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True))
-      'the hand-written LSTM layer runs the plain LSTM cell only, got peephole'
+      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, layer_norm=True))
+      'the hand-written LSTM layer runs the LSTM with or without peepholes only, got layer norm'
     """
     if type(params) is not LSTMParams:
         return f"the hand-written LSTM layer runs the LSTM only, got {type(params).__name__}"
-    variants = lstm_variants(params)
+    variants = [v for v in lstm_variants(params) if v != "peephole"]
     if variants:
         return (
-            f"the hand-written LSTM layer runs the plain LSTM cell only, got {', '.join(variants)}"
+            "the hand-written LSTM layer runs the LSTM with or without peepholes only, "
+            f"got {', '.join(variants)}"
         )
     return None
 
@@ -486,12 +531,25 @@ def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
     for name in ("bias_ih", "bias_hh"):
         if getattr(first, name) is not None:
             bias = stacked(name) if bias is None else bias + stacked(name)
+    peep = None
+    if "peephole" in lstm_variants(first):
+        hidden, dtype = first.weight_hh.shape[0] // 4, first.weight_hh.dtype
+
+        def peepholes(p):  # an absent one is zero: it adds nothing, and gets no gradient
+            return [jnp.zeros((hidden,), dtype) if w is None else w for w in _peepholes(p)]
+
+        peep = jnp.stack([jnp.stack(peepholes(p)) for p in params])
     return _Weights(
         stacked("weight_ih"),
         stacked("weight_hh"),
         bias,
         None if first.weight_hr is None else stacked("weight_hr"),
+        peep,
     )
+
+
+def _peepholes(p: LSTMParams):
+    return p.weight_ci, p.weight_cf, p.weight_co
 
 
 def execution_order(x: jax.Array, reverse, seq_lengths: jax.Array | None):

@@ -1,7 +1,7 @@
 """The fused layer (hand-written backward, weight gradients outside the time loop) and
 its native CPU loops.
 
-For the plain LSTM (``torch.nn.LSTM``'s cell, projection included) the layer is
+For ``torch.nn.LSTM``'s cell (projection included) and the LSTM with peepholes the layer is
 :mod:`lstm_jax._src.fused`, whose loops run as native CPU code where
 :data:`NATIVE_CPU` supports the layer; for ``torch.nn.GRU``'s and ``torch.nn.RNN``'s
 cells where the native loops run, :mod:`lstm_jax._src.fused_gru_rnn`; for every other
@@ -19,7 +19,7 @@ from lstm_jax._src.backends.kernel import Kernel, LayerPlan
 from lstm_jax._src.cells import LSTM_CELL
 
 
-def _plain_lstm(cell, layer_params) -> bool:
+def _hand_written_lstm(cell, layer_params) -> bool:
     """Whether the hand-written LSTM layer can run these parameters of ``cell``.
 
     Cells compare by value: a copied or unpickled cell runs what the original runs.
@@ -40,21 +40,23 @@ class NativeCpuKernel(Kernel):
       >>> import jax, jax.numpy as jnp
       >>> from lstm_jax._src.cells import LSTM_CELL
       >>> from lstm_jax._src.init import init_lstm_params
-      >>> p = init_lstm_params(jax.random.key(0), 3, 4, peephole=True)
+      >>> p = init_lstm_params(jax.random.key(0), 3, 4, layer_norm=True)
       >>> NATIVE_CPU.supports(LSTM_CELL, p, LayerPlan(jnp.dtype(jnp.float32)))
-      'the native loops run the plain LSTM, GRU and RNN cells only'
+      'the native loops run the LSTM (with or without peepholes), GRU and RNN cells only'
     """
 
     name = "native_cpu"
 
     def supports(self, cell, params, plan: LayerPlan):
         layers = _layers(params)
-        if all(_plain_lstm(cell, p) for p in layers):
+        if all(_hand_written_lstm(cell, p) for p in layers):
             projection = layers[0].weight_hr is not None
         elif all(fused_gru_rnn.runs_cell(cell, p) for p in layers):
             projection = False
         else:
-            return "the native loops run the plain LSTM, GRU and RNN cells only"
+            return (
+                "the native loops run the LSTM (with or without peepholes), GRU and RNN cells only"
+            )
         if plan.recurrent_dropout:
             return "the native loops have no recurrent dropout mask"
         return fused.native_unsupported_reason([plan.dtype], projection)
@@ -81,20 +83,20 @@ class FusedKernel(Kernel):
         if plan.zoneout:
             return "zoneout mixes old and new state inside each step: use the scan"
         for p in _layers(params):
-            if _plain_lstm(cell, p) and not plan.recurrent_dropout:
+            if _hand_written_lstm(cell, p) and not plan.recurrent_dropout:
                 continue  # the hand-written LSTM layer, checkpointing included
             reason = fused_cells.unsupported_reason(cell, p)
             if reason is not None:
                 return reason
             if plan.checkpoint is not None:
                 return (
-                    "the fused kernel checkpoints the plain LSTM without recurrent dropout "
-                    "only: use the scan"
+                    "the fused kernel checkpoints the LSTM (with or without peepholes) "
+                    "without recurrent dropout only: use the scan"
                 )
         return None
 
     def run_layer(self, cell, params, x, state, plan: LayerPlan):
-        if plan.recurrent_mask is None and _plain_lstm(cell, params):
+        if plan.recurrent_mask is None and _hand_written_lstm(cell, params):
             return fused.run_fused_layer(
                 params,
                 x,

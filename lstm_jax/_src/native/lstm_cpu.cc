@@ -10,10 +10,13 @@
 // Shapes (row-major; D directions, T steps, B batch, I input, H hidden; gates in torch
 // order i, f, g, o, each a block of H columns):
 //   LstmForward(x [D,T,B,I], w_ih [D,4H,I], bias [D,4H], w_hh [D,4H,H], h0 [D,B,H],
-//               c0 [D,B,H], valid [D,T,B] or [0])
+//               c0 [D,B,H], valid [D,T,B] or [0], peep [D,3,H] or [0])
 //     -> y [D,T,B,H], h_T [D,B,H], c_T [D,B,H], acts [D,T,B,4H] or [0], cs [D,T,B,H] or [0]
 //   LstmBackward(acts, cs, c0, dy [D,T,B,H], dh_T, dc_T, w_hh, w_ih, x, h_prev [D,T,B,H],
-//                valid) -> dx [D,T,B,I], [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H], dh0, dc0
+//                valid, peep) -> dx [D,T,B,I], [dW_ih, dW_hh]^T [D,I+H,4H], dbias [D,4H],
+//                dh0, dc0, dpeep [D,3,H] or [0]
+// peep holds the peephole weights (w_ci, w_cf, w_co): i and f see c_{t-1}, o sees c_t,
+// i = s(z_i + w_ci * c_{t-1}), f likewise, o = s(z_o + w_co * c_t); [0] for none.
 // The semantics, masking included, are those of fused.py's XLA loops for finite values;
 // NaN and inf propagate as through autodiff of the plain scan (scan.py): no clamp or
 // select drops a NaN, and a padded step, which keeps the state, still adds its own
@@ -605,8 +608,9 @@ ffi::Error CheckDims(const Dims& n, ffi::Span<const int64_t> w_hh, int64_t valid
 ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
                    ffi::Buffer<ffi::F32> bias_in, ffi::Buffer<ffi::F32> w_hh,
                    ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
-                   ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> y,
-                   ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
+                   ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> peep_in,
+                   ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> h_last,
+                   ffi::ResultBuffer<ffi::F32> c_last,
                    ffi::ResultBuffer<ffi::F32> acts, ffi::ResultBuffer<ffi::F32> cs,
                    int64_t max_threads, bool fixed_threads) {
   auto dims = x_in.dimensions(), h_dims = h0.dimensions();
@@ -618,9 +622,12 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
   const int64_t I = dims[3], H = n.h, G = 4 * n.h, B = n.b, T = n.t, K = I + H;
   if (Count(w_ih) != n.d * G * I || Count(bias_in) != n.d * G)
     return ffi::Error::InvalidArgument("w_ih must be [D, 4H, I] and bias [D, 4H]");
+  if (peep_in.element_count() != 0 && Count(peep_in) != n.d * 3 * H)
+    return ffi::Error::InvalidArgument("peep must be [D, 3, H] or empty");
   const int64_t blocks_per_dir = BlocksPerDirection(H), blocks = n.d * blocks_per_dir;
   const float* x = x_in.typed_data();
   const float* bias = bias_in.typed_data();
+  const float* peep = peep_in.element_count() ? peep_in.typed_data() : nullptr;
   const bool* mask = valid.element_count() ? valid.typed_data() : nullptr;
   float* y_out = y->typed_data();
   float* acts_out = save ? acts->typed_data() : nullptr;
@@ -721,15 +728,23 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> w_ih,
             for (int j = 0; j < 16 && q * 16 + j < units; j += kLanes) {
               const int64_t u = u0 + q * 16 + j, lanes = units - q * 16 - j;
               const float* br = bias + d * G + u;
+              const float* pr = peep ? peep + d * 3 * H + u : nullptr;
               for (int r = 0; r < rows; ++r) {
                 const int64_t b = m + r;
                 const float *zif = z[0] + r * ldz + j, *zgo = z[1] + r * ldz + j;
-                Vec gi = Sigmoid(Add(Load(zif), LoadN(br, lanes)));
-                Vec gf = Sigmoid(Add(Load(zif + 16), LoadN(br + H, lanes)));
-                Vec gg = Tanh(Add(Load(zgo), LoadN(br + 2 * H, lanes)));
-                Vec go = Sigmoid(Add(Load(zgo + 16), LoadN(br + 3 * H, lanes)));
                 Vec cp = LoadN(c_prev + b * H + u, lanes);
+                Vec zi = Add(Load(zif), LoadN(br, lanes));
+                Vec zf = Add(Load(zif + 16), LoadN(br + H, lanes));
+                Vec zo = Add(Load(zgo + 16), LoadN(br + 3 * H, lanes));
+                if (pr) {
+                  zi = Fma(LoadN(pr, lanes), cp, zi);
+                  zf = Fma(LoadN(pr + H, lanes), cp, zf);
+                }
+                Vec gi = Sigmoid(zi), gf = Sigmoid(zf);
+                Vec gg = Tanh(Add(Load(zgo), LoadN(br + 2 * H, lanes)));
                 Vec c = Fma(gf, cp, Mul(gi, gg));
+                if (pr) zo = Fma(LoadN(pr + 2 * H, lanes), c, zo);
+                Vec go = Sigmoid(zo);
                 Vec h = Mul(go, Tanh(c));
                 Vec out = h;
                 if (mask && !mask[step * B + b]) {
@@ -771,9 +786,10 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
                     ffi::Buffer<ffi::F32> dh_last, ffi::Buffer<ffi::F32> dc_last,
                     ffi::Buffer<ffi::F32> w_hh, ffi::Buffer<ffi::F32> w_ih,
                     ffi::Buffer<ffi::F32> x_in, ffi::Buffer<ffi::F32> h_prev_in,
-                    ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> dx,
-                    ffi::ResultBuffer<ffi::F32> dw_t, ffi::ResultBuffer<ffi::F32> dbias,
-                    ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
+                    ffi::Buffer<ffi::PRED> valid, ffi::Buffer<ffi::F32> peep_in,
+                    ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw_t,
+                    ffi::ResultBuffer<ffi::F32> dbias, ffi::ResultBuffer<ffi::F32> dh0,
+                    ffi::ResultBuffer<ffi::F32> dc0, ffi::ResultBuffer<ffi::F32> dpeep,
                     int64_t max_threads, bool fixed_threads) {
   auto dims = cs.dimensions(), xd = x_in.dimensions();
   if (dims.size() != 4 || xd.size() != 4)
@@ -783,6 +799,9 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   const int64_t I = xd[3], H = n.h, G = 4 * n.h, B = n.b, T = n.t, D = n.d, M = I + H;
   if (Count(w_ih) != D * G * I || Count(h_prev_in) != D * T * B * H)
     return ffi::Error::InvalidArgument("w_ih must be [D, 4H, I] and h_prev [D, T, B, H]");
+  const bool peephole = peep_in.element_count() != 0;
+  if (peephole && (Count(peep_in) != D * 3 * H || Count(*dpeep) != D * 3 * H))
+    return ffi::Error::InvalidArgument("peep and dpeep must be [D, 3, H] or empty");
   const int64_t blocks_per_dir = BlocksPerDirection(H), blocks = D * blocks_per_dir;
   const int64_t in_panels = (I + kBlock - 1) / kBlock, row_tiles = (M + kRows - 1) / kRows;
   // Steps per chunk: the weight gradients of a chunk are one product over its
@@ -797,6 +816,12 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
   float* dx_out = dx->typed_data();
   float* dw_out = dw_t->typed_data();
   float* db_out = dbias->typed_data();
+  const float* peep = peephole ? peep_in.typed_data() : nullptr;
+  // Summed over steps and rows by the thread that owns the units (no two threads write
+  // one unit), in the loop: the peepholes' gradients need c, which the chunk's products
+  // do not read.
+  float* dpeep_out = peephole ? dpeep->typed_data() : nullptr;
+  if (peephole) std::memset(dpeep_out, 0, D * 3 * H * sizeof(float));
 
   std::lock_guard<std::mutex> lock(CallMutex());
   // Panels of 32 columns, 4H rows each: W_hh's for dh_{t-1} = dz_t @ W_hh (one per
@@ -864,18 +889,29 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> acts, ffi::Buffer<ffi::F32> cs,
               Vec dm = Add(LoadN(dh + b * H + u, n), LoadN(dy_in + (step * B + b) * H + u, n));
               Vec dcn = dc_in;
               if (!live) dm = dcn = Zero();
-              Vec tc = Tanh(LoadN(c_in + (step * B + b) * H + u, n));
-              Vec dtot = Fma(Mul(dm, go), Fnma(tc, tc, one), dcn);
-              Vec cp = LoadN(c_before + b * H + u, n);
-              float* zr = dz_t + b * G + u;
+              Vec c = LoadN(c_in + (step * B + b) * H + u, n), tc = Tanh(c);
               auto sig_grad = [&](Vec s) { return Mul(s, Sub(one, s)); };
-              StoreN(zr, Mul(Mul(dtot, gg), sig_grad(gi)), n);
-              StoreN(zr + H, Mul(Mul(dtot, cp), sig_grad(gf)), n);
+              Vec dzo = Mul(Mul(dm, tc), sig_grad(go));
+              Vec dtot = Fma(Mul(dm, go), Fnma(tc, tc, one), dcn);
+              const float* pr = peep ? peep + d * 3 * H + u : nullptr;
+              if (pr) dtot = Fma(dzo, LoadN(pr + 2 * H, n), dtot);  // o saw c_t
+              Vec cp = LoadN(c_before + b * H + u, n);
+              Vec dzi = Mul(Mul(dtot, gg), sig_grad(gi)), dzf = Mul(Mul(dtot, cp), sig_grad(gf));
+              float* zr = dz_t + b * G + u;
+              StoreN(zr, dzi, n);
+              StoreN(zr + H, dzf, n);
               StoreN(zr + 2 * H, Mul(Mul(dtot, gi), Fnma(gg, gg, one)), n);
-              StoreN(zr + 3 * H, Mul(Mul(dm, tc), sig_grad(go)), n);
+              StoreN(zr + 3 * H, dzo, n);
               // A padded step passes the gradient through and adds its own, zero unless
               // its activations are NaN: autodiff of the scan's select does the same.
               Vec dc_step = Mul(dtot, gf);
+              if (pr) {  // i and f saw c_{t-1}
+                dc_step = Fma(dzi, LoadN(pr, n), Fma(dzf, LoadN(pr + H, n), dc_step));
+                float* dp = dpeep_out + d * 3 * H + u;
+                StoreN(dp, Fma(dzi, cp, LoadN(dp, n)), n);
+                StoreN(dp + H, Fma(dzf, cp, LoadN(dp + H, n)), n);
+                StoreN(dp + 2 * H, Fma(dzo, c, LoadN(dp + 2 * H, n)), n);
+              }
               StoreN(dc_prev + b * H + u, live ? dc_step : Add(dc_in, dc_step), n);
             }
           }
@@ -1366,6 +1402,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
@@ -1387,6 +1424,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LstmBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

@@ -452,6 +452,10 @@ def _mask(valid: jax.Array | None) -> jax.Array:
     return jnp.zeros((0,), bool) if valid is None else valid
 
 
+def _no_peepholes(peep: jax.Array | None) -> jax.Array:
+    return jnp.zeros((0,), jnp.float32) if peep is None else peep
+
+
 def _f32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
@@ -462,10 +466,11 @@ def _require_library() -> None:
         raise RuntimeError(f"the native CPU loops are unavailable: {reason}")
 
 
-def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
+def forward(x, w_ih, bias, w_hh, h0, c0, valid, peep, save):
     """The forward loop, input projection included: ``x`` ``[D, T, B, I]``, ``w_ih``
     ``[D, 4H, I]``, ``bias`` ``[D, 4H]`` or ``None``, ``w_hh`` ``[D, 4H, H]``,
-    ``h0``/``c0`` ``[D, B, H]``, ``valid`` ``[D, T, B]`` or ``None``, all float32.
+    ``h0``/``c0`` ``[D, B, H]``, ``valid`` ``[D, T, B]`` or ``None``, the peephole
+    weights ``peep`` ``[D, 3, H]`` (``w_ci``, ``w_cf``, ``w_co``) or ``None``, all float32.
 
     Returns ``(y [D, T, B, H], h_T, c_T, acts [D, T, B, 4H], cs [D, T, B, H])``, the last
     two ``None`` unless ``save``: the contract of ``fused._chunk_forward``.
@@ -480,29 +485,33 @@ def forward(x, w_ih, bias, w_hh, h0, c0, valid, save):
         vmap_method="sequential",
     )
     bias = jnp.zeros((d, g), jnp.float32) if bias is None else bias
-    y, h_t, c_t, acts, cs = call(x, w_ih, bias, w_hh, h0, c0, _mask(valid), **_thread_attrs())
+    y, h_t, c_t, acts, cs = call(
+        x, w_ih, bias, w_hh, h0, c0, _mask(valid), _no_peepholes(peep), **_thread_attrs()
+    )
     return (y, h_t, c_t, acts, cs) if save else (y, h_t, c_t, None, None)
 
 
-def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
+def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid, peep):
     """The backward pass of :func:`forward`, weight gradients included.
 
     Takes the stored ``acts`` ``[D, T, B, 4H]`` and ``cs`` ``[D, T, B, H]``, ``c0``, the
     output gradients ``dy`` ``[D, T, B, H]``, ``dh_T``/``dc_T`` ``[D, B, H]``, the
-    weights, the inputs ``x`` ``[D, T, B, I]`` and each step's previous output
-    ``h_prev`` ``[D, T, B, H]``. Returns ``(dx, dW_ih, dW_hh, dbias, dh0, dc0)``; the gate
-    gradients are never stored whole: each chunk of steps' weight gradients is taken
-    while they are in cache.
+    weights, the inputs ``x`` ``[D, T, B, I]``, each step's previous output
+    ``h_prev`` ``[D, T, B, H]``, ``valid`` and ``peep`` as :func:`forward`'s. Returns
+    ``(dx, dW_ih, dW_hh, dbias, dh0, dc0, dpeep)``, ``dpeep`` ``None`` without peepholes;
+    the gate gradients are never stored whole: each chunk of steps' weight gradients is
+    taken while they are in cache.
     """
     _require_library()
     d, t, b, g = acts.shape
     i, h = x.shape[-1], cs.shape[-1]
     call = jax.ffi.ffi_call(
         _BACKWARD,
-        (_f32(d, t, b, i), _f32(d, i + h, g), _f32(d, g), _f32(d, b, h), _f32(d, b, h)),
+        (_f32(d, t, b, i), _f32(d, i + h, g), _f32(d, g), _f32(d, b, h), _f32(d, b, h))
+        + (_f32(0) if peep is None else _f32(d, 3, h),),
         vmap_method="sequential",
     )
-    dx, dw_t, dbias, dh0, dc0 = call(
+    dx, dw_t, dbias, dh0, dc0, dpeep = call(
         acts,
         cs,
         c0,
@@ -514,10 +523,11 @@ def backward(acts, cs, c0, dy, dh_t, dc_t, w_hh, w_ih, x, h_prev, valid):
         x,
         h_prev,
         _mask(valid),
+        _no_peepholes(peep),
         **_thread_attrs(),
     )
     dw = jnp.swapaxes(dw_t, 1, 2)
-    return dx, dw[..., :i], dw[..., i:], dbias, dh0, dc0
+    return dx, dw[..., :i], dw[..., i:], dbias, dh0, dc0, None if peep is None else dpeep
 
 
 def cell_forward(kind, x, w_ih, bias, w_hh, h0, valid, save):
