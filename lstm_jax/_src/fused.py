@@ -250,7 +250,8 @@ def _native_backward_rows(*args):
 
 # Batch axes of the native calls' arguments and results (``None``: shared weights, or
 # weight gradients summed over rows), for ``custom_calls.batch_parallel``.
-_FORWARD_IN_AXES = (2, None, None, None, 1, 1, 2, None)  # x, w_ih, bias, w_hh, h0, c0, valid, peep
+# x, w_ih, bias, w_hh, h0, c0, valid, peep
+_FORWARD_IN_AXES = (2, None, None, None, 1, 1, 2, None)
 _FORWARD_OUT_AXES = (2, 1, 1, 2, 2)  # y, h_T, c_T, acts, cs
 # acts, cs, c0, dy, dh_T, dc_T, w_hh, w_ih, x, h_prev, valid, peep
 _BACKWARD_IN_AXES = (2, 2, 1, 2, 1, 1, None, None, 2, 2, 2, None)
@@ -536,7 +537,8 @@ def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
         hidden, dtype = first.weight_hh.shape[0] // 4, first.weight_hh.dtype
 
         def peepholes(p):  # an absent one is zero: it adds nothing, and gets no gradient
-            return [jnp.zeros((hidden,), dtype) if w is None else w for w in _peepholes(p)]
+            weights = (p.weight_ci, p.weight_cf, p.weight_co)
+            return [jnp.zeros((hidden,), dtype) if w is None else w for w in weights]
 
         peep = jnp.stack([jnp.stack(peepholes(p)) for p in params])
     return _Weights(
@@ -546,10 +548,6 @@ def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
         None if first.weight_hr is None else stacked("weight_hr"),
         peep,
     )
-
-
-def _peepholes(p: LSTMParams):
-    return p.weight_ci, p.weight_cf, p.weight_co
 
 
 def execution_order(x: jax.Array, reverse, seq_lengths: jax.Array | None):
