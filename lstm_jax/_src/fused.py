@@ -320,12 +320,11 @@ def _xla_chunk_forward(w, x, valid, h0, c0, unroll, save):
     return y, h_t, c_t, acts, cs
 
 
-def _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll):
+def _xla_backward_loop(w, valid, c_prev, acts, cs, dy, dh_t, dc_t, unroll):
     """The recurrence of :func:`_chunk_backward` as an XLA loop: returns the gate
     gradients ``dz`` ``[D, T, B, 4H]``, ``dh0``, ``dc0`` and, with a projection, the
     gradient of each step's output ``[D, T, B, P]``."""
     dtype = w.w_hh.dtype
-    c_prev = _shift(cs, c0)
     peep = None if w.peep is None else w.peep.astype(cs.dtype)  # [D, 3, H]
 
     def body(carry, inputs):
@@ -393,7 +392,8 @@ def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unrol
     """:func:`_chunk_backward` as an XLA loop and, after it, one large product per
     gradient over all steps."""
     dtype = w.w_hh.dtype
-    dz, dh0, dc0, dh_out = _xla_backward_loop(w, valid, c0, acts, cs, dy, dh_t, dc_t, unroll)
+    c_prev = _shift(cs, c0)  # the state before each step
+    dz, dh0, dc0, dh_out = _xla_backward_loop(w, valid, c_prev, acts, cs, dy, dh_t, dc_t, unroll)
     dw_ih = direction_product("dtbg,dtbi->dgi", dz, x, dtype)
     dw_hh = direction_product("dtbg,dtbp->dgp", dz, h_prev, dtype)
     dx = direction_product("dtbg,dgi->dtbi", dz, w.w_ih, dtype)
@@ -405,7 +405,6 @@ def _xla_chunk_backward(w, x, valid, h_prev, c0, acts, cs, dy, dh_t, dc_t, unrol
     dpeep = None
     if w.peep is not None:  # i and f saw the state before each step, o the state after it
         dz_i, dz_f, _, dz_o = jnp.split(dz, 4, axis=-1)
-        c_prev = _shift(cs, c0)
         dpeep = jnp.stack(
             [jnp.sum(g * c, axis=(1, 2)) for g, c in ((dz_i, c_prev), (dz_f, c_prev), (dz_o, cs))],
             axis=1,
