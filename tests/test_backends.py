@@ -32,7 +32,8 @@ def _kernel(backend, cell, params, dtype=jnp.float32, **plan):
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="CPU choice")
 def test_auto_on_cpu_takes_the_kernel_measured_faster():
-    for params in (_params(proj_size=2), _params(peephole=True), _params(layer_norm=True)):
+    for variant in ({"proj_size": 2}, {"peephole": True}, {"cifg": True}, {"layer_norm": True}):
+        params = _params(**variant)
         assert _kernel("auto", F.LSTM_CELL, params, jnp.float32, dropout=False) == "fused"
     rnn = F.init_rnn_params(jax.random.key(0), IN, H)
     assert _kernel("auto", F.RNN_TANH_CELL, rnn, jnp.float32, dropout=False) == "fused"
@@ -48,7 +49,8 @@ def test_explicit_backends_that_cannot_run_raise():
     with pytest.raises(ValueError, match="backend must be one of"):
         _kernel("cudnn_v2", F.LSTM_CELL, _params(), jnp.float32, dropout=False)
     with pytest.raises(ValueError, match="cannot run this configuration.*checkpoints the LSTM"):
-        _kernel("fused", F.LSTM_CELL, _params(cifg=True), jnp.float32, dropout=False, checkpoint=4)
+        layer_norm = _params(layer_norm=True)
+        _kernel("fused", F.LSTM_CELL, layer_norm, jnp.float32, dropout=False, checkpoint=4)
     with pytest.raises(ValueError, match="no projection"):
         _kernel("cudnn", F.LSTM_CELL, _params(proj_size=2), jnp.float32, dropout=False)
     with pytest.raises(ValueError, match="float32 only"):

@@ -87,13 +87,15 @@ def test_explain_backend_names_the_kernel_and_the_reasons():
     assert gru.backend == "fused" and gru.native_cpu == (lstm_cpu.unavailable_reason() is None)
     [rnn] = lstm_jax.explain_backend(lstm_jax.RNN(8, 20, rngs=nnx.Rngs(0)), x)
     assert rnn.native_cpu == (lstm_cpu.unavailable_reason() is None)
-    [peephole] = lstm_jax.explain_backend(lstm_jax.LSTM(8, 20, peephole=True, rngs=nnx.Rngs(0)), x)
-    assert peephole.native_cpu == (lstm_cpu.unavailable_reason() is None)
+    for variant in ("peephole", "cifg"):
+        model = lstm_jax.LSTM(8, 20, **{variant: True}, rngs=nnx.Rngs(0))
+        [choice] = lstm_jax.explain_backend(model, x)
+        assert choice.native_cpu == (lstm_cpu.unavailable_reason() is None), variant
     [layer_norm] = lstm_jax.explain_backend(
         lstm_jax.LSTM(8, 32, layer_norm=True, rngs=nnx.Rngs(0)), x
     )
     assert layer_norm.backend == "fused" and not layer_norm.native_cpu
-    assert "with or without peepholes" in layer_norm.reasons["native_cpu"]
+    assert "not with layer norm" in layer_norm.reasons["native_cpu"]
 
     with lstm_jax.portable_kernels():
         [portable] = lstm_jax.explain_backend(lstm_jax.LSTM(8, 32, rngs=nnx.Rngs(0)), x)

@@ -73,12 +73,13 @@ SCRIPT = textwrap.dedent(
         "grad_replicated": sharded[1][0][0].weight_ih.sharding.is_fully_replicated,
     }
 
-    # -- the GRU's and the RNN's native loops, the peephole LSTM's, and the fused layer
-    # derived from a cell (a layer-norm LSTM's): XLA partitions the derived layer's loops -
+    # -- the GRU's and the RNN's native loops, the CIFG peephole LSTM's, and the fused
+    # layer derived from a cell (a layer-norm LSTM's): XLA partitions the derived layer's
+    # loops -
     layer_norm = lambda *a, **k: F.init_lstm_params(*a, layer_norm=True, **k)
-    peephole = lambda *a, **k: F.init_lstm_params(*a, peephole=True, **k)
+    cifg = lambda *a, **k: F.init_lstm_params(*a, peephole=True, cifg=True, **k)
     for kind, init, fn in (("gru", F.init_gru_params, F.gru), ("rnn", F.init_rnn_params, F.rnn),
-                           ("peephole", peephole, F.lstm), ("layer_norm", layer_norm, F.lstm)):
+                           ("cifg", cifg, F.lstm), ("layer_norm", layer_norm, F.lstm)):
         cell_params = init(jax.random.key(4), I, H, num_layers=2, bidirectional=True)
 
         def cell_loss(p, x, lengths, backend, fn=fn):
@@ -217,14 +218,14 @@ def test_sharded_jit_runs_each_devices_rows(run):
     assert all(shape.split(",")[2] == str(per_device) for _, shape in r["calls"]), r["calls"]
 
 
-@pytest.mark.parametrize("kind", ["gru", "rnn_tanh", "peephole"])
-def test_sharded_jit_of_the_native_gru_rnn_and_peephole_lstm_runs_each_devices_rows(run, kind):
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh", "cifg_peephole"])
+def test_sharded_jit_of_the_native_gru_rnn_and_lstm_variants_runs_each_devices_rows(run, kind):
     result = run
     r = result[f"{kind.split('_')[0]}_fused"]
     assert r["error"] < 1e-5 and not r["all_gather"], r  # float32: ~1e-7 to 1e-6
     if _native_available():
         names = {name for name, _ in r["calls"]}
-        call = "" if kind == "peephole" else f"{kind}_"  # the peephole LSTM runs the LSTM's
+        call = "" if kind == "cifg_peephole" else f"{kind}_"  # the variants run the LSTM's
         assert names == {f"lstm_jax_native_{call}forward", f"lstm_jax_native_{call}backward"}
         assert all(shape.split(",")[2] == "4" for _, shape in r["calls"]), r["calls"]
 

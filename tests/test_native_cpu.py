@@ -34,9 +34,10 @@ if _REASON is not None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 
 
-def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I, peephole=False):
+def _problem(key, scale=1.0, time=T, batch=B, hidden=H, inputs=I, variants=()):
+    """``variants``: the names of :func:`F.init_lstm_layer`'s flags to turn on."""
     keys = jax.random.split(key, 4)
-    params = F.init_lstm_layer(keys[0], inputs, hidden, peephole=peephole)
+    params = F.init_lstm_layer(keys[0], inputs, hidden, **dict.fromkeys(variants, True))
     f32 = jnp.float32
     x = scale * jax.random.normal(keys[1], (time, batch, inputs), f32)
     state = F.LSTMState(
@@ -63,18 +64,20 @@ def _assert_native_equals_float64(fused, scan, args):
 
 
 @pytest.mark.parametrize(
-    "reverse,lengths,checkpoint,scale,peephole",
+    "reverse,lengths,checkpoint,scale,variants",
     [
-        (False, None, None, 1.0, False),
-        (True, LENGTHS, None, 1.0, False),
-        (False, LENGTHS, 4, 1.0, False),
-        (True, None, None, 30.0, False),  # saturated gates: exp and tanh at their extremes
-        (True, LENGTHS, None, 1.0, True),
-        (False, LENGTHS, 4, 30.0, True),
+        (False, None, None, 1.0, ()),
+        (True, LENGTHS, None, 1.0, ()),
+        (False, LENGTHS, 4, 1.0, ()),
+        (True, None, None, 30.0, ()),  # saturated gates: exp and tanh at their extremes
+        (True, LENGTHS, None, 1.0, ("peephole",)),
+        (False, LENGTHS, 4, 30.0, ("peephole",)),
+        (False, LENGTHS, None, 1.0, ("cifg",)),
+        (True, LENGTHS, 4, 1.0, ("cifg", "peephole")),
     ],
 )
-def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale, peephole):
-    params, x, state = _problem(jax.random.key(0), scale, peephole=peephole)
+def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale, variants):
+    params, x, state = _problem(jax.random.key(0), scale, variants=variants)
     seq = None if lengths is None else jnp.asarray(lengths)
     _assert_native_equals_float64(
         _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
@@ -84,21 +87,22 @@ def test_native_layer_equals_float64_scan(reverse, lengths, checkpoint, scale, p
 # Hidden sizes that leave the kernel's last block of 32 units partial: less than a vector
 # (8 lanes with AVX2, 16 with AVX-512), less than a block, a block and one unit, several.
 @pytest.mark.parametrize(
-    "hidden,reverse,lengths,checkpoint,scale,peephole",
+    "hidden,reverse,lengths,checkpoint,scale,variants",
     [
-        (1, False, None, None, 1.0, False),
-        (5, True, LENGTHS, None, 1.0, False),
-        (20, False, LENGTHS, 4, 1.0, False),
-        (33, True, None, None, 30.0, False),
-        (100, False, LENGTHS, 4, 1.0, False),
-        (5, False, LENGTHS, None, 1.0, True),
-        (37, True, LENGTHS, None, 1.0, True),
+        (1, False, None, None, 1.0, ()),
+        (5, True, LENGTHS, None, 1.0, ()),
+        (20, False, LENGTHS, 4, 1.0, ()),
+        (33, True, None, None, 30.0, ()),
+        (100, False, LENGTHS, 4, 1.0, ()),
+        (5, False, LENGTHS, None, 1.0, ("peephole",)),
+        (37, True, LENGTHS, None, 1.0, ("peephole",)),
+        (37, False, None, None, 1.0, ("cifg", "peephole")),
     ],
 )
 def test_native_layer_of_any_hidden_size_equals_float64_scan(
-    hidden, reverse, lengths, checkpoint, scale, peephole
+    hidden, reverse, lengths, checkpoint, scale, variants
 ):
-    params, x, state = _problem(jax.random.key(hidden), scale, hidden=hidden, peephole=peephole)
+    params, x, state = _problem(jax.random.key(hidden), scale, hidden=hidden, variants=variants)
     seq = None if lengths is None else jnp.asarray(lengths)
     _assert_native_equals_float64(
         _fused(seq, reverse, checkpoint), _scan(seq, reverse), (params, x, state)
@@ -185,7 +189,7 @@ def test_native_second_order_gradients_and_vmap_equal_the_scan():
     """The native calls take their derivatives from the XLA loops (a gradient of a
     gradient), and ``vmap`` runs them once per mapped element. With peepholes: the plain
     cell's calls and loops are the same code with the peephole terms left out."""
-    params, x, state = _problem(jax.random.key(5), peephole=True)
+    params, x, state = _problem(jax.random.key(5), variants=("peephole",))
     seq = jnp.asarray(LENGTHS)
     fused, scan = _fused(seq), _scan(seq)
 

@@ -55,9 +55,11 @@ CASES = {
 }
 
 
-def _problem(bidirectional, hidden, peephole=False):
+def _problem(bidirectional, hidden, variants=()):
+    """``variants``: the names of :func:`F.init_lstm_params`' flags to turn on."""
     keys = jax.random.split(jax.random.key(0), 4)
-    params = F.init_lstm_params(keys[0], I, hidden, bidirectional=bidirectional, peephole=peephole)
+    flags = dict.fromkeys(variants, True)
+    params = F.init_lstm_params(keys[0], I, hidden, bidirectional=bidirectional, **flags)
     d = 2 if bidirectional else 1
     x = jax.random.normal(keys[1], (T, B, I), jnp.float32)
     h0 = jax.random.normal(keys[2], (d, B, hidden), jnp.float32)
@@ -82,7 +84,7 @@ def _plant(planted, params, x, h0, c0):
 
 
 @functools.cache
-def _compiled(backend, bidirectional, padded, hidden, peephole=False):
+def _compiled(backend, bidirectional, padded, hidden, variants=()):
     """Outputs, final states and the gradients of every argument, jitted once per grid
     point (every case has the same shapes)."""
     seq = jnp.asarray(LENGTHS) if padded else None
@@ -99,7 +101,7 @@ def _compiled(backend, bidirectional, padded, hidden, peephole=False):
     def values_and_grads(*args):
         return run(*args), jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
 
-    problem = _problem(bidirectional, hidden, peephole)
+    problem = _problem(bidirectional, hidden, variants)
     if backend == "fused-xla":
         with lstm_jax.portable_kernels():
             lowered = jax.jit(values_and_grads).lower(*problem)
@@ -141,13 +143,29 @@ PEEPHOLE_CASES = {
 }
 
 
+# With coupled input-forget gates the forget gate's weights and peephole reach the input
+# gate too (the layer runs them as a second, negated block).
+CIFG_CASES = {
+    "c0_nan": ("c0", (0, 2, 7), nan),
+    "weight_cf_nan": ("weight_cf", (0, 3), nan),
+    "weight_hh_neginf_in_the_forget_block": ("weight_hh", (-1, 2, 1), -inf),
+}
+VARIANT_CASES = [(("peephole",), case, PEEPHOLE_CASES[case]) for case in PEEPHOLE_CASES] + [
+    (("cifg", "peephole"), case, CIFG_CASES[case]) for case in CIFG_CASES
+]
+
+
 @pytest.mark.parametrize("kernel", ["fused", "fused-xla"])
-@pytest.mark.parametrize("case", list(PEEPHOLE_CASES))
-def test_nonfinite_values_propagate_through_peepholes_as_in_the_scan(case, kernel):
+@pytest.mark.parametrize(
+    "variants,case,planted", VARIANT_CASES, ids=[f"{'-'.join(v)}-{c}" for v, c, _ in VARIANT_CASES]
+)
+def test_nonfinite_values_propagate_through_the_variants_as_in_the_scan(
+    variants, case, planted, kernel
+):
     hidden = HIDDEN[1]
-    args = _plant(PEEPHOLE_CASES[case], *_problem(True, hidden, peephole=True))
-    expected = _compiled("scan", True, True, hidden, peephole=True)(*args)
-    got = _compiled(kernel, True, True, hidden, peephole=True)(*args)
+    args = _plant(planted, *_problem(True, hidden, variants))
+    expected = _compiled("scan", True, True, hidden, variants)(*args)
+    got = _compiled(kernel, True, True, hidden, variants)(*args)
     assert any(not np.isfinite(a).all() for a in jax.tree.leaves(expected))
     assert_same_nonfinite_pattern(got, expected)
 

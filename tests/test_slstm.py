@@ -317,7 +317,7 @@ def test_auto_runs_the_fused_kernel_and_the_others_say_why_not():
     assert choice.backend == ("fused" if jax.default_backend() == "cpu" else "scan")
     assert not choice.native_cpu
     assert "sLSTM" in choice.reasons["pallas"] and "LSTM cell only" in choice.reasons["cudnn"]
-    assert "with or without peepholes" in choice.reasons["native_cpu"]
+    assert "the LSTM (not with layer norm), GRU and RNN" in choice.reasons["native_cpu"]
     with pytest.raises(ValueError, match="sLSTM"):
         lstm_jax.Recurrent("slstm", I, H, backend="pallas", rngs=nnx.Rngs(0))(x)
 

@@ -458,10 +458,9 @@ def lstm(
       backend: which kernel runs the stack. ``"scan"``: ``lax.scan`` of the cell.
         ``"fused"``: a custom-VJP layer whose input projection, input gradient and weight
         gradients are single products outside the time loop: the hand-written LSTM
-        kernel (native CPU loops) for the plain LSTM, projection included, and the LSTM
-        with peepholes (``lstm_jax.functional.run_fused_layer``), and for every other
-        cell and variant
-        the layer derived from the cell's definition
+        kernel (native CPU loops) for the plain LSTM, projection included, with or
+        without peepholes and CIFG (``lstm_jax.functional.run_fused_layer``), and for
+        every other cell and layer normalisation the layer derived from the cell's definition
         (``lstm_jax.functional.run_fused_cell_layer``). ``"cudnn"``: cuDNN through
         ``jax.experimental.rnn`` on a GPU (LSTM, float32, no projection, no variants, no
         active dropout). ``"pallas"``: forward and backward loops as Pallas kernels with

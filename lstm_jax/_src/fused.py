@@ -15,8 +15,10 @@ must be sequential inside the loops and moves every other product outside them:
 
 The cell is ``torch.nn.LSTM``'s, with optional peepholes (``w_ci``, ``w_cf``, ``w_co``:
 ``i`` and ``f`` see ``c_{t-1}``, ``o`` sees ``c_t``; their gradients are sums over the
-steps and rows). The forward loop stores the gate activations ``(i, f, g, o)`` and the
-cell state of every step for the backward loop. With ``checkpoint=K`` it stores only the
+steps and rows) and coupled input-forget gates (CIFG, run as the four-gate cell whose
+input gate's block is the forget gate's negated: ``1 - sigmoid(z) = sigmoid(-z)``). The
+forward loop stores the gate activations ``(i, f, g, o)`` and the cell state of every
+step for the backward loop. With ``checkpoint=K`` it stores only the
 state every ``K`` steps and recomputes each chunk's activations in the backward pass (the
 effect of ``jax.checkpoint`` over chunks of time), so memory for activations falls from
 ``O(T)`` to ``O(T / K + K)`` per layer at the cost of a second forward pass.
@@ -25,7 +27,7 @@ Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
 bidirectional layer) are stacked on a leading axis and the reverse direction's input is
 flipped in time, so one loop advances both directions at once with batched products.
 
-On CPU, for float32 without a projection, peepholes or not, of any hidden size, the
+On CPU, for float32 without a projection, every variant above, of any hidden size, the
 forward and backward passes run as native code (:mod:`lstm_jax._src.native.lstm_cpu`,
 XLA FFI calls compiled on first use): the forward loop computes each step's recurrent
 product and input projection (per chunk of steps where the weights outgrow the cache) as
@@ -54,7 +56,7 @@ import numpy as np
 from jax import lax
 
 from lstm_jax._src import compat, custom_calls
-from lstm_jax._src.cells import accumulation_dtype, lstm_variants
+from lstm_jax._src.cells import accumulation_dtype, lstm_is_cifg, lstm_variants
 from lstm_jax._src.native import lstm_cpu
 from lstm_jax._src.types import LSTMParams, LSTMState
 
@@ -496,25 +498,47 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 def unsupported_reason(params: LSTMParams) -> str | None:
     """Why this layer cannot run a layer's parameters, or ``None`` when it can.
 
-    It runs ``torch.nn.LSTM``'s cell (projection included) with or without peepholes,
-    not layer normalisation or coupled input-forget gates.
+    It runs ``torch.nn.LSTM``'s cell (projection included) with or without peepholes and
+    coupled input-forget gates, not layer normalisation.
 
     Example:
       >>> from lstm_jax._src.init import init_lstm_layer
-      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, peephole=True)) is None
+      >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, cifg=True)) is None
       True
       >>> unsupported_reason(init_lstm_layer(jax.random.key(0), 3, 5, layer_norm=True))
-      'the hand-written LSTM layer runs the LSTM with or without peepholes only, got layer norm'
+      'the hand-written LSTM layer runs the LSTM with or without peepholes and CIFG, not layer norm'
     """
     if type(params) is not LSTMParams:
         return f"the hand-written LSTM layer runs the LSTM only, got {type(params).__name__}"
-    variants = [v for v in lstm_variants(params) if v != "peephole"]
-    if variants:
+    if "layer norm" in lstm_variants(params):
         return (
-            "the hand-written LSTM layer runs the LSTM with or without peepholes only, "
-            f"got {', '.join(variants)}"
+            "the hand-written LSTM layer runs the LSTM with or without peepholes and CIFG, "
+            "not layer norm"
         )
     return None
+
+
+def _with_input_gate(p: LSTMParams) -> LSTMParams:
+    """A CIFG layer as the four-gate cell it equals, other layers as they are.
+
+    CIFG's input gate ``1 - sigmoid(z_f)`` is ``sigmoid(-z_f)``: a gate block (and an
+    input peephole) equal to the forget gate's negated. Autodiff of this tying sums both
+    blocks' gradients into the forget gate's weights; the loops run the plain cell's code
+    with a fourth block of the recurrent product.
+    """
+    if not lstm_is_cifg(p):
+        return p
+
+    def four_blocks(w):  # [3H, ...] in the order f, g, o -> [4H, ...]: -f, f, g, o
+        return None if w is None else jnp.concatenate([-w[: w.shape[0] // 3], w])
+
+    return p._replace(
+        weight_ih=four_blocks(p.weight_ih),
+        weight_hh=four_blocks(p.weight_hh),
+        bias_ih=four_blocks(p.bias_ih),
+        bias_hh=four_blocks(p.bias_hh),
+        weight_ci=None if p.weight_cf is None else -p.weight_cf,
+    )
 
 
 def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
@@ -522,6 +546,7 @@ def _stack_weights(params: tuple[LSTMParams, ...]) -> _Weights:
         reason = unsupported_reason(p)
         if reason is not None:
             raise ValueError(reason)
+    params = tuple(_with_input_gate(p) for p in params)
     first = params[0]
 
     def stacked(name):

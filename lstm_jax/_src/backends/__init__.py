@@ -6,8 +6,8 @@ module that says what it supports and runs a :class:`LayerPlan`; ``backend=`` na
 order of preference):
 
 - ``"scan"``: ``lax.scan`` of any cell's step, autodiff backward; runs everything.
-- ``"fused"``: every cell, a hand-written (the LSTM with or without peepholes) or derived
-  (any other cell) backward with the weight gradients as single products outside the
+- ``"fused"``: every cell, a hand-written (the LSTM, layer norm aside) or derived (any
+  other cell) backward with the weight gradients as single products outside the
   time loop; its LSTM, GRU and RNN loops run as native CPU code where :data:`NATIVE_CPU`
   supports them.
 - ``"cudnn"``: ``jax.experimental.rnn`` (cuDNN) for a whole float32 plain-LSTM stack on

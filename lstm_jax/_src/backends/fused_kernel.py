@@ -1,8 +1,8 @@
 """The fused layer (hand-written backward, weight gradients outside the time loop) and
 its native CPU loops.
 
-For ``torch.nn.LSTM``'s cell (projection included) and the LSTM with peepholes the layer is
-:mod:`lstm_jax._src.fused`, whose loops run as native CPU code where
+For ``torch.nn.LSTM``'s cell (projection included), with or without peepholes and CIFG,
+the layer is :mod:`lstm_jax._src.fused`, whose loops run as native CPU code where
 :data:`NATIVE_CPU` supports the layer; for ``torch.nn.GRU``'s and ``torch.nn.RNN``'s
 cells where the native loops run, :mod:`lstm_jax._src.fused_gru_rnn`; for every other
 cell (variants, a user's own), for the GRU and the RNN elsewhere and for any cell with
@@ -42,7 +42,7 @@ class NativeCpuKernel(Kernel):
       >>> from lstm_jax._src.init import init_lstm_params
       >>> p = init_lstm_params(jax.random.key(0), 3, 4, layer_norm=True)
       >>> NATIVE_CPU.supports(LSTM_CELL, p, LayerPlan(jnp.dtype(jnp.float32)))
-      'the native loops run the LSTM (with or without peepholes), GRU and RNN cells only'
+      'the native loops run the LSTM (not with layer norm), GRU and RNN cells only'
     """
 
     name = "native_cpu"
@@ -54,9 +54,7 @@ class NativeCpuKernel(Kernel):
         elif all(fused_gru_rnn.runs_cell(cell, p) for p in layers):
             projection = False
         else:
-            return (
-                "the native loops run the LSTM (with or without peepholes), GRU and RNN cells only"
-            )
+            return "the native loops run the LSTM (not with layer norm), GRU and RNN cells only"
         if plan.recurrent_dropout:
             return "the native loops have no recurrent dropout mask"
         return fused.native_unsupported_reason([plan.dtype], projection)
@@ -90,8 +88,8 @@ class FusedKernel(Kernel):
                 return reason
             if plan.checkpoint is not None:
                 return (
-                    "the fused kernel checkpoints the LSTM (with or without peepholes) "
-                    "without recurrent dropout only: use the scan"
+                    "the fused kernel checkpoints the LSTM (not with layer norm) without "
+                    "recurrent dropout only: use the scan"
                 )
         return None
 
