@@ -79,7 +79,7 @@ def run_layer(
       ((7, 2, 5), True)
       >>> q, _ = run_layer(LSTM_CELL, p, jnp.ones((7, 2, 3)), LSTM_CELL.zero_state(p, 2),
       ...                  quantities=True)
-      >>> list(q), bool(jnp.all(q["h"] == out))
+      >>> list(q), bool(jnp.allclose(q["h"], out))
       (['i', 'f', 'g', 'o', 'c', 'h'], True)
     """
     time = x.shape[0]
