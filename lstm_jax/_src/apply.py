@@ -460,8 +460,8 @@ def lstm(
         gradients are single products outside the time loop: the hand-written LSTM
         kernel (native CPU loops) for the plain LSTM, projection included, with or
         without peepholes and CIFG (``lstm_jax.functional.run_fused_layer``), and for
-        every other cell and layer normalisation the layer derived from the cell's definition
-        (``lstm_jax.functional.run_fused_cell_layer``). ``"cudnn"``: cuDNN through
+        layer normalisation and every other cell the layer derived from the cell's
+        definition (``lstm_jax.functional.run_fused_cell_layer``). ``"cudnn"``: cuDNN through
         ``jax.experimental.rnn`` on a GPU (LSTM, float32, no projection, no variants, no
         active dropout). ``"pallas"``: forward and backward loops as Pallas kernels with
         ``W_hh`` on chip, for TPU and GPU (plain LSTM without projection, GRU, RNN;

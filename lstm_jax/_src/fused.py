@@ -18,10 +18,10 @@ The cell is ``torch.nn.LSTM``'s, with optional peepholes (``w_ci``, ``w_cf``, ``
 steps and rows) and coupled input-forget gates (CIFG, run as the four-gate cell whose
 input gate's block is the forget gate's negated: ``1 - sigmoid(z) = sigmoid(-z)``). The
 forward loop stores the gate activations ``(i, f, g, o)`` and the cell state of every
-step for the backward loop. With ``checkpoint=K`` it stores only the
-state every ``K`` steps and recomputes each chunk's activations in the backward pass (the
-effect of ``jax.checkpoint`` over chunks of time), so memory for activations falls from
-``O(T)`` to ``O(T / K + K)`` per layer at the cost of a second forward pass.
+step for the backward loop. With ``checkpoint=K`` it stores only the state every ``K``
+steps and recomputes each chunk's activations in the backward pass (the effect of
+``jax.checkpoint`` over chunks of time), so memory for activations falls from ``O(T)`` to
+``O(T / K + K)`` per layer at the cost of a second forward pass.
 
 Directions run in *execution order*: a layer's ``D`` directions (1, or 2 for a
 bidirectional layer) are stacked on a leading axis and the reverse direction's input is
